@@ -1,0 +1,196 @@
+"""Price plans and versioned prices; wallets, the credit ledger, holds and quotas.
+
+Money fields say their unit. Prices are per 1M tokens with 12 decimal places (so a price of
+1e-9 per token, 0.001 per 1M, is exact); ledger amounts are in currency units with 6 places.
+"""
+
+from django.db import models
+
+PRICE_FIELD = {"max_digits": 24, "decimal_places": 12}
+LEDGER_FIELD = {"max_digits": 24, "decimal_places": 6}
+
+
+class PricePlan(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=64, unique=True)
+    currency = models.CharField(max_length=3, default="USD")
+    description = models.TextField(blank=True)
+    # Whether /authorize admits a model the plan has no price for (its usage is stored
+    # unpriced either way and rated when a price arrives).
+    allow_unpriced_models = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class Price(models.Model):
+    """One version of a model's price in a plan. Never edited: a change is a new version.
+
+    `model_pattern` is an exact model name or a glob (`gpt-4o*`); the exact name wins, then
+    the longest glob. `tenant` set makes it an override for that tenant only.
+    """
+
+    plan = models.ForeignKey(PricePlan, on_delete=models.PROTECT, related_name="prices")
+    tenant = models.ForeignKey(
+        "accounts.Tenant", null=True, blank=True, on_delete=models.PROTECT, related_name="price_overrides"
+    )
+    model_pattern = models.CharField(max_length=200)
+    effective_from = models.DateTimeField()
+    # Currency units per 1,000,000 tokens. A missing cache rate means the input rate.
+    input_per_mtok = models.DecimalField(**PRICE_FIELD)
+    output_per_mtok = models.DecimalField(**PRICE_FIELD)
+    cached_input_per_mtok = models.DecimalField(**PRICE_FIELD, null=True, blank=True)
+    cache_write_per_mtok = models.DecimalField(**PRICE_FIELD, null=True, blank=True)
+    # Context tier: when input_tokens > tier_threshold the whole request uses the tier rates
+    # (a missing tier rate falls back to the base rate of the same kind).
+    tier_threshold = models.PositiveBigIntegerField(null=True, blank=True)
+    tier_input_per_mtok = models.DecimalField(**PRICE_FIELD, null=True, blank=True)
+    tier_output_per_mtok = models.DecimalField(**PRICE_FIELD, null=True, blank=True)
+    tier_cached_input_per_mtok = models.DecimalField(**PRICE_FIELD, null=True, blank=True)
+    tier_cache_write_per_mtok = models.DecimalField(**PRICE_FIELD, null=True, blank=True)
+    source = models.CharField(max_length=200, blank=True)  # e.g. "litellm catalog", "admin"
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["plan", "model_pattern", "-effective_from"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["plan", "tenant", "model_pattern", "effective_from"],
+                name="price_unique_version",
+                nulls_distinct=False,
+            ),
+            models.CheckConstraint(
+                condition=models.Q(input_per_mtok__gte=0, output_per_mtok__gte=0)
+                & (models.Q(cached_input_per_mtok__isnull=True) | models.Q(cached_input_per_mtok__gte=0))
+                & (models.Q(cache_write_per_mtok__isnull=True) | models.Q(cache_write_per_mtok__gte=0))
+                & (models.Q(tier_input_per_mtok__isnull=True) | models.Q(tier_input_per_mtok__gte=0))
+                & (models.Q(tier_output_per_mtok__isnull=True) | models.Q(tier_output_per_mtok__gte=0))
+                & (models.Q(tier_cached_input_per_mtok__isnull=True) | models.Q(tier_cached_input_per_mtok__gte=0))
+                & (models.Q(tier_cache_write_per_mtok__isnull=True) | models.Q(tier_cache_write_per_mtok__gte=0)),
+                name="price_rates_non_negative",
+            ),
+        ]
+        indexes = [models.Index(fields=["plan", "tenant", "model_pattern"])]
+
+    def __str__(self) -> str:
+        return f"{self.plan.slug}:{self.model_pattern}@{self.effective_from:%Y-%m-%d}"
+
+
+class Wallet(models.Model):
+    """A tenant's prepaid balance. `balance` caches sum(ledger) and is updated with it."""
+
+    tenant = models.OneToOneField("accounts.Tenant", on_delete=models.PROTECT, related_name="wallet")
+    currency = models.CharField(max_length=3)
+    balance = models.DecimalField(**LEDGER_FIELD, default=0)  # currency units
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.tenant.slug}: {self.balance} {self.currency}"
+
+
+class LedgerEntry(models.Model):
+    """Append-only movement of a wallet; credits positive, debits negative."""
+
+    class Kind(models.TextChoices):
+        TOPUP = "topup"
+        USAGE = "usage"
+        HOLD = "hold"
+        RELEASE = "release"
+        ADJUSTMENT = "adjustment"
+        INVOICE_PAYMENT = "invoice_payment"
+
+    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.PROTECT, related_name="ledger_entries")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    amount = models.DecimalField(**LEDGER_FIELD)  # currency units, signed
+    idempotency_key = models.CharField(max_length=200)
+    reference = models.CharField(max_length=200, blank=True)
+    actor_label = models.CharField(max_length=200, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "ledger entries"
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "idempotency_key"], name="ledger_unique_idempotency"),
+            models.CheckConstraint(
+                condition=(
+                    models.Q(kind="topup", amount__gt=0)
+                    | models.Q(kind__in=["usage", "hold"], amount__lte=0)
+                    | models.Q(kind="release", amount__gte=0)
+                    | models.Q(kind__in=["adjustment", "invoice_payment"])
+                ),
+                name="ledger_amount_sign_matches_kind",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount} ({self.idempotency_key})"
+
+
+class Hold(models.Model):
+    """An authorization's reserved estimate, settled by the usage event with its request_id."""
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        SETTLED = "settled"
+        RELEASED = "released"  # expired with no usage, or cancelled
+
+    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.PROTECT, related_name="holds")
+    api_key = models.ForeignKey("accounts.ApiKey", on_delete=models.PROTECT, related_name="holds")
+    request_id = models.CharField(max_length=128)
+    model = models.CharField(max_length=200)
+    amount = models.DecimalField(**LEDGER_FIELD)  # currency units reserved, >= 0
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(db_index=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "request_id"], name="hold_unique_request"),
+            models.CheckConstraint(condition=models.Q(amount__gte=0), name="hold_amount_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"hold {self.request_id} {self.amount} {self.status}"
+
+
+class Quota(models.Model):
+    """A limit on tokens or money, for a tenant or one of its keys, per day, month or ever."""
+
+    class Metric(models.TextChoices):
+        TOKENS = "tokens"
+        MONEY = "money"
+
+    class Window(models.TextChoices):
+        DAY = "day"
+        MONTH = "month"
+        LIFETIME = "lifetime"
+
+    class Enforcement(models.TextChoices):
+        HARD = "hard", "hard (402)"
+        SOFT = "soft", "soft (alerts only)"
+
+    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.CASCADE, related_name="quotas")
+    api_key = models.ForeignKey(
+        "accounts.ApiKey", null=True, blank=True, on_delete=models.CASCADE, related_name="quotas"
+    )
+    metric = models.CharField(max_length=8, choices=Metric.choices)
+    window = models.CharField(max_length=8, choices=Window.choices)
+    limit = models.DecimalField(**LEDGER_FIELD)  # tokens, or currency units for money
+    enforcement = models.CharField(max_length=4, choices=Enforcement.choices, default=Enforcement.HARD)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=models.Q(limit__gte=0), name="quota_limit_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        scope = self.api_key.prefix if self.api_key_id else self.tenant.slug
+        return f"{scope}: {self.limit} {self.metric}/{self.window} ({self.enforcement})"

@@ -1,0 +1,59 @@
+"""Money arithmetic: currency exponents, the one rounding mode, and ledger precision.
+
+Costs on usage events are kept unrounded (18 decimal places). They are rounded exactly once:
+- per invoice line, to the currency's minor unit (ISO 4217 exponent), and
+- when charged to the prepaid wallet, to the ledger's micro-unit (6 decimal places), so that
+  PostgreSQL and the Redis hot path can count the same integers.
+Both use ROUND_HALF_EVEN (banker's rounding), which has no bias across many lines.
+"""
+
+from decimal import ROUND_HALF_EVEN, Decimal
+
+ROUNDING = ROUND_HALF_EVEN
+
+# ISO 4217 minor-unit exponents that differ from the common 2; anything else uses 2.
+_EXPONENTS = {
+    "BIF": 0, "CLP": 0, "DJF": 0, "GNF": 0, "ISK": 0, "JPY": 0, "KMF": 0, "KRW": 0,
+    "PYG": 0, "RWF": 0, "UGX": 0, "UYI": 0, "VND": 0, "VUV": 0, "XAF": 0, "XOF": 0, "XPF": 0,
+    "BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3,
+}  # fmt: skip
+
+# Unrounded event costs: tokens x (price per 1M with 12 places) / 10^6 -> 18 places, exact.
+COST_PLACES = 18
+COST_QUANTUM = Decimal(1).scaleb(-COST_PLACES)
+# Prepaid ledger amounts and the Redis counters are integers of this unit.
+LEDGER_PLACES = 6
+LEDGER_QUANTUM = Decimal(1).scaleb(-LEDGER_PLACES)
+MICROS = 10**LEDGER_PLACES
+
+_ONE_MILLION = Decimal(1_000_000)
+
+
+def currency_exponent(currency: str) -> int:
+    return _EXPONENTS.get(currency.upper(), 2)
+
+
+def round_to_currency(amount: Decimal, currency: str) -> Decimal:
+    """Round once to the currency's minor unit (2 for USD and CNY, 0 for JPY, 3 for KWD)."""
+    return amount.quantize(Decimal(1).scaleb(-currency_exponent(currency)), rounding=ROUNDING)
+
+
+def round_to_ledger(amount: Decimal) -> Decimal:
+    return amount.quantize(LEDGER_QUANTUM, rounding=ROUNDING)
+
+
+def to_micros(amount: Decimal) -> int:
+    """A ledger amount as an integer count of micro-units (exact after round_to_ledger)."""
+    return int(round_to_ledger(amount).scaleb(LEDGER_PLACES))
+
+
+def from_micros(micros: int) -> Decimal:
+    return Decimal(micros).scaleb(-LEDGER_PLACES).quantize(LEDGER_QUANTUM)
+
+
+def per_million_to_per_token(price_per_million: Decimal) -> Decimal:
+    return price_per_million / _ONE_MILLION
+
+
+def per_million_to_per_thousand(price_per_million: Decimal) -> Decimal:
+    return price_per_million / 1000

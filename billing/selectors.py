@@ -1,0 +1,93 @@
+"""Read paths of billing that other apps use: price lookup, wallet state."""
+
+import datetime as dt
+import fnmatch
+from collections import defaultdict
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db.models import Q, Sum
+
+from billing.models import LedgerEntry, Price, PricePlan, Wallet
+from billing.rating import PriceTerms, terms_from_price
+
+_GLOB_CHARS = ("*", "?", "[")
+
+
+def is_glob(pattern: str) -> bool:
+    return any(ch in pattern for ch in _GLOB_CHARS)
+
+
+@dataclass
+class PriceBook:
+    """The prices that can apply to a set of models for one tenant, resolved in memory.
+
+    Precedence: a tenant override beats the plan; within each, an exact model name beats a
+    glob, and a longer glob beats a shorter one; then the newest version with
+    effective_from <= the event's time.
+    """
+
+    currency: str
+    allow_unpriced: bool
+    # (is_override, pattern) -> versions newest first
+    _versions: dict[tuple[bool, str], list[tuple[dt.datetime, PriceTerms]]] = field(default_factory=dict)
+    _candidates: dict[str, list[tuple[bool, str]]] = field(default_factory=dict)
+
+    def _candidates_for(self, model: str) -> list[tuple[bool, str]]:
+        cached = self._candidates.get(model)
+        if cached is not None:
+            return cached
+        ranked = []
+        for is_override, pattern in self._versions:
+            if pattern == model:
+                ranked.append(((is_override, 1, len(pattern)), (is_override, pattern)))
+            elif is_glob(pattern) and fnmatch.fnmatchcase(model, pattern):
+                ranked.append(((is_override, 0, len(pattern)), (is_override, pattern)))
+        ranked.sort(reverse=True)
+        result = [key for _, key in ranked]
+        self._candidates[model] = result
+        return result
+
+    def terms_for(self, model: str, at: dt.datetime) -> PriceTerms | None:
+        for key in self._candidates_for(model):
+            for effective_from, terms in self._versions[key]:
+                if effective_from <= at:
+                    return terms
+        return None
+
+
+def price_book_for(*, plan_id: int | None, tenant_id: int, models: set[str]) -> PriceBook | None:
+    """One query: every version of the exact names in `models` and of every glob in the plan."""
+    if plan_id is None:
+        return None
+    plan = PricePlan.objects.filter(pk=plan_id).only("currency", "allow_unpriced_models").first()
+    if plan is None:
+        return None
+    book = PriceBook(currency=plan.currency, allow_unpriced=plan.allow_unpriced_models)
+    pattern_filter = Q(model_pattern__in=models)
+    for ch in _GLOB_CHARS:
+        pattern_filter |= Q(model_pattern__contains=ch)
+    rows = (
+        Price.objects.filter(plan_id=plan_id)
+        .filter(Q(tenant__isnull=True) | Q(tenant_id=tenant_id))
+        .filter(pattern_filter)
+        .order_by("-effective_from")
+    )
+    versions: dict[tuple[bool, str], list] = defaultdict(list)
+    for price in rows:
+        versions[(price.tenant_id is not None, price.model_pattern)].append(
+            (price.effective_from, terms_from_price(price))
+        )
+    book._versions = dict(versions)
+    return book
+
+
+def wallet_balance(*, tenant_id: int) -> Decimal:
+    """The prepaid balance: the cached wallet figure (reconciled against the ledger's sum)."""
+    balance = Wallet.objects.filter(tenant_id=tenant_id).values_list("balance", flat=True).first()
+    return balance if balance is not None else Decimal(0)
+
+
+def ledger_sum(*, tenant_id: int) -> Decimal:
+    total = LedgerEntry.objects.filter(tenant_id=tenant_id).aggregate(total=Sum("amount"))["total"]
+    return total if total is not None else Decimal(0)

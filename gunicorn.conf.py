@@ -1,0 +1,26 @@
+"""gunicorn settings for production (docker-compose `web`). Environment overrides apply."""
+
+import os
+import shutil
+
+bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
+workers = int(os.environ.get("GUNICORN_WORKERS", "4"))
+threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
+accesslog = None  # the app logs structured JSON itself; no second, unstructured access log
+max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))
+
+
+def on_starting(server) -> None:
+    # Prometheus multiprocess mode: each worker writes its own files; /metrics sums them.
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)
+        os.makedirs(directory, exist_ok=True)
+
+
+def child_exit(server, worker) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess  # noqa: PLC0415 - only in multiprocess mode
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,263 @@
+"""Metering endpoints: thin. Parse, call one service or selector, render."""
+
+import datetime as dt
+import time
+import zoneinfo
+
+from django.conf import settings
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import exceptions, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from metering import metrics, selectors
+from metering.api import schema
+from metering.models import UsageEvent
+from metering.services.ingest import KeyRejected, usage_record_batch
+from metering.tokens import count_tokens
+from portal.api.errors import ApiError
+from portal.api.views import TenantAPIView, resolve_named_key
+
+ERRORS = {400: schema.ErrorSerializer, 401: schema.ErrorSerializer, 403: schema.ErrorSerializer}
+
+
+def event_payload(event: UsageEvent, *, duplicate: bool) -> dict:
+    return {
+        "id": event.pk,
+        "request_id": event.request_id,
+        "duplicate": duplicate,
+        "cost": str(event.cost) if event.cost is not None else None,
+        "currency": event.currency,
+        "priced": event.cost is not None,
+        "model": event.model,
+        "input_tokens": event.input_tokens,
+        "output_tokens": event.output_tokens,
+        "cached_input_tokens": event.cached_input_tokens,
+        "cache_write_tokens": event.cache_write_tokens,
+        "timestamp": event.occurred_at,
+        "received_at": event.received_at,
+        "latency_ms": event.latency_ms,
+        "api_key_id": event.api_key_id,
+        "token_source": event.token_source,
+        "encoding": event.encoding,
+        "metadata": event.metadata,
+    }
+
+
+def _service_key(ref: str | int):
+    try:
+        return resolve_named_key(ref)
+    except ApiError as exc:
+        raise KeyRejected(exc.code, exc.message, exc.status_code) from None
+    except exceptions.PermissionDenied as exc:  # revoked key or suspended tenant
+        detail = exc.detail if isinstance(exc.detail, dict) else {"code": "forbidden", "message": str(exc.detail)}
+        raise KeyRejected(str(detail["code"]), str(detail["message"]), 403) from None
+
+
+class IngestView(TenantAPIView):
+    required_scope = "ingest"
+
+    def record(self, request: Request, raw_events: list) -> tuple:
+        principal = self.principal(request)
+        if principal.is_service:
+            return usage_record_batch(raw_events=raw_events, api_key=None, resolve_key=_service_key)
+        key = self.acting_key(request)
+        return usage_record_batch(raw_events=raw_events, api_key=key)
+
+
+class EventView(IngestView):
+    @extend_schema(
+        operation_id="events_create",
+        request=schema.EventInSerializer,
+        responses={
+            201: schema.EventOutSerializer,
+            200: schema.EventOutSerializer,
+            409: schema.ErrorSerializer,
+            413: schema.ErrorSerializer,
+            **ERRORS,
+        },
+        summary="Record one usage event (idempotent on request_id).",
+    )
+    def post(self, request: Request) -> Response:
+        started = time.perf_counter()
+        if not isinstance(request.data, dict):
+            raise ApiError(status_code=400, code="invalid_request", message="Send one event as a JSON object.")
+        principal = self.principal(request)
+        if principal.is_service:
+            result = usage_record_batch(
+                raw_events=[request.data], api_key=None, resolve_key=_service_key, with_events=True
+            )
+        else:
+            result = usage_record_batch(raw_events=[request.data], api_key=self.acting_key(request), with_events=True)
+        item = result.items[0]
+        metrics.REQUEST_SECONDS.labels(endpoint="event").observe(time.perf_counter() - started)
+        if item.status == "rejected":
+            assert item.error is not None
+            raise ApiError(
+                status_code=item.http_status,
+                code=item.error["code"],
+                message=item.error["message"],
+                details={"field": item.error["field"]},
+            )
+        assert item.event_id is not None
+        event = result.events[item.event_id]
+        return Response(event_payload(event, duplicate=item.status == "duplicate"), status=item.http_status)
+
+
+class EventBatchView(IngestView):
+    @extend_schema(
+        operation_id="events_batch_create",
+        request=schema.BatchInSerializer,
+        responses={200: schema.BatchOutSerializer, 413: schema.ErrorSerializer, **ERRORS},
+        summary="Record up to 1,000 events; per-item results in input order.",
+    )
+    def post(self, request: Request) -> Response:
+        started = time.perf_counter()
+        data = request.data
+        events = data.get("events") if isinstance(data, dict) else data
+        if not isinstance(events, list):
+            raise ApiError(
+                status_code=400,
+                code="invalid_request",
+                message='Send {"events": [...]} (or a JSON array of events).',
+                details={"field": "events"},
+            )
+        if isinstance(data, dict) and data.keys() - {"events"}:
+            unknown = ", ".join(sorted(data.keys() - {"events"}))
+            raise ApiError(status_code=400, code="unknown_field", message=f"Unknown field(s): {unknown}.")
+        limit = settings.INGEST_MAX_BATCH
+        if not events:
+            raise ApiError(status_code=400, code="empty_batch", message="The batch has no events.")
+        if len(events) > limit:
+            raise ApiError(
+                status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+                code="batch_too_large",
+                message=f"A batch holds at most {limit} events; this one has {len(events)}.",
+                details={"limit": limit, "received": len(events)},
+            )
+        if not self.principal(request).is_service:
+            self.acting_key(request)  # scope check before any work
+        result = self.record(request, events)
+        metrics.REQUEST_SECONDS.labels(endpoint="batch").observe(time.perf_counter() - started)
+        return Response(
+            {
+                "results": [item.as_dict() for item in result.items],
+                "accepted": result.count("accepted"),
+                "duplicates": result.count("duplicate"),
+                "rejected": result.count("rejected"),
+            }
+        )
+
+
+class TokenizeView(TenantAPIView):
+    required_scope = "ingest"
+
+    @extend_schema(
+        operation_id="tokenize",
+        request=schema.TokenizeInSerializer,
+        responses={200: schema.TokenizeOutSerializer, **ERRORS},
+        summary="Count tokens with the model's tiktoken encoding (offline).",
+    )
+    def post(self, request: Request) -> Response:
+        data = request.data
+        if not isinstance(data, dict):
+            raise ApiError(status_code=400, code="invalid_request", message='Send {"model": ..., "text": ...}.')
+        unknown = data.keys() - {"model", "text"}
+        if unknown:
+            raise ApiError(
+                status_code=400, code="unknown_field", message=f"Unknown field(s): {', '.join(sorted(unknown))}."
+            )
+        model, text = data.get("model"), data.get("text")
+        if not isinstance(model, str) or not model.strip() or len(model) > 200:
+            raise ApiError(
+                status_code=400,
+                code="invalid_field",
+                message="model must be a non-empty string.",
+                details={"field": "model"},
+            )
+        if not isinstance(text, str):
+            raise ApiError(
+                status_code=400, code="invalid_field", message="text must be a string.", details={"field": "text"}
+            )
+        counted = count_tokens(model=model, text=text)
+        return Response({"model": model, "tokens": counted.tokens, "encoding": counted.encoding})
+
+
+def _parse_bound(value: str, tz: zoneinfo.ZoneInfo, *, end: bool) -> dt.datetime:
+    try:
+        day = dt.date.fromisoformat(value)
+    except ValueError:
+        day = None
+    if day is not None:
+        # A date is a whole tenant-local day; `to` includes that day.
+        if end:
+            day += dt.timedelta(days=1)
+        return dt.datetime.combine(day, dt.time.min, tzinfo=tz).astimezone(dt.UTC)
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ApiError(
+            status_code=400,
+            code="invalid_field",
+            message=f"{'to' if end else 'from'}={value!r} is neither a date (YYYY-MM-DD) nor an ISO 8601 time.",
+            details={"field": "to" if end else "from"},
+        ) from None
+    if moment.tzinfo is None:
+        raise ApiError(
+            status_code=400,
+            code="invalid_field",
+            message=f"{'to' if end else 'from'}={value!r} has no zone; add Z or an offset.",
+            details={"field": "to" if end else "from"},
+        )
+    return moment.astimezone(dt.UTC)
+
+
+MAX_USAGE_RANGE = dt.timedelta(days=400)
+
+
+class UsageView(TenantAPIView):
+    required_scope = "read"
+
+    @extend_schema(
+        operation_id="usage",
+        parameters=[
+            OpenApiParameter("from", str, description="Date (tenant-local) or ISO 8601 time; default 30 days ago."),
+            OpenApiParameter("to", str, description="Date (included) or ISO 8601 time (excluded); default now."),
+            OpenApiParameter("group_by", str, enum=list(selectors.GROUPINGS), description="Default day."),
+            OpenApiParameter("api_key", str, description="Service tokens only: the tenant key to report for."),
+        ],
+        responses={200: schema.UsageOutSerializer, **ERRORS},
+        summary="Aggregated usage of the caller's tenant.",
+    )
+    def get(self, request: Request) -> Response:
+        params = request.query_params
+        unknown = set(params.keys()) - {"from", "to", "group_by", "api_key"}
+        if unknown:
+            raise ApiError(
+                status_code=400, code="unknown_field", message=f"Unknown parameter(s): {', '.join(sorted(unknown))}."
+            )
+        key = self.acting_key(request, params.get("api_key"))
+        tenant = key.tenant
+        tz = zoneinfo.ZoneInfo(tenant.timezone)
+        group_by = params.get("group_by", "day")
+        if group_by not in selectors.GROUPINGS:
+            raise ApiError(
+                status_code=400,
+                code="invalid_field",
+                message=f"group_by must be one of {', '.join(selectors.GROUPINGS)}.",
+                details={"field": "group_by"},
+            )
+        end = _parse_bound(params["to"], tz, end=True) if "to" in params else timezone.now()
+        start = _parse_bound(params["from"], tz, end=False) if "from" in params else end - dt.timedelta(days=30)
+        if start >= end:
+            raise ApiError(status_code=400, code="invalid_range", message="from must be before to.")
+        if end - start > MAX_USAGE_RANGE:
+            raise ApiError(status_code=400, code="invalid_range", message="The range may span at most 400 days.")
+        rows = selectors.usage_aggregate(
+            tenant_id=tenant.pk, tz_name=tenant.timezone, start=start, end=end, group_by=group_by
+        )
+        for row in rows:
+            row["cost"] = str(row["cost"])
+        currency = tenant.price_plan.currency if tenant.price_plan_id else tenant.currency
+        return Response({"results": rows, "currency": currency, "group_by": group_by, "start": start, "end": end})

@@ -1,0 +1,19 @@
+"""Prometheus metrics for ingest. Exported at /metrics with Django's own (django-prometheus)."""
+
+from prometheus_client import Counter, Histogram
+
+EVENTS = Counter(
+    "tokenbill_ingest_events_total",
+    "Usage events received, by outcome (accepted, duplicate, rejected) and rejection reason.",
+    ["outcome", "reason"],
+)
+UNPRICED = Counter(
+    "tokenbill_unpriced_events_total",
+    "Usage events stored without a price (rated later when a price is added).",
+)
+REQUEST_SECONDS = Histogram(
+    "tokenbill_ingest_request_seconds",
+    "Time to handle an ingest request, by endpoint.",
+    ["endpoint"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)

@@ -1,0 +1,95 @@
+"""Usage events (append-only, rated once at ingest) and their daily rollups."""
+
+from django.db import models
+
+COST_FIELD = {"max_digits": 38, "decimal_places": 18}  # unrounded currency units
+
+
+class UsageEvent(models.Model):
+    """One metered request. (tenant, request_id) is unique: the idempotency key.
+
+    Token kinds follow OpenAI's `usage`: input_tokens counts every prompt token, and the
+    cached-read and cache-write tokens are parts of it (see docs/billing-rules.md).
+    """
+
+    class TokenSource(models.TextChoices):
+        REPORTED = "reported"  # counts sent by the caller
+        COUNTED = "counted"  # counted here from text with tiktoken
+
+    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.PROTECT, related_name="+")
+    api_key = models.ForeignKey("accounts.ApiKey", on_delete=models.PROTECT, related_name="+")
+    request_id = models.CharField(max_length=128)
+    model = models.CharField(max_length=200)
+    input_tokens = models.BigIntegerField()
+    output_tokens = models.BigIntegerField()
+    cached_input_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    occurred_at = models.DateTimeField()
+    received_at = models.DateTimeField()
+    latency_ms = models.IntegerField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    token_source = models.CharField(max_length=8, choices=TokenSource.choices, default=TokenSource.REPORTED)
+    encoding = models.CharField(max_length=32, blank=True)  # tiktoken encoding when counted
+    # Rating: null cost means no price matched yet (stored anyway, rated when one arrives).
+    cost = models.DecimalField(**COST_FIELD, null=True, blank=True)
+    currency = models.CharField(max_length=3)
+    price = models.ForeignKey("billing.Price", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    # SHA-256 of the canonical body: a replay with the same hash is a duplicate, else a conflict.
+    body_hash = models.CharField(max_length=64)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "request_id"], name="usage_event_unique_request"),
+            models.CheckConstraint(
+                condition=models.Q(
+                    input_tokens__gte=0,
+                    output_tokens__gte=0,
+                    cached_input_tokens__gte=0,
+                    cache_write_tokens__gte=0,
+                ),
+                name="usage_event_tokens_non_negative",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(input_tokens__gte=models.F("cached_input_tokens") + models.F("cache_write_tokens")),
+                name="usage_event_cache_within_input",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["tenant", "occurred_at"], name="usage_event_tenant_time"),
+            models.Index(
+                fields=["tenant", "model"], condition=models.Q(cost__isnull=True), name="usage_event_unpriced"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.request_id} {self.model}"
+
+    @property
+    def is_priced(self) -> bool:
+        return self.cost is not None
+
+
+class DailyUsage(models.Model):
+    """Rollup per tenant x api key x model x tenant-local day. Rebuilt idempotently."""
+
+    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.CASCADE, related_name="+")
+    api_key = models.ForeignKey("accounts.ApiKey", on_delete=models.CASCADE, related_name="+")
+    model = models.CharField(max_length=200)
+    day = models.DateField()  # in the tenant's timezone
+    requests = models.BigIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    cached_input_tokens = models.BigIntegerField(default=0)
+    cache_write_tokens = models.BigIntegerField(default=0)
+    cost = models.DecimalField(**COST_FIELD, default=0)
+    unpriced_requests = models.BigIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "api_key", "model", "day"], name="daily_usage_unique"),
+        ]
+        indexes = [models.Index(fields=["tenant", "day"], name="daily_usage_tenant_day")]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.day} {self.model}"

@@ -1,0 +1,88 @@
+"""Insert usage events exactly once: INSERT ... ON CONFLICT (tenant, request_id) DO NOTHING.
+
+The rows the database returns are ours; anything else was stored before (or concurrently, by
+another process that committed first). PostgreSQL gets one statement over arrays (unnest),
+which parses once whatever the batch size; SQLite gets a multi-row VALUES list.
+"""
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+
+import orjson
+from django.db import connection
+
+from metering.models import UsageEvent
+
+TABLE = UsageEvent._meta.db_table
+COLUMNS = (
+    "tenant_id", "api_key_id", "request_id", "model", "input_tokens", "output_tokens",
+    "cached_input_tokens", "cache_write_tokens", "occurred_at", "received_at", "latency_ms",
+    "metadata", "token_source", "encoding", "cost", "currency", "price_id", "body_hash",
+)  # fmt: skip
+_PG_TYPES = (
+    "bigint", "bigint", "varchar", "varchar", "bigint", "bigint", "bigint", "bigint",
+    "timestamptz", "timestamptz", "integer", "jsonb", "varchar", "varchar", "numeric",
+    "varchar", "bigint", "varchar",
+)  # fmt: skip
+
+# Identifiers are module constants; every value is a bound parameter.
+_INSERT = f"INSERT INTO {TABLE} ({', '.join(COLUMNS)})"
+_ON_CONFLICT = "ON CONFLICT (tenant_id, request_id) DO NOTHING RETURNING id, request_id"
+_PG_INSERT = f"{_INSERT} SELECT * FROM unnest({', '.join(f'%s::{t}[]' for t in _PG_TYPES)}) {_ON_CONFLICT}"  # noqa: S608
+
+
+@dataclass(slots=True)
+class NewEvent:
+    tenant_id: int
+    api_key_id: int
+    request_id: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    occurred_at: dt.datetime
+    received_at: dt.datetime
+    latency_ms: int | None
+    metadata: dict
+    token_source: str
+    encoding: str
+    cost: Decimal | None
+    currency: str
+    price_id: int | None
+    body_hash: str
+
+    def values(self) -> tuple:
+        return (
+            self.tenant_id, self.api_key_id, self.request_id, self.model, self.input_tokens,
+            self.output_tokens, self.cached_input_tokens, self.cache_write_tokens, self.occurred_at,
+            self.received_at, self.latency_ms, orjson.dumps(self.metadata).decode(), self.token_source,
+            self.encoding, self.cost, self.currency, self.price_id, self.body_hash,
+        )  # fmt: skip
+
+
+def insert_new(events: list[NewEvent]) -> dict[str, int]:
+    """Insert what is not stored yet. Returns {request_id: id} of the rows inserted now.
+
+    All events must belong to one tenant (the caller groups them).
+    """
+    if not events:
+        return {}
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            columns = list(zip(*(event.values() for event in events), strict=True))
+            cursor.execute(_PG_INSERT, [list(column) for column in columns])
+        else:
+            ops = connection.ops
+            rows = []
+            for event in events:
+                values = list(event.values())
+                values[8] = ops.adapt_datetimefield_value(values[8])
+                values[9] = ops.adapt_datetimefield_value(values[9])
+                if values[14] is not None:
+                    values[14] = str(values[14])
+                rows.extend(values)
+            placeholders = ", ".join(["(" + ", ".join(["%s"] * len(COLUMNS)) + ")"] * len(events))
+            cursor.execute(f"{_INSERT} VALUES {placeholders} {_ON_CONFLICT}", rows)
+        return {request_id: pk for pk, request_id in cursor.fetchall()}

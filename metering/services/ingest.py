@@ -1,0 +1,252 @@
+"""Recording usage: validate, rate, store exactly once, and charge the wallet.
+
+`usage_record_batch` is the one write path for usage; the single-event endpoint is a batch of
+one. Per tenant, one transaction stores the new events and posts one ledger charge for their
+summed cost, so a batch costs one wallet row update, not one per event.
+"""
+
+import datetime as dt
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from billing import selectors as billing_selectors
+from billing.rating import rate
+from billing.services.ledger import ledger_post
+from metering import metrics
+from metering.models import UsageEvent
+from metering.services.event_store import NewEvent, insert_new
+from metering.validation import EventInput, EventInvalid, parse_event
+from portal.accounts.models import ApiKey
+
+ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
+
+
+@dataclass(slots=True)
+class ItemResult:
+    index: int
+    status: str
+    request_id: str | None = None
+    event_id: int | None = None
+    error: dict | None = None
+    http_status: int = 200  # what the single-event endpoint answers for this outcome
+
+    def as_dict(self) -> dict:
+        data: dict[str, Any] = {"index": self.index, "status": self.status}
+        if self.request_id is not None:
+            data["request_id"] = self.request_id
+        if self.event_id is not None:
+            data["id"] = self.event_id
+        if self.error is not None:
+            data["error"] = self.error
+        return data
+
+
+@dataclass
+class BatchResult:
+    items: list[ItemResult]
+    events: dict[int, UsageEvent] = field(default_factory=dict)  # filled when asked for
+
+    def count(self, status: str) -> int:
+        return sum(1 for item in self.items if item.status == status)
+
+
+KeyResolver = Callable[[str | int], ApiKey]
+
+
+class KeyRejected(Exception):
+    """The api_key named by a service token cannot be used (unknown, revoked, suspended)."""
+
+    def __init__(self, code: str, message: str, http_status: int) -> None:
+        super().__init__(message)
+        self.code, self.message, self.http_status = code, message, http_status
+
+
+def _reject(
+    index: int, request_id: Any, *, code: str, message: str, field_name: str | None, http_status: int
+) -> ItemResult:
+    rid = request_id if isinstance(request_id, str) else None
+    error = {"code": code, "message": message, "field": field_name}
+    return ItemResult(index=index, status=REJECTED, request_id=rid, error=error, http_status=http_status)
+
+
+def usage_record_batch(
+    *,
+    raw_events: list[Any],
+    api_key: ApiKey | None,
+    resolve_key: KeyResolver | None = None,
+    with_events: bool = False,
+) -> BatchResult:
+    """Record events for `api_key`'s tenant, or (service token) for the key each event names.
+
+    Every item gets a result in input order; a rejected item never stops the valid ones.
+    """
+    now = timezone.now()
+    max_future = dt.timedelta(seconds=settings.INGEST_MAX_FUTURE_SECONDS)
+    results: list[ItemResult | None] = [None] * len(raw_events)
+    by_key: dict[int, list[tuple[int, EventInput]]] = defaultdict(list)
+    keys: dict[int, ApiKey] = {}
+
+    for index, raw in enumerate(raw_events):
+        request_id = raw.get("request_id") if isinstance(raw, dict) else None
+        try:
+            event = parse_event(raw, now=now, max_future=max_future, allow_api_key=api_key is None)
+            key = api_key if api_key is not None else _resolve(event, resolve_key)
+        except EventInvalid as exc:
+            results[index] = _reject(
+                index, request_id, code=exc.code, message=exc.message, field_name=exc.field, http_status=400
+            )
+            continue
+        except KeyRejected as exc:
+            results[index] = _reject(
+                index, request_id, code=exc.code, message=exc.message, field_name="api_key", http_status=exc.http_status
+            )
+            continue
+        keys[key.pk] = key
+        by_key[key.pk].append((index, event))
+
+    by_tenant: dict[int, list[tuple[int, EventInput, ApiKey]]] = defaultdict(list)
+    for key_id, items in by_key.items():
+        key = keys[key_id]
+        by_tenant[key.tenant_id].extend((index, event, key) for index, event in items)
+
+    events_out: dict[int, UsageEvent] = {}
+    for items in by_tenant.values():
+        for item in _record_for_tenant(items, now=now):
+            results[item.index] = item
+
+    final = [item for item in results if item is not None]
+    assert len(final) == len(raw_events)
+    for item in final:
+        if item.status == REJECTED:
+            metrics.EVENTS.labels(outcome=REJECTED, reason=item.error["code"] if item.error else "").inc()
+        else:
+            metrics.EVENTS.labels(outcome=item.status, reason="").inc()
+    if with_events:
+        ids = [item.event_id for item in final if item.event_id is not None]
+        events_out = {event.pk: event for event in UsageEvent.objects.filter(pk__in=ids)}
+    return BatchResult(items=final, events=events_out)
+
+
+def _resolve(event: EventInput, resolve_key: KeyResolver | None) -> ApiKey:
+    if event.api_key_ref is None:
+        raise EventInvalid("api_key", "A service token must name the consuming tenant key in api_key.")
+    assert resolve_key is not None
+    return resolve_key(event.api_key_ref)
+
+
+def _record_for_tenant(items: list[tuple[int, EventInput, ApiKey]], *, now: dt.datetime) -> list[ItemResult]:
+    tenant = items[0][2].tenant
+    out: list[ItemResult] = []
+    # Repeats inside one batch: the first occurrence is the one stored.
+    first_by_request: dict[str, tuple[int, EventInput]] = {}
+    repeats: list[tuple[int, EventInput]] = []
+    for index, event, _ in items:
+        if event.request_id in first_by_request:
+            repeats.append((index, event))
+        else:
+            first_by_request[event.request_id] = (index, event)
+    key_of = {index: key for index, _, key in items}
+
+    book = billing_selectors.price_book_for(
+        plan_id=tenant.price_plan_id, tenant_id=tenant.pk, models={event.model for _, event, _ in items}
+    )
+    currency = book.currency if book is not None else tenant.currency
+    new_events: list[NewEvent] = []
+    for index, event in first_by_request.values():
+        terms = book.terms_for(event.model, event.occurred_at) if book is not None else None
+        cost = (
+            rate(
+                terms,
+                input_tokens=event.input_tokens,
+                output_tokens=event.output_tokens,
+                cached_input_tokens=event.cached_input_tokens,
+                cache_write_tokens=event.cache_write_tokens,
+            )
+            if terms is not None
+            else None
+        )
+        new_events.append(
+            NewEvent(
+                tenant_id=tenant.pk,
+                api_key_id=key_of[index].pk,
+                request_id=event.request_id,
+                model=event.model,
+                input_tokens=event.input_tokens,
+                output_tokens=event.output_tokens,
+                cached_input_tokens=event.cached_input_tokens,
+                cache_write_tokens=event.cache_write_tokens,
+                occurred_at=event.occurred_at,
+                received_at=now,
+                latency_ms=event.latency_ms,
+                metadata=event.metadata,
+                token_source=event.token_source,
+                encoding=event.encoding,
+                cost=cost,
+                currency=currency,
+                price_id=terms.price_id if terms is not None else None,
+                body_hash=event.body_hash,
+            )
+        )
+
+    with transaction.atomic():
+        inserted = insert_new(new_events)
+        charged = sum((e.cost for e in new_events if e.request_id in inserted and e.cost is not None), Decimal(0))
+        unpriced = sum(1 for e in new_events if e.request_id in inserted and e.cost is None)
+        if inserted and charged:
+            first_id = min(inserted.values())
+            ledger_post(
+                tenant_id=tenant.pk,
+                currency=currency,
+                kind="usage",
+                amount=-charged,
+                idempotency_key=f"usage:{first_id}:{len(inserted)}",
+                metadata={"events": len(inserted), "first_event_id": first_id},
+            )
+        existing = {}
+        missing = [rid for rid in first_by_request if rid not in inserted]
+        if missing:
+            existing = {
+                row["request_id"]: row
+                for row in UsageEvent.objects.filter(tenant_id=tenant.pk, request_id__in=missing).values(
+                    "id", "request_id", "body_hash"
+                )
+            }
+    if unpriced:
+        metrics.UNPRICED.inc(unpriced)
+
+    stored_hash: dict[str, tuple[int, str]] = {}
+    for event in new_events:
+        if event.request_id in inserted:
+            stored_hash[event.request_id] = (inserted[event.request_id], event.body_hash)
+        else:
+            row = existing[event.request_id]
+            stored_hash[event.request_id] = (row["id"], row["body_hash"])
+
+    for index, event in first_by_request.values():
+        out.append(_outcome(index, event, stored_hash, fresh=event.request_id in inserted))
+    for index, event in repeats:
+        out.append(_outcome(index, event, stored_hash, fresh=False))
+    return out
+
+
+def _outcome(index: int, event: EventInput, stored: dict[str, tuple[int, str]], *, fresh: bool) -> ItemResult:
+    event_id, stored_body_hash = stored[event.request_id]
+    if fresh:
+        return ItemResult(index=index, status=ACCEPTED, request_id=event.request_id, event_id=event_id, http_status=201)
+    if stored_body_hash == event.body_hash:
+        return ItemResult(index=index, status=DUPLICATE, request_id=event.request_id, event_id=event_id)
+    return _reject(
+        index,
+        event.request_id,
+        code="request_id_conflict",
+        message=f"request_id {event.request_id!r} was already used with a different body.",
+        field_name="request_id",
+        http_status=409,
+    )

@@ -1,0 +1,180 @@
+"""Write paths of the tenancy layer: tenants, users, memberships, credentials, audit."""
+
+import datetime as dt
+import secrets
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from django.utils.text import slugify
+
+from portal.accounts import credentials
+from portal.accounts.models import ApiKey, AuditLog, Membership, ServiceToken, Tenant
+
+# Touching last_used_at on every request would turn each API call into a row update;
+# once a minute per credential is precise enough for people reading it.
+LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+
+
+def audit_record(
+    *,
+    action: str,
+    target: object,
+    actor: AbstractBaseUser | None = None,
+    actor_label: str = "",
+    tenant: Tenant | None = None,
+    changes: dict | None = None,
+) -> AuditLog:
+    label = actor_label or (str(actor) if actor is not None else "system")
+    return AuditLog.objects.create(
+        actor=actor if actor is not None and actor.pk else None,
+        actor_label=label,
+        tenant=tenant,
+        action=action,
+        target_type=type(target).__name__,
+        target_id=str(getattr(target, "pk", "") or ""),
+        changes=changes or {},
+    )
+
+
+@transaction.atomic
+def tenant_create(
+    *,
+    name: str,
+    slug: str = "",
+    timezone_name: str = "UTC",
+    currency: str = "USD",
+    language: str = Tenant.Language.ENGLISH,
+    price_plan_id: int | None = None,
+    actor: AbstractBaseUser | None = None,
+    actor_label: str = "",
+) -> Tenant:
+    tenant = Tenant(
+        name=name.strip(),
+        slug=slug or slugify(name),
+        timezone=timezone_name,
+        currency=currency.upper(),
+        language=language,
+        price_plan_id=price_plan_id,
+    )
+    if not tenant.slug:
+        raise ValidationError({"slug": "Cannot derive a slug from the name; give one."})
+    tenant.full_clean()
+    tenant.save()
+    audit_record(
+        action="tenant.create",
+        target=tenant,
+        actor=actor,
+        actor_label=actor_label,
+        tenant=tenant,
+        changes={"name": tenant.name, "currency": tenant.currency, "timezone": tenant.timezone},
+    )
+    return tenant
+
+
+@transaction.atomic
+def user_create(
+    *,
+    email: str,
+    password: str | None = None,
+    is_staff: bool = False,
+    tenant: Tenant | None = None,
+    role: str = Membership.Role.VIEWER,
+    actor_label: str = "",
+) -> tuple[AbstractBaseUser, str | None]:
+    """Create a portal user (username = email). Returns the user and a generated password."""
+    user_model = get_user_model()
+    email = user_model.objects.normalize_email(email.strip())
+    if user_model.objects.filter(username__iexact=email).exists():
+        raise ValidationError({"email": f"A user with email {email} already exists."})
+    generated = None
+    if password is None:
+        generated = password = secrets.token_urlsafe(12)
+    user = user_model(username=email, email=email, is_staff=is_staff, is_superuser=is_staff)
+    user.set_password(password)
+    user.full_clean(exclude=["password"])
+    user.save()
+    if tenant is not None:
+        membership_set(user=user, tenant=tenant, role=role, actor_label=actor_label)
+    return user, generated
+
+
+def membership_set(*, user: AbstractBaseUser, tenant: Tenant, role: str, actor_label: str = "") -> Membership:
+    if role not in Membership.Role.values:
+        raise ValidationError({"role": f"Unknown role {role!r}; use one of {', '.join(Membership.Role.values)}."})
+    membership, _ = Membership.objects.update_or_create(user=user, tenant=tenant, defaults={"role": role})
+    audit_record(
+        action="membership.set", target=membership, actor_label=actor_label, tenant=tenant, changes={"role": role}
+    )
+    return membership
+
+
+def _validate_scopes(scopes: list[str]) -> list[str]:
+    unknown = sorted(set(scopes) - set(ApiKey.Scope.values))
+    if unknown:
+        raise ValidationError({"scopes": f"Unknown scope(s) {', '.join(unknown)}; use ingest and/or read."})
+    if not scopes:
+        raise ValidationError({"scopes": "Give at least one scope (ingest, read)."})
+    return sorted(set(scopes))
+
+
+@transaction.atomic
+def api_key_create(
+    *,
+    tenant: Tenant,
+    name: str = "",
+    scopes: list[str] | None = None,
+    actor: AbstractBaseUser | None = None,
+    actor_label: str = "",
+) -> tuple[ApiKey, str]:
+    """Issue a key. Returns the row and the secret, which is not stored and never shown again."""
+    issued = credentials.issue(credentials.API_KEY_KIND)
+    key = ApiKey.objects.create(
+        tenant=tenant,
+        name=name.strip()[:100],
+        prefix=issued.prefix,
+        secret_hash=issued.secret_hash,
+        scopes=_validate_scopes(scopes if scopes is not None else ["ingest", "read"]),
+    )
+    audit_record(
+        action="api_key.create",
+        target=key,
+        actor=actor,
+        actor_label=actor_label,
+        tenant=tenant,
+        changes={"name": key.name, "scopes": key.scopes, "prefix": key.prefix},
+    )
+    return key, issued.secret
+
+
+def api_key_revoke(*, api_key: ApiKey, actor: AbstractBaseUser | None = None, actor_label: str = "") -> bool:
+    """Revoke once; revoking an already revoked key changes nothing and returns False."""
+    with transaction.atomic():
+        changed = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        if changed:
+            audit_record(
+                action="api_key.revoke", target=api_key, actor=actor, actor_label=actor_label, tenant=api_key.tenant
+            )
+    api_key.refresh_from_db(fields=["revoked_at"])
+    return bool(changed)
+
+
+@transaction.atomic
+def service_token_create(*, name: str, actor_label: str = "") -> tuple[ServiceToken, str]:
+    issued = credentials.issue(credentials.SERVICE_TOKEN_KIND)
+    token = ServiceToken.objects.create(name=name.strip()[:100], prefix=issued.prefix, secret_hash=issued.secret_hash)
+    audit_record(action="service_token.create", target=token, actor_label=actor_label, changes={"name": token.name})
+    return token, issued.secret
+
+
+def credential_touch(*, credential: ApiKey | ServiceToken) -> None:
+    """Record use, at most once per LAST_USED_RESOLUTION, with a claim-style conditional UPDATE."""
+    now = timezone.now()
+    if credential.last_used_at and now - credential.last_used_at < LAST_USED_RESOLUTION:
+        return
+    type(credential).objects.filter(pk=credential.pk).exclude(last_used_at__gte=now - LAST_USED_RESOLUTION).update(
+        last_used_at=now
+    )
+    credential.last_used_at = now

@@ -1,0 +1,68 @@
+"""One error shape for the whole API: {"error": {"code", "message", "details"}}."""
+
+from typing import Any
+
+from django.http import Http404
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class ApiError(exceptions.APIException):
+    """An error with a stable machine-readable code, a human message and optional details."""
+
+    def __init__(self, *, status_code: int, code: str, message: str, details: Any = None) -> None:
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+        self.details = details
+        super().__init__(detail=message, code=code)
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict:
+    return {"error": {"code": code, "message": message, "details": details}}
+
+
+_DEFAULT_CODES = {
+    status.HTTP_400_BAD_REQUEST: "invalid_request",
+    status.HTTP_401_UNAUTHORIZED: "unauthenticated",
+    status.HTTP_403_FORBIDDEN: "forbidden",
+    status.HTTP_404_NOT_FOUND: "not_found",
+    status.HTTP_405_METHOD_NOT_ALLOWED: "method_not_allowed",
+    status.HTTP_406_NOT_ACCEPTABLE: "not_acceptable",
+    status.HTTP_415_UNSUPPORTED_MEDIA_TYPE: "unsupported_media_type",
+    status.HTTP_429_TOO_MANY_REQUESTS: "throttled",
+}
+
+
+def _flatten_message(detail: Any) -> str:
+    if isinstance(detail, dict):
+        parts = [f"{field}: {_flatten_message(value)}" for field, value in detail.items()]
+        return "; ".join(parts)
+    if isinstance(detail, list):
+        return " ".join(_flatten_message(item) for item in detail)
+    return str(detail)
+
+
+def exception_handler(exc: Exception, context: dict) -> Response | None:
+    if isinstance(exc, ApiError):
+        response = Response(error_body(exc.code, exc.message, exc.details), status=exc.status_code)
+        if exc.status_code == status.HTTP_401_UNAUTHORIZED:
+            response["WWW-Authenticate"] = "Bearer"
+        return response
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None  # a real bug: let Django log it and answer 500
+    detail = exc.detail if isinstance(exc, exceptions.APIException) else str(exc)
+    code = _DEFAULT_CODES.get(response.status_code, "error")
+    details = None
+    if isinstance(detail, dict) and "code" in detail and "message" in detail:
+        code, message = str(detail["code"]), str(detail["message"])
+    elif isinstance(exc, exceptions.ValidationError):
+        code, message, details = "invalid_request", _flatten_message(detail), detail
+    else:
+        message = _flatten_message(detail)
+    response.data = error_body(code, message, details)
+    return response

@@ -1,0 +1,66 @@
+"""The base for every tenant-scoped API view: scoping comes from the credential, once.
+
+A tenant API key acts for its own tenant. A service token acts for the tenant of the key it
+names (`api_key`: the full key, verified, or the api_key_id that /authorize returned).
+Nothing in a query string or body can choose another tenant.
+"""
+
+from rest_framework import status
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from portal.accounts import selectors
+from portal.accounts.authentication import Principal, ensure_key_usable
+from portal.accounts.models import ApiKey
+from portal.api.errors import ApiError
+
+
+def resolve_named_key(ref: str | int) -> ApiKey:
+    """The key a service token names; ApiError 404 when unknown, 403 when unusable."""
+    key: ApiKey | None = None
+    if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+        key = selectors.api_key_by_id(int(ref))
+    elif isinstance(ref, str):
+        key = selectors.api_key_by_secret(ref)
+    if key is None:
+        raise ApiError(status_code=status.HTTP_404_NOT_FOUND, code="unknown_api_key", message="No such API key.")
+    ensure_key_usable(key)
+    return key
+
+
+class TenantAPIView(APIView):
+    """Subclasses set `required_scope` and use `self.acting_key(request, named)`."""
+
+    required_scope = "read"
+
+    def principal(self, request: Request) -> Principal:
+        return request.user  # type: ignore[return-value]
+
+    def acting_key(self, request: Request, named: str | int | None = None) -> ApiKey:
+        principal = self.principal(request)
+        if principal.is_service:
+            if named is None or named == "":
+                raise ApiError(
+                    status_code=400,
+                    code="api_key_required",
+                    message="A service token must name the tenant key it acts for in api_key.",
+                    details={"field": "api_key"},
+                )
+            return resolve_named_key(named)
+        key = principal.api_key
+        assert key is not None
+        if named is not None and named != "":
+            raise ApiError(
+                status_code=400,
+                code="invalid_field",
+                message="api_key is only accepted from a service token; a tenant key acts for itself.",
+                details={"field": "api_key"},
+            )
+        if not key.has_scope(self.required_scope):
+            raise ApiError(
+                status_code=403,
+                code="insufficient_scope",
+                message=f"This API key lacks the {self.required_scope!r} scope.",
+                details={"required_scope": self.required_scope, "scopes": key.scopes},
+            )
+        return key

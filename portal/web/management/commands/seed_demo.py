@@ -1,0 +1,118 @@
+"""Demo data for trying the portal: one tenant, users, a key, prices and weeks of usage."""
+
+import datetime as dt
+import random
+import secrets
+from decimal import Decimal
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandParser
+from django.utils import timezone
+
+from billing.services.ledger import ledger_post, wallet_ensure
+from billing.services.pricing import plan_get_or_create, price_add
+from metering.services.ingest import usage_record_batch
+from portal.accounts import selectors, services
+from portal.accounts.models import Membership
+
+DEMO_PRICES = [  # per 1M tokens: input, output, cached input
+    ("gpt-4o", "2.5", "10", "1.25"),
+    ("gpt-4o-mini", "0.15", "0.6", "0.075"),
+    ("gpt-4.1", "2", "8", "0.5"),
+    ("o3-mini", "1.1", "4.4", "0.55"),
+    ("claude-sonnet-4*", "3", "15", "0.3"),
+]
+DEMO_TRAFFIC = [("gpt-4o", 0.35), ("gpt-4o-mini", 0.35), ("gpt-4.1", 0.1), ("o3-mini", 0.1), ("claude-sonnet-4-5", 0.1)]
+OWNER_EMAIL = "demo@example.com"
+OPERATOR_EMAIL = "ops@example.com"
+
+
+class Command(BaseCommand):
+    help = "Create (or refresh) demo data and print a demo login and API key. Safe to run again."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--days", type=int, default=21, help="Days of usage history (default 21).")
+        parser.add_argument("--per-day", type=int, default=150, help="Events per day on average (default 150).")
+
+    def handle(self, *args, **options) -> None:
+        plan = plan_get_or_create(slug="demo", name="Demo plan", currency="USD", actor_label="seed_demo")
+        if not plan.prices.exists():
+            start = timezone.now() - dt.timedelta(days=365)
+            for model, inp, out, cached in DEMO_PRICES:
+                price_add(
+                    plan=plan,
+                    model_pattern=model,
+                    input_per_mtok=Decimal(inp),
+                    output_per_mtok=Decimal(out),
+                    cached_input_per_mtok=Decimal(cached),
+                    effective_from=start,
+                    source="seed_demo",
+                    actor_label="seed_demo",
+                )
+        tenant = selectors.tenant_by_slug("demo")
+        fresh = tenant is None
+        if tenant is None:
+            tenant = services.tenant_create(
+                name="Demo Inc.",
+                slug="demo",
+                timezone_name="Asia/Shanghai",
+                price_plan_id=plan.pk,
+                actor_label="seed_demo",
+            )
+        wallet_ensure(tenant_id=tenant.pk, currency=tenant.currency)
+        ledger_post(
+            tenant_id=tenant.pk,
+            currency=tenant.currency,
+            kind="topup",
+            amount=Decimal("500.00"),
+            idempotency_key="seed-demo-initial-topup",
+            reference="demo credit",
+            actor_label="seed_demo",
+        )
+        password = secrets.token_urlsafe(9)
+        self._user(OWNER_EMAIL, password, tenant=tenant, staff=False)
+        self._user(OPERATOR_EMAIL, password, tenant=None, staff=True)
+        key, secret = services.api_key_create(tenant=tenant, name="demo key", actor_label="seed_demo")
+        if fresh:
+            self._usage(key, days=options["days"], per_day=options["per_day"])
+        self.stdout.write(self.style.SUCCESS("Demo data ready."))
+        self.stdout.write(f"  Portal login:   {OWNER_EMAIL} / {password}   (tenant owner)")
+        self.stdout.write(f"  Operator login: {OPERATOR_EMAIL} / {password}   (staff)")
+        self.stdout.write(f"  Demo API key:   {secret}")
+
+    def _user(self, email: str, password: str, *, tenant, staff: bool) -> None:
+        user = get_user_model().objects.filter(username=email).first()
+        if user is None:
+            services.user_create(
+                email=email, password=password, is_staff=staff, tenant=tenant,
+                role=Membership.Role.OWNER, actor_label="seed_demo",
+            )  # fmt: skip
+        else:
+            user.set_password(password)
+            user.save(update_fields=["password"])
+
+    def _usage(self, key, *, days: int, per_day: int) -> None:
+        rng = random.Random(20261123)  # noqa: S311 - demo data, not security
+        now = timezone.now()
+        models, weights = zip(*DEMO_TRAFFIC, strict=True)
+        events = []
+        for day in range(days, -1, -1):
+            for n in range(int(per_day * rng.uniform(0.6, 1.4))):
+                moment = now - dt.timedelta(days=day, seconds=rng.uniform(0, 86_000))
+                if moment > now:
+                    continue
+                prompt = int(rng.lognormvariate(7, 0.9))
+                events.append(
+                    {
+                        "request_id": f"demo-{day}-{n}",
+                        "model": rng.choices(models, weights)[0],
+                        "input_tokens": prompt,
+                        "output_tokens": int(rng.lognormvariate(5.5, 0.8)),
+                        "cached_input_tokens": int(prompt * rng.choice([0, 0, 0.5, 0.8])),
+                        "timestamp": moment.isoformat(),
+                        "latency_ms": int(rng.uniform(200, 4000)),
+                    }
+                )
+        for start in range(0, len(events), 500):
+            usage_record_batch(raw_events=events[start : start + 500], api_key=key)
+        self.stdout.write(f"  {len(events)} usage events over {days} days recorded.")
