@@ -6,6 +6,7 @@ from decimal import Decimal
 import factory
 
 from billing.models import Price, PricePlan
+from billing.services.ledger import ledger_post
 from portal.accounts import services
 from portal.accounts.models import ApiKey, ServiceToken, Tenant
 
@@ -47,3 +48,29 @@ def issue_api_key(tenant: Tenant, *, scopes: list[str] | None = None, name: str 
 
 def issue_service_token(name: str = "gateway") -> tuple[ServiceToken, str]:
     return services.service_token_create(name=name, actor_label="test")
+
+
+class EventBodyFactory(factory.DictFactory):
+    """The JSON body of one usage event, as a client posts it (a fresh request_id each time)."""
+
+    request_id = factory.Sequence(lambda n: f"req-{n:06d}")
+    model = "gpt-4o"
+    input_tokens = 1000
+    output_tokens = 500
+
+
+def event_bodies(count: int, **overrides) -> list[dict]:
+    return [EventBodyFactory(**overrides) for _ in range(count)]
+
+
+def topup(tenant: Tenant, amount: str, *, reference: str = "test-topup") -> None:
+    """Credit the wallet through the ledger service (the only write path for money)."""
+    ledger_post(
+        tenant_id=tenant.pk,
+        currency=tenant.currency,
+        kind="topup",
+        amount=Decimal(amount),
+        idempotency_key=f"topup:{reference}",
+        reference=reference,
+        actor_label="test",
+    )
