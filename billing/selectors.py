@@ -6,9 +6,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.db.models import Q, Sum
+from django.db.models import Count, F, Q, Sum
 
-from billing.models import LedgerEntry, Price, PricePlan, Wallet
+from billing.models import LedgerEntry, Price, PricePlan, Quota, Wallet
 from billing.rating import PriceTerms, terms_from_price
 
 _GLOB_CHARS = ("*", "?", "[")
@@ -91,3 +91,54 @@ def wallet_balance(*, tenant_id: int) -> Decimal:
 def ledger_sum(*, tenant_id: int) -> Decimal:
     total = LedgerEntry.objects.filter(tenant_id=tenant_id).aggregate(total=Sum("amount"))["total"]
     return total if total is not None else Decimal(0)
+
+
+# --- Portal pages: wallets, ledger, quotas and plans as plain reads -------------------------
+
+
+def wallet_balances(*, tenant_ids: list[int]) -> dict[int, Decimal]:
+    return dict(Wallet.objects.filter(tenant_id__in=tenant_ids).values_list("tenant_id", "balance"))
+
+
+def ledger_entries_page(
+    *, tenant_id: int, kinds: list[str] | None = None, before_id: int | None = None, limit: int = 50
+) -> tuple[list[LedgerEntry], int | None]:
+    """Newest first, keyset-paginated on id. Returns the rows and the id to continue before."""
+    entries = LedgerEntry.objects.filter(tenant_id=tenant_id)
+    if kinds:
+        entries = entries.filter(kind__in=kinds)
+    if before_id is not None:
+        entries = entries.filter(pk__lt=before_id)
+    rows = list(entries.order_by("-id")[: limit + 1])
+    if len(rows) <= limit:
+        return rows, None
+    return rows[:limit], rows[limit - 1].pk
+
+
+def tenant_quotas(*, tenant_id: int, api_key_id: int | None = None) -> list[Quota]:
+    """The tenant's quotas (tenant-wide first, then per key); only one key's when api_key_id is set."""
+    quotas = Quota.objects.filter(tenant_id=tenant_id).select_related("api_key")
+    if api_key_id is not None:
+        quotas = quotas.filter(api_key_id=api_key_id)
+    return list(quotas.order_by(F("api_key_id").asc(nulls_first=True), "id"))
+
+
+def quota_for_tenant(*, tenant_id: int, quota_id: int) -> Quota | None:
+    return Quota.objects.filter(tenant_id=tenant_id, pk=quota_id).first()
+
+
+def price_plans() -> list[PricePlan]:
+    return list(PricePlan.objects.annotate(price_count=Count("prices")).order_by("name"))
+
+
+def price_plan_by_id(plan_id: int) -> PricePlan | None:
+    return PricePlan.objects.filter(pk=plan_id).first()
+
+
+def plan_current_prices(*, plan_id: int, at: dt.datetime) -> list[Price]:
+    """The version of each (pattern, tenant override) in force at `at`, by model pattern."""
+    current: dict[tuple[int | None, str], Price] = {}
+    rows = Price.objects.filter(plan_id=plan_id, effective_from__lte=at).select_related("tenant")
+    for price in rows.order_by("model_pattern", "tenant_id", "-effective_from"):
+        current.setdefault((price.tenant_id, price.model_pattern), price)
+    return sorted(current.values(), key=lambda p: (p.model_pattern, p.tenant_id or 0))

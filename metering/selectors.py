@@ -2,12 +2,13 @@
 
 import datetime as dt
 import zoneinfo
+from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import Count, F, Q, Sum
-from django.db.models.functions import TruncDate
+from django.db.models import BooleanField, Case, Count, F, Q, Sum, Value, When
+from django.db.models.functions import TruncDate, TruncMonth
 
-from metering.models import UsageEvent
+from metering.models import DailyUsage, UsageEvent
 
 GROUPINGS = ("day", "model", "api_key")
 
@@ -53,3 +54,260 @@ def usage_aggregate(*, tenant_id: int, tz_name: str, start: dt.datetime, end: dt
 
 def event_for_tenant(*, tenant_id: int, event_id: int) -> UsageEvent | None:
     return UsageEvent.objects.filter(tenant_id=tenant_id, pk=event_id).first()
+
+
+# --- Dashboards: read the DailyUsage rollup, never the raw events ---------------------------
+# Days are the tenant's local days (the rollup cuts them); `end_day` is included.
+
+_ROLLUP_SUMS = ("requests", "input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "cost")
+
+
+def _rollup_row(row: dict) -> dict:
+    data = {name: row.get(name) or 0 for name in _ROLLUP_SUMS}
+    data["cost"] = row.get("cost") if row.get("cost") is not None else Decimal(0)
+    data["tokens"] = data["input_tokens"] + data["output_tokens"]
+    return data
+
+
+def _rollups(
+    *,
+    tenant_id: int,
+    start_day: dt.date | None,
+    end_day: dt.date | None,
+    api_key_id: int | None = None,
+    model: str = "",
+):
+    rows = DailyUsage.objects.filter(tenant_id=tenant_id)
+    if start_day is not None:
+        rows = rows.filter(day__gte=start_day)
+    if end_day is not None:
+        rows = rows.filter(day__lte=end_day)
+    if api_key_id is not None:
+        rows = rows.filter(api_key_id=api_key_id)
+    if model:
+        rows = rows.filter(model=model)
+    return rows
+
+
+def _sums() -> dict:
+    return {name: Sum(name) for name in _ROLLUP_SUMS}
+
+
+def usage_daily_series(*, tenant_id: int, start_day: dt.date, end_day: dt.date) -> list[dict]:
+    """One row per local day in [start_day, end_day], zeros where nothing was used."""
+    by_day = {
+        row["day"]: _rollup_row(row)
+        for row in _rollups(tenant_id=tenant_id, start_day=start_day, end_day=end_day)
+        .values("day")
+        .annotate(**_sums())
+        .order_by("day")
+    }
+    series = []
+    day = start_day
+    while day <= end_day:
+        series.append({"day": day, **by_day.get(day, _rollup_row({}))})
+        day += dt.timedelta(days=1)
+    return series
+
+
+def usage_totals(
+    *,
+    tenant_id: int,
+    start_day: dt.date | None = None,
+    end_day: dt.date | None = None,
+    api_key_id: int | None = None,
+    model: str = "",
+) -> dict:
+    """Requests, tokens by kind and cost over the days (None = unbounded), optionally for one key or model."""
+    rows = _rollups(tenant_id=tenant_id, start_day=start_day, end_day=end_day, api_key_id=api_key_id, model=model)
+    return _rollup_row(rows.aggregate(**_sums()))
+
+
+def usage_by_group(*, tenant_id: int, start_day: dt.date, end_day: dt.date, group_by: str) -> list[dict]:
+    """Totals per API key (`group` = key id) or per model over the days, largest token use first."""
+    if group_by not in ("api_key", "model"):
+        raise ValueError("group_by must be api_key or model")
+    field_name = "api_key_id" if group_by == "api_key" else "model"
+    rows = (
+        _rollups(tenant_id=tenant_id, start_day=start_day, end_day=end_day)
+        .values(field_name)
+        .annotate(**_sums())
+        .order_by()
+    )
+    result = [{"group": row[field_name], **_rollup_row(row)} for row in rows]
+    result.sort(key=lambda row: (-row["tokens"], str(row["group"])))
+    return result
+
+
+def models_used(*, tenant_id: int) -> list[str]:
+    return list(
+        DailyUsage.objects.filter(tenant_id=tenant_id).values_list("model", flat=True).distinct().order_by("model")
+    )
+
+
+def spend_by_tenant(*, since_by_tenant: dict[int, dt.date]) -> dict[int, dict]:
+    """Totals per tenant from each tenant's own start day (e.g. its local month start) to now."""
+    by_start: dict[dt.date, list[int]] = {}
+    for tenant_id, since in since_by_tenant.items():
+        by_start.setdefault(since, []).append(tenant_id)
+    if not by_start:
+        return {}
+    condition = Q()
+    for since, tenant_ids in by_start.items():
+        condition |= Q(tenant_id__in=tenant_ids, day__gte=since)
+    rows = DailyUsage.objects.filter(condition).values("tenant_id").annotate(**_sums()).order_by()
+    return {row["tenant_id"]: _rollup_row(row) for row in rows}
+
+
+def top_tenants(*, start_day: dt.date, end_day: dt.date, limit: int = 10) -> dict[str, list[dict]]:
+    """The platform's largest tenants over the days, by tokens and by cost (`group` = tenant id)."""
+    rows = [
+        {"group": row["tenant_id"], **_rollup_row(row)}
+        for row in DailyUsage.objects.filter(day__gte=start_day, day__lte=end_day)
+        .values("tenant_id")
+        .annotate(**_sums())
+        .order_by()
+    ]
+    return {
+        "tokens": sorted(rows, key=lambda row: -row["tokens"])[:limit],
+        "cost": sorted(rows, key=lambda row: -row["cost"])[:limit],
+    }
+
+
+# --- The usage explorer: raw events, keyset-paginated (no COUNT over millions) --------------
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    tenant_id: int
+    start: dt.datetime  # UTC, included
+    end: dt.datetime  # UTC, excluded
+    api_key_id: int | None = None
+    model: str = ""
+
+
+def _filtered_events(event_filter: EventFilter):
+    events = UsageEvent.objects.filter(
+        tenant_id=event_filter.tenant_id, occurred_at__gte=event_filter.start, occurred_at__lt=event_filter.end
+    )
+    if event_filter.api_key_id is not None:
+        events = events.filter(api_key_id=event_filter.api_key_id)
+    if event_filter.model:
+        events = events.filter(model=event_filter.model)
+    return events.order_by("-occurred_at", "-id")
+
+
+EVENT_COLUMNS = (
+    "id",
+    "occurred_at",
+    "request_id",
+    "api_key_id",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "cost",
+    "currency",
+    "latency_ms",
+)
+
+
+def events_page(
+    *, event_filter: EventFilter, after: tuple[dt.datetime, int] | None = None, limit: int = 50
+) -> tuple[list[dict], tuple[dt.datetime, int] | None]:
+    """Newest first. `after` is the (occurred_at, id) of the last row already shown; returns the
+    rows and the cursor of the next page (None on the last page). Reads limit + 1 rows."""
+    events = _filtered_events(event_filter)
+    if after is not None:
+        moment, last_id = after
+        events = events.filter(Q(occurred_at__lt=moment) | Q(occurred_at=moment, id__lt=last_id))
+    rows = list(events.values(*EVENT_COLUMNS)[: limit + 1])
+    if len(rows) <= limit:
+        return rows, None
+    rows = rows[:limit]
+    return rows, (rows[-1]["occurred_at"], rows[-1]["id"])
+
+
+def events_iter(*, event_filter: EventFilter, chunk_size: int = 2000):
+    """Every event the filter matches, newest first, streamed from a server-side cursor."""
+    return _filtered_events(event_filter).values(*EVENT_COLUMNS).iterator(chunk_size=chunk_size)
+
+
+# --- Invoicing: rated usage per month, model, price version and tier ---------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RatedUsage:
+    """Usage summed per (tenant-local month, model, price version, context tier).
+
+    Token counts follow the event's convention: input_tokens includes the cached-read and
+    cache-write tokens. `cost` is the exact sum of the events' unrounded costs; price_id None
+    groups the unpriced events (cost None).
+    """
+
+    month: dt.date  # first day of the tenant-local month the usage occurred in
+    model: str
+    price_id: int | None
+    long_context: bool  # input_tokens above the price's tier threshold (the tier's rates applied)
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    cost: Decimal | None
+
+
+def rated_usage_by_price(
+    *,
+    tenant_id: int,
+    tz_name: str,
+    occurred_before: dt.datetime,
+    occurred_from: dt.datetime | None = None,
+    received_from: dt.datetime | None = None,
+    received_before: dt.datetime | None = None,
+    exclude_occurred: tuple[tuple[dt.datetime, dt.datetime], ...] = (),
+) -> list[RatedUsage]:
+    """Rated usage of one tenant over [occurred_from, occurred_before) and, when given,
+    [received_from, received_before); `exclude_occurred` drops [start, end) ranges."""
+    events = UsageEvent.objects.filter(tenant_id=tenant_id, occurred_at__lt=occurred_before)
+    if occurred_from is not None:
+        events = events.filter(occurred_at__gte=occurred_from)
+    if received_from is not None:
+        events = events.filter(received_at__gte=received_from)
+    if received_before is not None:
+        events = events.filter(received_at__lt=received_before)
+    for start, end in exclude_occurred:
+        events = events.exclude(occurred_at__gte=start, occurred_at__lt=end)
+    tiered = Q(price__tier_threshold__isnull=False) & Q(input_tokens__gt=F("price__tier_threshold"))
+    rows = (
+        events.annotate(
+            month=TruncMonth("occurred_at", tzinfo=zoneinfo.ZoneInfo(tz_name)),
+            long_context=Case(When(tiered, then=Value(True)), default=Value(False), output_field=BooleanField()),
+        )
+        .values("month", "model", "price_id", "long_context")
+        .annotate(
+            requests=Count("id"),
+            input_tokens=Sum("input_tokens"),
+            output_tokens=Sum("output_tokens"),
+            cached_input_tokens=Sum("cached_input_tokens"),
+            cache_write_tokens=Sum("cache_write_tokens"),
+            cost=Sum("cost"),
+        )
+        .order_by("month", "model", "price_id", "long_context")
+    )
+    return [
+        RatedUsage(
+            month=row["month"].date() if isinstance(row["month"], dt.datetime) else row["month"],
+            model=row["model"],
+            price_id=row["price_id"],
+            long_context=row["long_context"],
+            requests=row["requests"],
+            input_tokens=row["input_tokens"] or 0,
+            output_tokens=row["output_tokens"] or 0,
+            cached_input_tokens=row["cached_input_tokens"] or 0,
+            cache_write_tokens=row["cache_write_tokens"] or 0,
+            cost=row["cost"],
+        )
+        for row in rows
+    ]

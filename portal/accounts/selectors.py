@@ -1,7 +1,7 @@
 """Read paths of the tenancy layer."""
 
 from portal.accounts import credentials
-from portal.accounts.models import ApiKey, Membership, ServiceToken, Tenant
+from portal.accounts.models import ApiKey, AuditLog, Membership, ServiceToken, Tenant
 
 
 def api_key_by_secret(raw: str) -> ApiKey | None:
@@ -41,3 +41,40 @@ def tenants_for_user(user) -> list[Tenant]:
 
 def membership_role(*, user, tenant: Tenant) -> str | None:
     return Membership.objects.filter(user=user, tenant=tenant).values_list("role", flat=True).first()
+
+
+# --- Portal pages ------------------------------------------------------------------------------
+
+
+def memberships_for_user(user) -> list[Membership]:
+    """The user's own memberships (staff included: being an operator is not a membership)."""
+    return list(Membership.objects.filter(user=user).select_related("tenant").order_by("tenant__name"))
+
+
+def all_tenants() -> list[Tenant]:
+    return list(Tenant.objects.order_by("name"))
+
+
+def api_keys_for_tenant(*, tenant_id: int) -> list[ApiKey]:
+    return list(ApiKey.objects.filter(tenant_id=tenant_id).order_by("revoked_at", "-created_at"))
+
+
+def api_key_for_tenant(*, tenant_id: int, api_key_id: int) -> ApiKey | None:
+    return ApiKey.objects.select_related("tenant").filter(tenant_id=tenant_id, pk=api_key_id).first()
+
+
+def audit_log_page(
+    *, tenant_id: int | None = None, action_prefix: str = "", before_id: int | None = None, limit: int = 50
+) -> tuple[list[AuditLog], int | None]:
+    """Newest first, keyset-paginated on id. Returns the rows and the id to continue before."""
+    entries = AuditLog.objects.select_related("tenant")
+    if tenant_id is not None:
+        entries = entries.filter(tenant_id=tenant_id)
+    if action_prefix:
+        entries = entries.filter(action__startswith=action_prefix)
+    if before_id is not None:
+        entries = entries.filter(pk__lt=before_id)
+    rows = list(entries.order_by("-id")[: limit + 1])
+    if len(rows) <= limit:
+        return rows, None
+    return rows[:limit], rows[limit - 1].pk
