@@ -24,29 +24,31 @@ def usage_aggregate(*, tenant_id: int, tz_name: str, start: dt.datetime, end: dt
         events = events.annotate(group=F("model"))
     else:
         events = events.annotate(group=F("api_key_id"))
+    # Aggregates get names no model field has: reusing "cost" would make the unpriced
+    # count's filter refer to the SUM instead of the column.
     rows = (
         events.values("group")
         .annotate(
-            requests=Count("id"),
-            input_tokens=Sum("input_tokens"),
-            output_tokens=Sum("output_tokens"),
-            cached_input_tokens=Sum("cached_input_tokens"),
-            cache_write_tokens=Sum("cache_write_tokens"),
-            cost=Sum("cost"),
-            unpriced_requests=Count("id", filter=Q(cost__isnull=True)),
+            n_requests=Count("id"),
+            sum_input=Sum("input_tokens"),
+            sum_output=Sum("output_tokens"),
+            sum_cached=Sum("cached_input_tokens"),
+            sum_cache_write=Sum("cache_write_tokens"),
+            sum_cost=Sum("cost"),
+            n_unpriced=Count("id", filter=Q(cost__isnull=True)),
         )
         .order_by("group")
     )
     return [
         {
             "group": row["group"].isoformat() if isinstance(row["group"], dt.date) else row["group"],
-            "requests": row["requests"],
-            "input_tokens": row["input_tokens"] or 0,
-            "output_tokens": row["output_tokens"] or 0,
-            "cached_input_tokens": row["cached_input_tokens"] or 0,
-            "cache_write_tokens": row["cache_write_tokens"] or 0,
-            "cost": row["cost"] if row["cost"] is not None else Decimal(0),
-            "unpriced_requests": row["unpriced_requests"],
+            "requests": row["n_requests"],
+            "input_tokens": row["sum_input"] or 0,
+            "output_tokens": row["sum_output"] or 0,
+            "cached_input_tokens": row["sum_cached"] or 0,
+            "cache_write_tokens": row["sum_cache_write"] or 0,
+            "cost": row["sum_cost"] if row["sum_cost"] is not None else Decimal(0),
+            "unpriced_requests": row["n_unpriced"],
         }
         for row in rows
     ]
