@@ -64,6 +64,10 @@ def body_hash(raw: dict) -> str:
 
 def _token_count(raw: dict, name: str) -> int:
     value = raw.get(name, 0)
+    if type(value) is float and abs(value) > 2**63:
+        # The JSON parser turns integers beyond 64 bits into floats: say what was wrong.
+        bound = ">= 0" if value < 0 else f"<= {MAX_TOKENS}"
+        raise EventInvalid(name, f"{name} must be a whole number {bound}; got a number beyond 64 bits.")
     # bool is an int subclass in Python: reject it explicitly.
     if type(value) is not int:
         kind = "a boolean" if isinstance(value, bool) else f"a {type(value).__name__}"
