@@ -77,7 +77,7 @@ SKIP_REASONS = {
     "not_an_object": "entry is not a JSON object",
     "not_a_chat_model": "mode is not chat, completion or responses",
     "no_token_price": "no input_cost_per_token or output_cost_per_token (priced per second, image, ...)",
-    "zero_price": "input and output both cost 0 (left unpriced so its usage shows up, not billed at 0)",
+    "zero_price": "input and output both cost 0 (left unpriced so its usage is flagged, not billed at 0)",
     "invalid_rate": "a rate is not a finite non-negative number that fits 12 places per 1M",
     "unsupported_tier": "context tiers we cannot store (several thresholds, or tier rates without a tier input rate)",
     "unusable_name": "model name is empty, too long or contains glob characters (* ? [)",
@@ -171,7 +171,7 @@ def _rate_or_none(entry: Mapping, model: str, key: str, rounded: list[RoundedRat
     return None if value is None else _per_mtok(model, key, value, rounded)
 
 
-def _price_fields(model: str, entry: Any) -> tuple[dict[str, Any], list[RoundedRate]]:
+def _price_fields(model: str, entry: Any, *, include_free: bool) -> tuple[dict[str, Any], list[RoundedRate]]:
     """The Price fields for one catalog entry, or _Skip with the reason it is not imported."""
     if model == SPEC_ENTRY:
         raise _Skip(SPEC_ENTRY)
@@ -186,7 +186,7 @@ def _price_fields(model: str, entry: Any) -> tuple[dict[str, Any], list[RoundedR
 
     rounded: list[RoundedRate] = []
     fields: dict[str, Any] = {name: _rate_or_none(entry, model, key, rounded) for key, name in _BASE_KEYS.items()}
-    if fields["input_per_mtok"] == 0 and fields["output_per_mtok"] == 0:
+    if not include_free and fields["input_per_mtok"] == 0 and fields["output_per_mtok"] == 0:
         raise _Skip("zero_price")
 
     # Context tiers: LiteLLM switches to a tier only through its input rate
@@ -228,12 +228,15 @@ def prices_import_litellm(
     models: Iterable[str] | None = None,
     currency: str = "USD",
     source: str = "",
+    include_free: bool = False,
 ) -> CatalogImportResult:
     """Add a price version to `plan` for every token-priced chat model of `catalog` that changed.
 
     `catalog` is the parsed JSON (model name -> entry); `models` limits the import to those
     names; `currency` is the catalog's currency (LiteLLM's is USD) and must be the plan's;
-    `source` says where the catalog came from, for the audit log.
+    `source` says where the catalog came from, for the audit log. Models whose input and output
+    both cost 0 are skipped unless `include_free`: a price of 0 would bill their usage at nothing
+    without anyone noticing, while an unpriced model's usage is flagged to operators.
     """
     if not isinstance(catalog, Mapping):
         raise ValidationError("The catalog must be a JSON object mapping model names to entries.")
@@ -258,7 +261,7 @@ def prices_import_litellm(
             result.skipped_models.setdefault(NOT_IN_CATALOG, []).append(name)
             continue
         try:
-            fields, rounded = _price_fields(name, catalog[name])
+            fields, rounded = _price_fields(name, catalog[name], include_free=include_free)
         except _Skip as skip:
             result.skipped_models.setdefault(skip.reason, []).append(name)
             continue

@@ -121,6 +121,16 @@ def test_small_file_creates_plan_and_maps_rates_exactly(tmp_path):
     assert "sample_spec 1" in out
 
 
+def test_free_models_stay_unpriced_unless_asked_for(tmp_path):
+    path = write(tmp_path, SMALL_CATALOG)
+    run(path, "--plan", "paid-only")
+    assert not Price.objects.filter(plan__slug="paid-only", model_pattern="acme-free").exists()
+    out = run(path, "--plan", "with-free", "--include-free")
+    assert "4 new price versions, 0 unchanged, 3 skipped" in out
+    free = Price.objects.get(plan__slug="with-free", model_pattern="acme-free")
+    assert (free.input_per_mtok, free.output_per_mtok) == (Decimal(0), Decimal(0))
+
+
 def test_service_reports_every_entry_once_and_audits(db):
     plan = factories.PricePlanFactory(slug="svc")
     catalog = {

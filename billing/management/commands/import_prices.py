@@ -66,6 +66,11 @@ class Command(BaseCommand):
             "--model", action="append", dest="models", metavar="NAME", help="import only this model (repeatable)"
         )
         parser.add_argument(
+            "--include-free",
+            action="store_true",
+            help="also import models whose input and output both cost 0 (by default they stay unpriced)",
+        )
+        parser.add_argument(
             "--timeout", type=float, default=30.0, help="seconds to wait for a URL (default: %(default)s)"
         )
 
@@ -105,6 +110,7 @@ class Command(BaseCommand):
                     models=options["models"],
                     currency=currency,
                     source=where,
+                    include_free=options["include_free"],
                 )
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from None
