@@ -160,6 +160,8 @@ class TokenizeView(TenantAPIView):
         summary="Count tokens with the model's tiktoken encoding (offline).",
     )
     def post(self, request: Request) -> Response:
+        if not self.principal(request).is_service:
+            self.acting_key(request)  # a tenant key needs the ingest scope
         data = request.data
         if not isinstance(data, dict):
             raise ApiError(status_code=400, code="invalid_request", message='Send {"model": ..., "text": ...}.')
