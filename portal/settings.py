@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "portal.accounts",
     "billing",
     "metering",
+    "billing.invoicing",
     "portal.web",
 ]
 
@@ -197,6 +198,22 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
+
+# --- Invoicing ----------------------------------------------------------------------------
+# Issuer details printed on every invoice and credit note (frozen on each at finalization).
+INVOICE_ISSUER_NAME = env.str("INVOICE_ISSUER_NAME", default="Token Billing Ltd.")
+INVOICE_ISSUER_ADDRESS = env.str("INVOICE_ISSUER_ADDRESS", default="")
+INVOICE_ISSUER_TAX_ID = env.str("INVOICE_ISSUER_TAX_ID", default="")
+INVOICE_ISSUER_EMAIL = env.str("INVOICE_ISSUER_EMAIL", default="")
+# Days after a tenant's month ends during which the invoice stays a draft (late events fold in).
+INVOICE_GRACE_DAYS = env.int("INVOICE_GRACE_DAYS", default=3)
+# Events received up to this many seconds before finalization are on the invoice; the margin
+# lets in-flight ingest transactions commit. Later ones go on the next invoice as adjustments.
+INVOICE_SETTLE_SECONDS = env.int("INVOICE_SETTLE_SECONDS", default=300)
+if not 0 <= INVOICE_GRACE_DAYS <= 60:
+    raise ImproperlyConfigured("INVOICE_GRACE_DAYS must be between 0 and 60")
+if not 0 <= INVOICE_SETTLE_SECONDS <= 86_400:
+    raise ImproperlyConfigured("INVOICE_SETTLE_SECONDS must be between 0 and 86400")
 
 # --- Observability ------------------------------------------------------------------------
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()

@@ -1,0 +1,64 @@
+"""Invoices in the admin: read-only. Changes go through the services (close, pay, void, credit)."""
+
+from django.contrib import admin, messages
+
+from billing.invoicing import services
+from billing.invoicing.models import CreditNote, Invoice, InvoiceLine, NumberSequence
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class InvoiceLineInline(admin.TabularInline):
+    model = InvoiceLine
+    extra = 0
+    can_delete = False
+    fields = ["position", "kind", "usage_period", "model", "token_kind", "quantity", "unit_price_per_mtok", "amount"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Invoice)
+class InvoiceAdmin(ReadOnlyAdmin):
+    list_display = ["__str__", "tenant", "period", "status", "currency", "subtotal", "amount_due", "finalized_at"]
+    list_filter = ["status", "period"]
+    search_fields = ["number", "tenant__slug", "tenant_name"]
+    inlines = [InvoiceLineInline]
+    actions = ["finalize_drafts", "mark_paid"]
+
+    @admin.action(description="Finalize the selected drafts (numbers them)")
+    def finalize_drafts(self, request, queryset) -> None:
+        for invoice in queryset.filter(status=Invoice.Status.DRAFT).order_by("tenant_id", "period"):
+            try:
+                services.invoice_finalize(invoice=invoice, actor=request.user)
+            except services.InvoiceError as exc:
+                self.message_user(request, str(exc), level=messages.ERROR)
+
+    @admin.action(description="Mark the selected finalized invoices paid")
+    def mark_paid(self, request, queryset) -> None:
+        for invoice in queryset.filter(status=Invoice.Status.FINALIZED):
+            services.invoice_mark_paid(invoice=invoice, actor=request.user)
+
+
+@admin.register(CreditNote)
+class CreditNoteAdmin(ReadOnlyAdmin):
+    list_display = ["number", "invoice", "tenant", "amount", "currency", "issued_at", "actor_label"]
+    search_fields = ["number", "invoice__number", "tenant__slug"]
+
+
+@admin.register(NumberSequence)
+class NumberSequenceAdmin(ReadOnlyAdmin):
+    list_display = ["kind", "year", "last_value"]

@@ -1,0 +1,90 @@
+"""Helpers for invoicing tests: usage events with chosen times, rated like ingest rates them.
+
+Ingest stamps received_at with the present; the close depends on when events arrived, so most
+tests store events through the event store (the same INSERT ... ON CONFLICT that ingest uses)
+with the times they need, rated by billing.rating with the tenant's price book, and charged to
+the ledger the way ingest charges them.
+"""
+
+import datetime as dt
+import hashlib
+import itertools
+from decimal import Decimal
+
+from billing.rating import rate
+from billing.selectors import price_book_for
+from billing.services.ledger import ledger_post
+from metering.models import UsageEvent
+from metering.services.event_store import NewEvent, insert_new
+from tests import factories
+
+_ids = itertools.count(1)
+
+
+def utc(*args: int) -> dt.datetime:
+    return dt.datetime(*args, tzinfo=dt.UTC)
+
+
+def record(
+    key,
+    *,
+    model: str = "gpt-4o",
+    at: dt.datetime,
+    received: dt.datetime | None = None,
+    input_tokens: int = 1000,
+    output_tokens: int = 500,
+    cached: int = 0,
+    cache_write: int = 0,
+    charge: bool = True,
+) -> UsageEvent:
+    """Store one event of `key`'s tenant as ingest would, with explicit times."""
+    tenant = key.tenant
+    book = price_book_for(plan_id=tenant.price_plan_id, tenant_id=tenant.pk, models={model})
+    terms = book.terms_for(model, at) if book is not None else None
+    cost = (
+        rate(
+            terms,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cached_input_tokens=cached,
+            cache_write_tokens=cache_write,
+        )
+        if terms is not None
+        else None
+    )
+    request_id = f"req-{next(_ids)}"
+    currency = book.currency if book is not None else tenant.currency
+    inserted = insert_new(
+        [
+            NewEvent(
+                tenant_id=tenant.pk,
+                api_key_id=key.pk,
+                request_id=request_id,
+                model=model,
+                input_tokens=input_tokens,
+                output_tokens=output_tokens,
+                cached_input_tokens=cached,
+                cache_write_tokens=cache_write,
+                occurred_at=at,
+                received_at=received or at,
+                latency_ms=None,
+                metadata={},
+                token_source="reported",
+                encoding="",
+                cost=cost,
+                currency=currency,
+                price_id=terms.price_id if terms is not None else None,
+                body_hash=hashlib.sha256(request_id.encode()).hexdigest(),
+            )
+        ]
+    )
+    event_id = inserted[request_id]
+    if charge and cost:
+        ledger_post(
+            tenant_id=tenant.pk,
+            currency=currency,
+            kind="usage",
+            amount=-cost,
+            idempotency_key=f"usage:{event_id}:1",
+        )
+    return UsageEvent.objects.get(pk=event_id)
