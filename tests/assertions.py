@@ -1,6 +1,9 @@
-"""Assertions about money shared by the test folders: the wallet, the ledger and stored costs."""
+"""Checks shared by the test folders: the wallet, the ledger, stored costs, exported metrics."""
 
 from decimal import Decimal
+
+from prometheus_client.parser import text_string_to_metric_families
+from rest_framework.test import APIClient
 
 from billing.models import LedgerEntry, Wallet
 from billing.money import round_to_ledger
@@ -29,3 +32,14 @@ def assert_wallet_reconciles(tenant) -> Decimal:
     balance = Wallet.objects.get(tenant=tenant).balance
     assert balance == ledger_sum(tenant_id=tenant.pk)
     return balance
+
+
+def metric_value(name: str, **labels: str) -> float:
+    """A sample as GET /metrics exports it now (0 when absent)."""
+    response = APIClient().get("/metrics")
+    assert response.status_code == 200
+    for family in text_string_to_metric_families(response.content.decode()):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0
