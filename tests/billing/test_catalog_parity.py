@@ -53,7 +53,7 @@ import pytest
 from django.core.management import call_command
 
 from billing.management.commands.import_prices import bundled_catalog_path
-from billing.models import Price
+from billing.models import Price, PricePlan
 from billing.rating import rate
 from billing.selectors import price_book_for
 from tests import factories
@@ -256,7 +256,7 @@ def test_every_catalog_chat_model_rates_like_litellm(litellm, catalog):
     imported = set(Price.objects.filter(plan__slug="parity").values_list("model_pattern", flat=True))
     assert imported == set(models), "every token-priced chat model is imported"
 
-    tenant = factories.TenantFactory(price_plan=Price.objects.filter(plan__slug="parity").first().plan)
+    tenant = factories.TenantFactory(price_plan=PricePlan.objects.get(slug="parity"))
     book = price_book_for(plan_id=tenant.price_plan_id, tenant_id=tenant.pk, models=imported)
     at = EFFECTIVE + dt.timedelta(seconds=1)
 
