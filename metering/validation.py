@@ -62,6 +62,15 @@ def body_hash(raw: dict) -> str:
     return hashlib.sha256(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+def keyed_body_hash(body: str, api_key_id: int) -> str:
+    """What a replay is compared on: the body (whatever way it named api_key) and the consuming key.
+
+    So a gateway retrying with the key's id instead of the full key, or the key posting its own
+    event, is a duplicate; the same request_id for another key of the tenant is a conflict.
+    """
+    return hashlib.sha256(f"{body}:{api_key_id}".encode()).hexdigest()
+
+
 def _token_count(raw: dict, name: str) -> int:
     value = raw.get(name, 0)
     if type(value) is float and abs(value) > 2**63:
@@ -202,7 +211,7 @@ def parse_event(raw: Any, *, now: dt.datetime, max_future: dt.timedelta, allow_a
         metadata=_metadata(raw),
         token_source=token_source,
         encoding=encoding,
-        body_hash=body_hash(raw),
+        body_hash=body_hash(raw if api_key_ref is None else {k: v for k, v in raw.items() if k != "api_key"}),
         api_key_ref=api_key_ref,
         **counts,
     )

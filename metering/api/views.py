@@ -105,6 +105,28 @@ class EventView(IngestView):
         return Response(event_payload(event, duplicate=item.status == "duplicate"), status=item.http_status)
 
 
+class EventDetailView(TenantAPIView):
+    required_scope = "read"
+
+    @extend_schema(
+        operation_id="events_retrieve",
+        parameters=[OpenApiParameter("api_key", str, description="Service tokens only: the tenant key to act for.")],
+        responses={200: schema.EventOutSerializer, 404: schema.ErrorSerializer, **ERRORS},
+        summary="One stored event of the caller's tenant (404 for any other tenant's id).",
+    )
+    def get(self, request: Request, event_id: int) -> Response:
+        unknown = set(request.query_params.keys()) - {"api_key"}
+        if unknown:
+            raise ApiError(
+                status_code=400, code="unknown_field", message=f"Unknown parameter(s): {', '.join(sorted(unknown))}."
+            )
+        key = self.acting_key(request, request.query_params.get("api_key"))
+        event = selectors.event_for_tenant(tenant_id=key.tenant_id, event_id=event_id)
+        if event is None:
+            raise ApiError(status_code=404, code="not_found", message=f"No event {event_id} in this tenant.")
+        return Response(event_payload(event, duplicate=False))
+
+
 class EventBatchView(IngestView):
     @extend_schema(
         operation_id="events_batch_create",

@@ -9,7 +9,6 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -18,11 +17,12 @@ from django.utils import timezone
 
 from billing import selectors as billing_selectors
 from billing.rating import rate
-from billing.services.ledger import ledger_post
+from billing.services.settlement import usage_settle_batch
 from metering import metrics
 from metering.models import UsageEvent
 from metering.services.event_store import NewEvent, insert_new
-from metering.validation import EventInput, EventInvalid, parse_event
+from metering.signals import usage_recorded_on_commit
+from metering.validation import EventInput, EventInvalid, keyed_body_hash, parse_event
 from portal.accounts.models import ApiKey
 
 ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
@@ -98,6 +98,7 @@ def usage_record_batch(
         try:
             event = parse_event(raw, now=now, max_future=max_future, allow_api_key=api_key is None)
             key = api_key if api_key is not None else _resolve(event, resolve_key)
+            event.body_hash = keyed_body_hash(event.body_hash, key.pk)
         except EventInvalid as exc:
             results[index] = _reject(
                 index, request_id, code=exc.code, message=exc.message, field_name=exc.field, http_status=400
@@ -197,18 +198,19 @@ def _record_for_tenant(items: list[tuple[int, EventInput, ApiKey]], *, now: dt.d
 
     with transaction.atomic():
         inserted = insert_new(new_events)
-        charged = sum((e.cost for e in new_events if e.request_id in inserted and e.cost is not None), Decimal(0))
         unpriced = sum(1 for e in new_events if e.request_id in inserted and e.cost is None)
-        if inserted and charged:
-            first_id = min(inserted.values())
-            ledger_post(
+        if inserted:
+            # One call per tenant batch: the usage charge, the holds these events settle, the
+            # quota counters and the hot balance counters, in this transaction.
+            usage_settle_batch(
                 tenant_id=tenant.pk,
+                tz_name=tenant.timezone,
                 currency=currency,
-                kind="usage",
-                amount=-charged,
-                idempotency_key=f"usage:{first_id}:{len(inserted)}",
-                metadata={"events": len(inserted), "first_event_id": first_id},
+                events=[e for e in new_events if e.request_id in inserted],
+                first_event_id=min(inserted.values()),
+                now=now,
             )
+            usage_recorded_on_commit(tenant_id=tenant.pk)  # alerts evaluate after commit, debounced
         existing = {}
         missing = [rid for rid in first_by_request if rid not in inserted]
         if missing:
