@@ -163,24 +163,8 @@ def _text(raw: dict, name: str) -> str | None:
     return value
 
 
-def parse_event(raw: Any, *, now: dt.datetime, max_future: dt.timedelta, allow_api_key: bool) -> EventInput:
-    """Validate one event; raise EventInvalid naming the first field that is wrong."""
-    if not isinstance(raw, dict):
-        raise EventInvalid(None, "Each event must be a JSON object.")
-    unknown = raw.keys() - ALLOWED_FIELDS
-    if unknown:
-        raise EventInvalid(sorted(unknown)[0], f"Unknown field(s): {', '.join(sorted(unknown))}.", code="unknown_field")
-    request_id = _printable_string(raw, "request_id", MAX_REQUEST_ID_LENGTH, required=True)
-    model = _printable_string(raw, "model", MAX_MODEL_LENGTH, required=True)
-    assert request_id is not None and model is not None
-
-    api_key_ref = raw.get("api_key")
-    if api_key_ref is not None:
-        if not allow_api_key:
-            raise EventInvalid("api_key", "api_key is only accepted from a service token; a tenant key meters itself.")
-        if isinstance(api_key_ref, bool) or not isinstance(api_key_ref, (str, int)):
-            raise EventInvalid("api_key", "api_key must be the consuming tenant key or its api_key_id.")
-
+def _counts_from_text(raw: dict, model: str) -> tuple[dict[str, int], str, str]:
+    """Token counts when input_text or output_text is sent: counted with the model's encoding."""
     texts = {name: _text(raw, name) for name in _TEXT_FIELDS}
     counts = {name: _token_count(raw, name) for name in TOKEN_FIELDS}
     token_source, encoding = "reported", ""
@@ -197,17 +181,60 @@ def parse_event(raw: Any, *, now: dt.datetime, max_future: dt.timedelta, allow_a
         raise EventInvalid("input_tokens", "input_tokens (or input_text) is required.")
     if "output_tokens" not in raw and texts["output_text"] is None:
         raise EventInvalid("output_tokens", "output_tokens (or output_text) is required.")
+    return counts, token_source, encoding
+
+
+def parse_event(raw: Any, *, now: dt.datetime, max_future: dt.timedelta, allow_api_key: bool) -> EventInput:
+    """Validate one event; raise EventInvalid naming the first field that is wrong.
+
+    The checks run in a fixed order. A field passes with one inline test; only a failing or
+    unusual field goes to its helper, which finds the message. A 1,000-event batch runs this
+    1,000 times per request, so the common case must cost microseconds.
+    """
+    if not isinstance(raw, dict):
+        raise EventInvalid(None, "Each event must be a JSON object.")
+    if not raw.keys() <= ALLOWED_FIELDS:
+        unknown = sorted(raw.keys() - ALLOWED_FIELDS)
+        raise EventInvalid(unknown[0], f"Unknown field(s): {', '.join(unknown)}.", code="unknown_field")
+    request_id = _printable_string(raw, "request_id", MAX_REQUEST_ID_LENGTH, required=True)
+    model = _printable_string(raw, "model", MAX_MODEL_LENGTH, required=True)
+    assert request_id is not None and model is not None
+
+    get = raw.get
+    api_key_ref = get("api_key")
+    if api_key_ref is not None:
+        if not allow_api_key:
+            raise EventInvalid("api_key", "api_key is only accepted from a service token; a tenant key meters itself.")
+        if isinstance(api_key_ref, bool) or not isinstance(api_key_ref, (str, int)):
+            raise EventInvalid("api_key", "api_key must be the consuming tenant key or its api_key_id.")
+
+    if "input_text" in raw or "output_text" in raw:
+        counts, token_source, encoding = _counts_from_text(raw, model)
+    else:
+        counts = {name: get(name, 0) for name in TOKEN_FIELDS}
+        for name, value in counts.items():
+            if type(value) is not int or not 0 <= value <= MAX_TOKENS:
+                _token_count(raw, name)  # raises, naming what is wrong
+        if "input_tokens" not in raw:
+            raise EventInvalid("input_tokens", "input_tokens (or input_text) is required.")
+        if "output_tokens" not in raw:
+            raise EventInvalid("output_tokens", "output_tokens (or output_text) is required.")
+        token_source, encoding = "reported", ""
     if counts["cached_input_tokens"] + counts["cache_write_tokens"] > counts["input_tokens"]:
         raise EventInvalid(
             "cached_input_tokens",
             "cached_input_tokens + cache_write_tokens must not exceed input_tokens "
             "(input_tokens counts every prompt token, cached ones included).",
         )
+    latency_ms = get("latency_ms")
+    occurred_at = _timestamp(raw, now, max_future)
+    if latency_ms is not None and (type(latency_ms) is not int or not 0 <= latency_ms <= MAX_LATENCY_MS):
+        _latency(raw)  # raises
     return EventInput(
         request_id=request_id,
         model=model,
-        occurred_at=_timestamp(raw, now, max_future),
-        latency_ms=_latency(raw),
+        occurred_at=occurred_at,
+        latency_ms=latency_ms,
         metadata=_metadata(raw),
         token_source=token_source,
         encoding=encoding,
