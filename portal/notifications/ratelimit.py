@@ -1,0 +1,58 @@
+"""Sliding-window send limits shared by every worker (Redis), e.g. DingTalk's 20 a minute.
+
+With Redis (production) one Lua script per call keeps a sorted set of send times per key, so
+many workers on many machines stay under the limit together; the key carries a hash tag so it
+lives in one Redis Cluster slot. Without Redis (the embedded default runs one worker) an
+in-process window does the same.
+"""
+
+import functools
+import threading
+import time
+import uuid
+from collections import defaultdict, deque
+
+import redis
+from django.conf import settings
+
+# KEYS[1] the window; ARGV: window ms, limit, a unique member. Returns 0 when a slot was taken,
+# else the milliseconds until the oldest send leaves the window.
+_ACQUIRE = """
+local now = redis.call('TIME')
+local now_ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+local window = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms - window)
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], now_ms, ARGV[3])
+  redis.call('PEXPIRE', KEYS[1], window)
+  return 0
+end
+local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+return math.max(tonumber(oldest[2]) + window - now_ms, 1)
+"""
+
+_local_lock = threading.Lock()
+_local_windows: dict[str, deque[float]] = defaultdict(deque)
+
+
+@functools.cache
+def _script(url: str):
+    return redis.Redis.from_url(url).register_script(_ACQUIRE)
+
+
+def acquire(key: str, *, limit: int, window_seconds: float) -> float:
+    """Take a send slot for `key`. Returns 0.0 if taken, else the seconds to wait."""
+    if settings.REDIS_URL:
+        waited_ms = _script(settings.REDIS_URL)(
+            keys=[f"notify-rate:{{{key}}}"], args=[int(window_seconds * 1000), limit, uuid.uuid4().hex]
+        )
+        return int(waited_ms) / 1000
+    now = time.monotonic()
+    with _local_lock:
+        window = _local_windows[key]
+        while window and window[0] <= now - window_seconds:
+            window.popleft()
+        if len(window) < limit:
+            window.append(now)
+            return 0.0
+        return max(window[0] + window_seconds - now, 0.001)

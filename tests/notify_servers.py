@@ -1,0 +1,276 @@
+"""Real local servers that notifications are sent to in tests (127.0.0.1 only).
+
+- an SMTP server (aiosmtpd) that keeps what it receives and refuses recipients at
+  refused.example.com with 550;
+- a DingTalk custom robot stand-in that checks the access token, the signature exactly as
+  DingTalk documents it (timestamp in ms within an hour, sign = urlencode(base64(HMAC-SHA256(
+  secret, "timestamp\\nsecret")))) and the keyword, and answers with DingTalk's errcode JSON;
+- a webhook receiver that checks the HMAC signature over "<timestamp>.<body>" and can be told
+  to fail the next requests.
+
+Import the fixtures into a conftest.py: `from tests.notify_servers import *`.
+"""
+
+import base64
+import hashlib
+import hmac
+import json
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.header import decode_header, make_header
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from aiosmtpd.controller import Controller
+
+__all__ = ["dingtalk_robot", "smtp_server", "webhook_receiver"]
+
+
+# --- SMTP ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Mail:
+    sender: str
+    recipients: list[str]
+    subject: str
+    body: str
+    headers: dict[str, str]
+
+
+class _SmtpHandler:
+    def __init__(self) -> None:
+        self.mails: list[Mail] = []
+        self.lock = threading.Lock()
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.endswith("@refused.example.com"):
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        parsed = message_from_bytes(envelope.content)
+        payload = (
+            parsed.get_payload(decode=True)
+            if not parsed.is_multipart()
+            else parsed.get_payload(0).get_payload(decode=True)
+        )
+        mail = Mail(
+            sender=envelope.mail_from,
+            recipients=list(envelope.rcpt_tos),
+            subject=str(make_header(decode_header(parsed["Subject"]))),
+            body=payload.decode(parsed.get_content_charset() or "utf-8"),
+            headers={key: str(value) for key, value in parsed.items()},
+        )
+        with self.lock:
+            self.mails.append(mail)
+        return "250 Message accepted"
+
+
+@dataclass
+class SmtpServer:
+    host: str
+    port: int
+    handler: _SmtpHandler
+
+    @property
+    def mails(self) -> list[Mail]:
+        with self.handler.lock:
+            return list(self.handler.mails)
+
+
+@pytest.fixture
+def smtp_server(settings) -> Iterator[SmtpServer]:
+    """A running SMTP server; Django's mail is pointed at it through the SMTP backend."""
+    handler = _SmtpHandler()
+    with socket.socket() as probe:  # a free port on loopback
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
+    settings.EMAIL_USE_TLS = False
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    try:
+        yield SmtpServer("127.0.0.1", port, handler)
+    finally:
+        controller.stop()
+
+
+# --- HTTP servers -------------------------------------------------------------------------
+
+
+@dataclass
+class Received:
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> dict:
+        return json.loads(self.body)
+
+
+@dataclass
+class _HttpState:
+    received: list[Received] = field(default_factory=list)
+    answered: list[int] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _serve(handler_class: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler_class)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+class _QuietHandler(BaseHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _read(self) -> tuple[urllib.parse.SplitResult, bytes]:
+        length = int(self.headers.get("Content-Length") or 0)
+        return urllib.parse.urlsplit(self.path), self.rfile.read(length)
+
+    def _answer(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class DingTalkRobot:
+    """One custom robot: its access token, optional signing secret and keyword."""
+
+    def __init__(self, *, access_token: str, secret: str = "", keyword: str = "") -> None:
+        self.access_token, self.secret, self.keyword = access_token, secret, keyword
+        self.state = _HttpState()
+        self.errcodes: list[int] = []  # every answer's errcode, in order
+        robot = self
+
+        class Handler(_QuietHandler):
+            def do_POST(self) -> None:
+                parts, body = self._read()
+                query = urllib.parse.parse_qs(parts.query)
+                errcode, errmsg = robot.check(parts.path, query, body)
+                with robot.state.lock:
+                    robot.errcodes.append(errcode)
+                    if errcode == 0:
+                        robot.state.received.append(Received(parts.path, query, dict(self.headers), body))
+                self._answer(200, {"errcode": errcode, "errmsg": errmsg})
+
+        self.server, base = _serve(Handler)
+        self.webhook_url = f"{base}/robot/send?access_token={access_token}"
+
+    def check(self, path: str, query: dict[str, list[str]], body: bytes) -> tuple[int, str]:
+        if path != "/robot/send" or query.get("access_token") != [self.access_token]:
+            return 300001, "token is not exist"
+        if self.secret:
+            timestamp, sign = query.get("timestamp", [""])[0], query.get("sign", [""])[0]
+            if not timestamp.isdigit() or abs(time.time() * 1000 - int(timestamp)) > 3600 * 1000:
+                return 310000, "sign not match, more than 1 hour"
+            string_to_sign = f"{timestamp}\n{self.secret}".encode()
+            expected = base64.b64encode(
+                hmac.new(self.secret.encode(), string_to_sign, hashlib.sha256).digest()
+            ).decode()
+            if not hmac.compare_digest(sign, expected):  # parse_qs already URL-decoded it, as DingTalk does
+                return 310000, "sign not match"
+        try:
+            message = json.loads(body)
+        except ValueError:
+            return 400, "invalid json"
+        if message.get("msgtype") != "markdown" or not {"title", "text"} <= set(message.get("markdown", {})):
+            return 40035, "missing markdown title or text"
+        if self.keyword and self.keyword not in json.dumps(message, ensure_ascii=False):
+            return 310000, "keywords not in content"
+        return 0, "ok"
+
+    @property
+    def messages(self) -> list[dict]:
+        with self.state.lock:
+            return [received.json() for received in self.state.received]
+
+
+@pytest.fixture
+def dingtalk_robot() -> Iterator[type[DingTalkRobot]]:
+    """A factory of robots (each its own server); all are shut down after the test."""
+    robots: list[DingTalkRobot] = []
+
+    def make(**kwargs) -> DingTalkRobot:
+        robot = DingTalkRobot(**kwargs)
+        robots.append(robot)
+        return robot
+
+    yield make
+    for robot in robots:
+        robot.server.shutdown()
+        robot.server.server_close()
+
+
+class WebhookReceiver:
+    def __init__(self, *, secret: str) -> None:
+        self.secret = secret
+        self.state = _HttpState()
+        self.fail_next: list[int] = []  # statuses to answer before succeeding
+        receiver = self
+
+        class Handler(_QuietHandler):
+            def do_POST(self) -> None:
+                parts, body = self._read()
+                status = receiver.check(dict(self.headers), body)
+                with receiver.state.lock:
+                    if status == 200 and receiver.fail_next:
+                        status = receiver.fail_next.pop(0)
+                    receiver.state.answered.append(status)
+                    if status == 200:
+                        receiver.state.received.append(Received(parts.path, {}, dict(self.headers), body))
+                self._answer(status, {"ok": status == 200})
+
+        self.server, base = _serve(Handler)
+        self.url = f"{base}/hooks/billing"
+
+    def check(self, headers: dict[str, str], body: bytes) -> int:
+        timestamp = headers.get("X-Tokenbill-Timestamp", "")
+        if not timestamp.isdigit() or abs(time.time() - int(timestamp)) > 300:
+            return 401
+        mac = hmac.new(self.secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(headers.get("X-Tokenbill-Signature", ""), f"sha256={mac}"):
+            return 401
+        return 200
+
+    @property
+    def messages(self) -> list[dict]:
+        with self.state.lock:
+            return [received.json() for received in self.state.received]
+
+    @property
+    def answered(self) -> list[int]:
+        with self.state.lock:
+            return list(self.state.answered)
+
+
+@pytest.fixture
+def webhook_receiver() -> Iterator[type[WebhookReceiver]]:
+    receivers: list[WebhookReceiver] = []
+
+    def make(**kwargs) -> WebhookReceiver:
+        receiver = WebhookReceiver(**kwargs)
+        receivers.append(receiver)
+        return receiver
+
+    yield make
+    for receiver in receivers:
+        receiver.server.shutdown()
+        receiver.server.server_close()
