@@ -1,0 +1,787 @@
+"""Ingest benchmark: PostgreSQL's own COPY rate, then HTTP batch and single-event ingest.
+
+One run, bounded in time (about 80 s with the defaults), loopback traffic only:
+
+1. drops and recreates its own database (`--database`, default tokenbill_bench) on the server
+   that DATABASE_URL names, migrates it, and creates a tenant with a price plan (exact names,
+   a glob, a context tier), an API key and a service token;
+2. COPY baseline: N rows into `LIKE metering_usageevent INCLUDING ALL` (same columns, unique
+   key, checks and indexes) with psycopg's COPY, from text prepared before the clock starts;
+3. starts gunicorn (portal.wsgi, DEBUG=0, LOG_LEVEL=WARNING, Prometheus multiprocess mode as
+   in production) on a free 127.0.0.1 port;
+4. load generator: separate processes, one blocking HTTP/1.1 connection each (raw sockets,
+   keep-alive when the server offers it), bodies built on the fly with fresh request_ids;
+   its own CPU time is measured and reported next to the server's;
+5. batch ingest (1,000-event batches) at saturation; single-event ingest at saturation and
+   at a fixed offered rate (open loop: latency counts from the scheduled send time, so a
+   slow server cannot hide its queueing);
+6. checks: replays are duplicates, a changed body is a conflict, stored == accepted,
+   wallet == sum(ledger), and the usage charges match the stored costs; prints a table.
+
+Run with `make bench` (the test environment) or directly:
+    DEBUG=0 SECRET_KEY=x DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \\
+        .venv/bin/python bench/ingest.py --duration 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import datetime as dt
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+MODELS = (
+    # (model, weight): exact prices, a glob, a tiered price and a little unpriced traffic.
+    ("gpt-4o", 40),
+    ("gpt-4o-mini-2024-07-18", 30),
+    ("claude-sonnet-4", 25),
+    ("local-llama-3-8b", 1),
+)
+BATCH_PATH = "/api/v1/events/batch"
+EVENT_PATH = "/api/v1/events"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --- Options ---------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Benchmark usage ingest over HTTP against PostgreSQL's own COPY rate (see module docstring).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--database", default="tokenbill_bench", help="database to drop, create and use")
+    parser.add_argument("--copy-rows", type=int, default=200_000, help="rows for the COPY baseline")
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per measured phase")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up load before measuring")
+    parser.add_argument("--batch-size", type=int, default=1000, help="events per batch request")
+    parser.add_argument("--batch-clients", type=int, default=4, help="concurrent batch connections")
+    parser.add_argument("--single-clients", type=int, default=8, help="concurrent single-event connections")
+    parser.add_argument("--rate", type=float, default=500.0, help="offered single-event rate (req/s) for latency")
+    parser.add_argument("--rate-clients", type=int, default=8, help="processes sharing the offered rate")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
+    parser.add_argument("--worker-class", default="sync", help="gunicorn worker class (sync, gthread)")
+    parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker (gthread)")
+    parser.add_argument("--events", type=int, default=0, help="stop the batch phase after this many events (0: time)")
+    parser.add_argument("--skip", default="", help="comma-separated phases to skip: copy,batch,single,rate")
+    parser.add_argument("--keep-server", action="store_true", help="leave gunicorn running for profiling (prints pid)")
+    args = parser.parse_args(argv)
+    if args.duration <= 0 or args.duration > 60:
+        parser.error("--duration must be in (0, 60] seconds (the whole run stays under 3 minutes)")
+    if not 1 <= args.batch_size <= 10_000:
+        parser.error("--batch-size must be 1..10000")
+    if min(args.batch_clients, args.single_clients, args.rate_clients, args.workers, args.threads) < 1:
+        parser.error("client, worker and thread counts must be >= 1")
+    if not args.database.replace("_", "").isalnum():
+        parser.error("--database must be letters, digits and underscores")
+    args.skip = {name.strip() for name in args.skip.split(",") if name.strip()}
+    return args
+
+
+# --- Database setup --------------------------------------------------------------------------
+
+
+def database_urls(name: str) -> tuple[str, str]:
+    """(maintenance URL, bench URL) on the server that DATABASE_URL names."""
+    base = os.environ.get("DATABASE_URL", "")
+    parts = urllib.parse.urlsplit(base)
+    if parts.scheme not in ("postgres", "postgresql", "pgsql"):
+        raise SystemExit(f"DATABASE_URL must name a PostgreSQL server (got {base!r}); try `make bench`.")
+    return parts._replace(path="/postgres").geturl(), parts._replace(path=f"/{name}").geturl()
+
+
+def conninfo(url: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(("postgresql", parts.netloc, parts.path, parts.query, ""))
+
+
+def recreate_database(maintenance_url: str, name: str) -> None:
+    import psycopg  # noqa: PLC0415
+
+    with psycopg.connect(conninfo(maintenance_url), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+@dataclass
+class Fixture:
+    tenant_id: int
+    api_key_id: int
+    api_key: str
+    service_token: str
+
+
+def create_fixture() -> Fixture:
+    from billing.services.ledger import ledger_post  # noqa: PLC0415
+    from billing.services.pricing import plan_get_or_create, price_add  # noqa: PLC0415
+    from portal.accounts import services  # noqa: PLC0415
+
+    since = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
+    plan = plan_get_or_create(slug="bench", name="Bench plan", currency="USD", actor_label="bench")
+    price_add(
+        plan=plan,
+        model_pattern="gpt-4o",
+        input_per_mtok=Decimal("2.5"),
+        output_per_mtok=Decimal("10"),
+        cached_input_per_mtok=Decimal("1.25"),
+        effective_from=since,
+        actor_label="bench",
+    )
+    price_add(
+        plan=plan,
+        model_pattern="gpt-4o-mini*",
+        input_per_mtok=Decimal("0.15"),
+        output_per_mtok=Decimal("0.6"),
+        cached_input_per_mtok=Decimal("0.075"),
+        effective_from=since,
+        actor_label="bench",
+    )
+    price_add(
+        plan=plan,
+        model_pattern="claude-sonnet-4",
+        input_per_mtok=Decimal("3"),
+        output_per_mtok=Decimal("15"),
+        cached_input_per_mtok=Decimal("0.3"),
+        cache_write_per_mtok=Decimal("3.75"),
+        tier_threshold=200_000,
+        tier_input_per_mtok=Decimal("6"),
+        tier_output_per_mtok=Decimal("22.5"),
+        effective_from=since,
+        actor_label="bench",
+    )
+    price_add(plan=plan, model_pattern="o1*", input_per_mtok=Decimal("15"), output_per_mtok=Decimal("60"))
+    tenant = services.tenant_create(name="Bench Tenant", slug="bench", price_plan_id=plan.pk, actor_label="bench")
+    key, secret = services.api_key_create(tenant=tenant, name="bench", scopes=["ingest", "read"], actor_label="bench")
+    _, token = services.service_token_create(name="bench-gateway", actor_label="bench")
+    ledger_post(
+        tenant_id=tenant.pk, currency="USD", kind="topup", amount=Decimal("1000000"), idempotency_key="bench-topup"
+    )
+    return Fixture(tenant_id=tenant.pk, api_key_id=key.pk, api_key=secret, service_token=token)
+
+
+# --- Event shapes (shared by COPY rows and HTTP bodies) --------------------------------------
+
+_MODEL_CYCLE = tuple(model for model, weight in MODELS for _ in range(weight))
+
+
+def make_events(tag: str, start: int, count: int, now_iso: str) -> list[dict]:
+    """`count` valid events with unique request_ids (a random tag, a counter)."""
+    cycle = _MODEL_CYCLE
+    n_models = len(cycle)
+    events = []
+    for i in range(start, start + count):
+        model = cycle[(i * 7) % n_models]
+        input_tokens = 200 + (i * 37) % 4000
+        events.append(
+            {
+                "request_id": f"chatcmpl-{tag}{i:09d}",
+                "model": model,
+                "input_tokens": input_tokens,
+                "output_tokens": 20 + (i * 13) % 800,
+                "cached_input_tokens": (input_tokens // 2) if i % 3 == 0 else 0,
+                "timestamp": now_iso,
+                "latency_ms": 200 + i % 1500,
+                "metadata": {"user": f"u{i % 500}", "feature": "chat"},
+            }
+        )
+    return events
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# --- COPY baseline ---------------------------------------------------------------------------
+
+
+def measure_copy(bench_url: str, fixture: Fixture, rows: int) -> dict:
+    import psycopg  # noqa: PLC0415
+
+    columns = (
+        "tenant_id", "api_key_id", "request_id", "model", "input_tokens", "output_tokens",
+        "cached_input_tokens", "cache_write_tokens", "occurred_at", "received_at", "latency_ms",
+        "metadata", "token_source", "encoding", "cost", "currency", "price_id", "body_hash",
+    )  # fmt: skip
+    received = dt.datetime.now(dt.UTC).isoformat()
+    lines = []
+    for event in make_events(os.urandom(4).hex(), 0, rows, now_iso()):
+        metadata = orjson.dumps(event["metadata"]).decode()
+        lines.append(
+            f"{fixture.tenant_id}\t{fixture.api_key_id}\t{event['request_id']}\t{event['model']}\t"
+            f"{event['input_tokens']}\t{event['output_tokens']}\t{event['cached_input_tokens']}\t0\t"
+            f"{event['timestamp']}\t{received}\t{event['latency_ms']}\t{metadata}\treported\t\t"
+            f"0.001234567890123456\tUSD\t\\N\t{os.urandom(32).hex()}\n"
+        )
+    data = "".join(lines).encode()
+    chunk = 1 << 20
+    with psycopg.connect(conninfo(bench_url)) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_copy_usageevent")
+        conn.execute("CREATE TABLE bench_copy_usageevent (LIKE metering_usageevent INCLUDING ALL)")
+        conn.commit()
+        started = time.perf_counter()
+        with (
+            conn.cursor() as cursor,
+            cursor.copy(f"COPY bench_copy_usageevent ({', '.join(columns)}) FROM STDIN") as cp,
+        ):
+            for offset in range(0, len(data), chunk):
+                cp.write(data[offset : offset + chunk])
+        conn.commit()
+        elapsed = time.perf_counter() - started
+        stored = conn.execute("SELECT count(*) FROM bench_copy_usageevent").fetchone()[0]
+        conn.execute("DROP TABLE bench_copy_usageevent")
+        conn.commit()
+    assert stored == rows, f"COPY stored {stored} of {rows} rows"
+    return {"rows": rows, "seconds": elapsed, "rate": rows / elapsed, "bytes": len(data)}
+
+
+# --- Server ----------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    port: int
+    log_path: Path
+    metrics_dir: str
+
+    def pids(self) -> list[int]:
+        master = self.process.pid
+        children = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = Path(f"/proc/{entry}/stat").read_text()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == master:
+                    children.append(int(entry))
+        return [master, *children]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.metrics_dir, ignore_errors=True)
+
+
+def start_server(args: argparse.Namespace, bench_url: str) -> Server:
+    port = free_port()
+    metrics_dir = tempfile.mkdtemp(prefix="tokenbill-bench-prom-")
+    log = Path(tempfile.gettempdir()) / f"tokenbill-bench-gunicorn-{port}.log"
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=bench_url,
+        DEBUG="0",
+        LOG_LEVEL="WARNING",
+        PROMETHEUS_MULTIPROC_DIR=metrics_dir,
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+    )
+    env.setdefault("SECRET_KEY", "bench-only-secret")
+    command = [
+        sys.executable, "-m", "gunicorn", "portal.wsgi:application", "-c", str(ROOT / "gunicorn.conf.py"),
+        "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers), "--worker-class", args.worker_class,
+        "--threads", str(args.threads), "--log-level", "warning",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    server = Server(process=process, port=port, log_path=log, metrics_dir=metrics_dir)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        try:
+            status, _ = Connection(port).request("GET", "/healthz", b"", {})
+            if status == 200:
+                return server
+        except OSError:
+            time.sleep(0.1)
+    server.stop()
+    raise SystemExit(f"gunicorn did not start; log:\n{log.read_text()[-3000:]}")
+
+
+# --- HTTP client: raw sockets, one connection per process -----------------------------------
+
+
+class Connection:
+    """A minimal HTTP/1.1 client: a fraction of http.client's CPU per request."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.sock: socket.socket | None = None
+        self.reader = None
+
+    def _connect(self) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", self.port), timeout=30)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.reader = self.sock.makefile("rb", buffering=1 << 16)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            self.reader.close()
+            self.sock.close()
+            self.sock = None
+
+    def request(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        head = [f"{method} {path} HTTP/1.1", f"Host: 127.0.0.1:{self.port}", f"Content-Length: {len(body)}"]
+        head.extend(f"{name}: {value}" for name, value in headers.items())
+        message = ("\r\n".join(head) + "\r\n\r\n").encode() + body
+        for attempt in range(2):
+            reused = self.sock is not None
+            if not reused:
+                self._connect()
+            try:
+                self.sock.sendall(message)
+                return self._response()
+            except (ConnectionError, EOFError):
+                self.close()
+                # The server may close an idle keep-alive connection; retrying is safe because
+                # ingest is idempotent on request_id.
+                if not reused or attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _response(self) -> tuple[int, bytes]:
+        reader = self.reader
+        status_line = reader.readline()
+        if not status_line:
+            raise EOFError("connection closed")
+        status = int(status_line.split(b" ", 2)[1])
+        length, close = 0, False
+        while True:
+            line = reader.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection" and value.strip().lower() == b"close":
+                close = True
+            elif name == b"transfer-encoding":
+                raise RuntimeError("chunked responses are not expected from the API")
+        payload = reader.read(length) if length else b""
+        if close:
+            self.close()
+        return status, payload
+
+
+@dataclass
+class WorkerResult:
+    requests: int = 0
+    events: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    errors: int = 0
+    first_error: str = ""
+    cpu: float = 0.0
+    started: float = 0.0
+    finished: float = 0.0
+    latencies: bytes = b""
+
+
+def _cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def load_worker(spec: dict, queue: mp.Queue) -> None:
+    """One load process: `mode` is batch, single (closed loop) or rate (open loop)."""
+    cpu0 = _cpu()
+    conn = Connection(spec["port"])
+    headers = {"Authorization": f"Bearer {spec['key']}", "Content-Type": "application/json"}
+    tag = os.urandom(4).hex()
+    mode, size = spec["mode"], spec["batch_size"]
+    latencies = array.array("d")
+    result = WorkerResult()
+    seq = 0
+    interval = spec.get("interval", 0.0)
+    start_at, deadline, max_events = spec["start_at"], spec["deadline"], spec.get("max_events", 0)
+    while time.monotonic() < start_at:
+        time.sleep(min(0.01, start_at - time.monotonic()))
+    result.started = time.monotonic()
+    scheduled = start_at + spec.get("offset", 0.0)
+    stamp, stamp_at = now_iso(), time.monotonic()
+    while True:
+        now = time.monotonic()
+        if now >= deadline or (max_events and result.events >= max_events):
+            break
+        if now - stamp_at > 1:
+            stamp, stamp_at = now_iso(), now
+        if mode == "rate":
+            if scheduled >= deadline:
+                break
+            if scheduled > now:
+                time.sleep(scheduled - now)
+            sent = scheduled
+            scheduled += interval
+        else:
+            sent = time.monotonic()
+        if mode == "batch":
+            body = orjson.dumps({"events": make_events(tag, seq, size, stamp)})
+            seq += size
+            path, count = BATCH_PATH, size
+        else:
+            body = orjson.dumps(make_events(tag, seq, 1, stamp)[0])
+            seq += 1
+            path, count = EVENT_PATH, 1
+        try:
+            status, payload = conn.request("POST", path, body, headers)
+        except (OSError, EOFError) as exc:
+            result.errors += 1
+            result.first_error = result.first_error or repr(exc)
+            conn.close()
+            continue
+        done = time.monotonic()
+        latencies.append(done - sent)
+        result.requests += 1
+        result.events += count
+        if mode == "batch" and status == 200:
+            summary = orjson.loads(payload)
+            result.accepted += summary["accepted"]
+            result.duplicates += summary["duplicates"]
+            result.rejected += summary["rejected"]
+        elif mode != "batch" and status == 201:
+            result.accepted += 1
+        elif mode != "batch" and status == 200:
+            result.duplicates += 1
+        else:
+            result.errors += 1
+            result.first_error = result.first_error or f"HTTP {status}: {payload[:300]!r}"
+        result.finished = done
+    conn.close()
+    result.cpu = _cpu() - cpu0
+    result.latencies = latencies.tobytes()
+    queue.put(result)
+
+
+# --- CPU accounting --------------------------------------------------------------------------
+
+
+def proc_cpu(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLK_TCK
+
+
+def machine_busy() -> float:
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return (sum(fields[:8]) - idle) / CLK_TCK
+
+
+def postgres_pids(bench_url: str, database: str) -> list[int]:
+    import psycopg  # noqa: PLC0415
+
+    with psycopg.connect(conninfo(bench_url), autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()", [database]
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    clients: int
+    seconds: float
+    requests: int
+    events: int
+    accepted: int
+    duplicates: int
+    rejected: int
+    errors: int
+    first_error: str
+    latencies: list[float]
+    client_cpu: float
+    server_cpu: float
+    postgres_cpu: float
+    machine_cpu: float
+    extra: dict = field(default_factory=dict)
+
+    def pct(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        index = min(len(self.latencies) - 1, round(q / 100 * (len(self.latencies) - 1)))
+        return self.latencies[index] * 1000
+
+    def cores(self, seconds_of_cpu: float) -> float:
+        return seconds_of_cpu / self.seconds if self.seconds else 0.0
+
+
+def run_phase(
+    name: str, *, mode: str, clients: int, duration: float, args: argparse.Namespace, ctx: dict, **extra
+) -> PhaseResult:
+    server: Server = ctx["server"]
+    start_at = time.monotonic() + 0.3
+    deadline = start_at + duration
+    queue: mp.Queue = mp.get_context("fork").Queue()
+    specs = []
+    for index in range(clients):
+        spec = {
+            "port": server.port,
+            "key": ctx["fixture"].api_key,
+            "mode": mode,
+            "batch_size": args.batch_size,
+            "start_at": start_at,
+            "deadline": deadline,
+            "max_events": extra.get("max_events", 0) // clients if extra.get("max_events") else 0,
+        }
+        if mode == "rate":
+            spec["interval"] = clients / extra["rate"]
+            spec["offset"] = index / extra["rate"]
+        specs.append(spec)
+    fork = mp.get_context("fork")
+    processes = [fork.Process(target=load_worker, args=(spec, queue), daemon=True) for spec in specs]
+    for process in processes:
+        process.start()
+    server_pids = server.pids()
+    pg_pids = postgres_pids(ctx["bench_url"], ctx["database"])
+    while time.monotonic() < start_at:
+        time.sleep(0.005)
+    cpu_server0, cpu_pg0, busy0 = proc_cpu(server_pids), proc_cpu(pg_pids), machine_busy()
+    results = [queue.get(timeout=duration + 60) for _ in processes]
+    cpu_server1, cpu_pg1, busy1 = proc_cpu(server_pids), proc_cpu(pg_pids), machine_busy()
+    for process in processes:
+        process.join(timeout=10)
+    finished = max((r.finished for r in results), default=start_at)
+    seconds = max(finished - start_at, 1e-9)
+    latencies: list[float] = []
+    for r in results:
+        values = array.array("d")
+        values.frombytes(r.latencies)
+        latencies.extend(values)
+    latencies.sort()
+    errors = [r.first_error for r in results if r.first_error]
+    return PhaseResult(
+        name=name,
+        clients=clients,
+        seconds=seconds,
+        requests=sum(r.requests for r in results),
+        events=sum(r.events for r in results),
+        accepted=sum(r.accepted for r in results),
+        duplicates=sum(r.duplicates for r in results),
+        rejected=sum(r.rejected for r in results),
+        errors=sum(r.errors for r in results),
+        first_error=errors[0] if errors else "",
+        latencies=latencies,
+        client_cpu=sum(r.cpu for r in results),
+        server_cpu=cpu_server1 - cpu_server0,
+        postgres_cpu=cpu_pg1 - cpu_pg0,
+        machine_cpu=busy1 - busy0,
+        extra=extra,
+    )
+
+
+# --- Correctness checks ----------------------------------------------------------------------
+
+
+def check_semantics(ctx: dict) -> list[tuple[str, bool, str]]:
+    """Replays over HTTP against the running server: duplicate, conflict, per-item results."""
+    conn = Connection(ctx["server"].port)
+    headers = {"Authorization": f"Bearer {ctx['fixture'].api_key}", "Content-Type": "application/json"}
+    events = make_events("chk" + os.urandom(3).hex(), 0, 10, now_iso())
+    checks = []
+    status, payload = conn.request("POST", BATCH_PATH, orjson.dumps({"events": events}), headers)
+    first = orjson.loads(payload)
+    checks.append(
+        ("fresh batch accepted", status == 200 and first["accepted"] == 10, f"{status} {first.get('accepted')}")
+    )
+    status, payload = conn.request("POST", BATCH_PATH, orjson.dumps({"events": events}), headers)
+    again = orjson.loads(payload)
+    checks.append(("replayed batch all duplicates", again["duplicates"] == 10, f"{again['duplicates']} duplicates"))
+    changed = [dict(events[0], output_tokens=events[0]["output_tokens"] + 1), {"request_id": "x"}, *events[1:3]]
+    status, payload = conn.request("POST", BATCH_PATH, orjson.dumps({"events": changed}), headers)
+    mixed = orjson.loads(payload)
+    statuses = [item["status"] for item in mixed["results"]]
+    checks.append(
+        (
+            "changed body conflicts, invalid rejected, rest duplicate",
+            statuses == ["rejected", "rejected", "duplicate", "duplicate"]
+            and mixed["results"][0]["error"]["code"] == "request_id_conflict",
+            ",".join(statuses),
+        )
+    )
+    status, payload = conn.request("POST", EVENT_PATH, orjson.dumps(events[0]), headers)
+    single = orjson.loads(payload)
+    checks.append(("single replay is 200 duplicate", status == 200 and single.get("duplicate") is True, str(status)))
+    conn.close()
+    ctx["accepted_extra"] += first["accepted"]
+    return checks
+
+
+def check_totals(ctx: dict, accepted: int) -> list[tuple[str, bool, str]]:
+    from django.db import connection  # noqa: PLC0415
+    from django.db.models import Count, Sum  # noqa: PLC0415
+
+    from billing import selectors  # noqa: PLC0415
+    from billing.models import LedgerEntry  # noqa: PLC0415
+    from metering.models import UsageEvent  # noqa: PLC0415
+
+    connection.close()
+    tenant_id = ctx["fixture"].tenant_id
+    stored = UsageEvent.objects.filter(tenant_id=tenant_id).aggregate(n=Count("id"), cost=Sum("cost"))
+    wallet, ledger = selectors.wallet_balance(tenant_id=tenant_id), selectors.ledger_sum(tenant_id=tenant_id)
+    usage = LedgerEntry.objects.filter(tenant_id=tenant_id, kind="usage").aggregate(n=Count("id"), total=Sum("amount"))
+    charged = -(usage["total"] or Decimal(0))
+    cost = stored["cost"] or Decimal(0)
+    # Each charge is one batch's summed cost rounded once to 6 places: at most half a micro-unit off.
+    bound = Decimal("0.0000005") * (usage["n"] or 0)
+    return [
+        ("stored events == accepted", stored["n"] == accepted, f"{stored['n']} stored, {accepted} accepted"),
+        ("wallet == sum(ledger)", wallet == ledger, f"{wallet} vs {ledger}"),
+        (
+            "usage charges == stored cost (within rounding)",
+            abs(charged - cost) <= bound,
+            f"charged {charged}, cost {cost:.9f}, {usage['n']} charges",
+        ),
+    ]
+
+
+# --- Report ----------------------------------------------------------------------------------
+
+
+def report(copy: dict | None, phases: dict[str, PhaseResult], checks: list, args: argparse.Namespace) -> None:
+    copy_rate = copy["rate"] if copy else float("nan")
+    print()
+    print(f"ingest benchmark: {os.cpu_count()} cores, gunicorn {args.workers} x {args.worker_class}", end="")
+    print(f" (threads {args.threads})" if args.worker_class == "gthread" else "", end="")
+    print(f", load average before the run {ctx_load:.2f}")
+    if copy:
+        print(f"COPY baseline: {copy['rows']:,} rows in {copy['seconds']:.2f} s = {copy_rate:,.0f} rows/s")
+    header = (
+        f"{'phase':<26}{'clients':>8}{'rate':>12}{'unit':>10}{'vs COPY':>9}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'client':>8}{'gunicorn':>9}{'pg':>6}{'machine':>8}"
+    )
+    print()
+    print(header)
+    print("-" * len(header))
+    for phase in phases.values():
+        if phase.name.startswith("batch"):
+            rate, unit = phase.events / phase.seconds, "events/s"
+        else:
+            rate, unit = phase.requests / phase.seconds, "req/s"
+        print(
+            f"{phase.name:<26}{phase.clients:>8}{rate:>12,.0f}{unit:>10}{rate / copy_rate:>8.1%} "
+            f"{phase.pct(50):>8.1f}{phase.pct(99):>9.1f}"
+            f"{phase.cores(phase.client_cpu):>8.2f}{phase.cores(phase.server_cpu):>9.2f}"
+            f"{phase.cores(phase.postgres_cpu):>6.2f}{phase.cores(phase.machine_cpu):>8.2f}"
+        )
+    print("(CPU columns are cores used on average: load generator, gunicorn, PostgreSQL backends, whole machine)")
+    for phase in phases.values():
+        line = f"  {phase.name}: {phase.requests:,} requests in {phase.seconds:.1f} s, {phase.accepted:,} accepted"
+        line += f", {phase.duplicates} duplicates, {phase.rejected} rejected, {phase.errors} errors"
+        if phase.first_error:
+            line += f" (first: {phase.first_error})"
+        print(line)
+    print()
+    print("checks:")
+    for name, ok, detail in checks:
+        print(f"  [{'ok' if ok else 'FAIL'}] {name}: {detail}")
+
+
+ctx_load = 0.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    global ctx_load  # noqa: PLW0603 - one figure for the report header
+    args = parse_args(argv)
+    ctx_load = os.getloadavg()[0]
+    began = time.monotonic()
+    maintenance_url, bench_url = database_urls(args.database)
+    recreate_database(maintenance_url, args.database)
+    os.environ["DATABASE_URL"] = bench_url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    import django  # noqa: PLC0415
+
+    django.setup()
+    from django.core.management import call_command  # noqa: PLC0415
+    from django.db import connections  # noqa: PLC0415
+
+    call_command("migrate", verbosity=0, interactive=False)
+    fixture = create_fixture()
+    connections.close_all()
+    print(f"setup: database {args.database} migrated in {time.monotonic() - began:.1f} s", flush=True)
+
+    copy = None
+    if "copy" not in args.skip:
+        copy = measure_copy(bench_url, fixture, args.copy_rows)
+        print(f"COPY: {copy['rate']:,.0f} rows/s", flush=True)
+
+    server = start_server(args, bench_url)
+    ctx = {"server": server, "fixture": fixture, "bench_url": bench_url, "database": args.database}
+    ctx["accepted_extra"] = 0
+    phases: dict[str, PhaseResult] = {}
+    checks: list = []
+    try:
+        if args.warmup > 0:
+            warm = run_phase(
+                "warmup", mode="batch", clients=args.batch_clients, duration=args.warmup, args=args, ctx=ctx
+            )
+            ctx["accepted_extra"] += warm.accepted
+            warm = run_phase("warmup", mode="single", clients=args.workers, duration=1.0, args=args, ctx=ctx)
+            ctx["accepted_extra"] += warm.accepted
+        plan = [
+            ("batch", "batch 1,000 (saturation)", "batch", args.batch_clients, {"max_events": args.events}),
+            ("single", "single (saturation)", "single", args.single_clients, {}),
+            ("rate", f"single @ {args.rate:,.0f} req/s offered", "rate", args.rate_clients, {"rate": args.rate}),
+        ]
+        for key, name, mode, clients, extra in plan:
+            if key in args.skip:
+                continue
+            phase = run_phase(name, mode=mode, clients=clients, duration=args.duration, args=args, ctx=ctx, **extra)
+            phases[key] = phase
+            print(f"{name}: done", flush=True)
+        checks.extend(check_semantics(ctx))
+        accepted = ctx["accepted_extra"] + sum(p.accepted for p in phases.values())
+        checks.extend(check_totals(ctx, accepted))
+        for phase in phases.values():
+            checks.append((f"{phase.name}: no transport or HTTP errors", phase.errors == 0, f"{phase.errors} errors"))
+    finally:
+        if args.keep_server:
+            print(f"gunicorn left running: pid {server.process.pid}, port {server.port}, key {fixture.api_key}")
+        else:
+            server.stop()
+    report(copy, phases, checks, args)
+    print(f"\nwhole run: {time.monotonic() - began:.0f} s; gunicorn log: {server.log_path}")
+    failed = [name for name, ok, _ in checks if not ok]
+    if failed:
+        print(f"FAILED checks: {', '.join(failed)}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
