@@ -93,3 +93,18 @@ class DailyUsage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tenant_id} {self.day} {self.model}"
+
+
+class RollupCursor(models.Model):
+    """How far the incremental rollup has read UsageEvent.received_at (one row per name).
+
+    Events received at or after `received_from` (minus a safety overlap) have not been folded
+    into DailyUsage yet; the refresh rebuilds the tenant-days they touch and moves it on.
+    """
+
+    name = models.CharField(max_length=32, unique=True)
+    received_from = models.DateTimeField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.received_from.isoformat()}"

@@ -313,3 +313,44 @@ def rated_usage_by_price(
         )
         for row in rows
     ]
+
+
+# --- Alerts: spend so far, and the recent daily pace --------------------------------------
+
+
+def usage_so_far(
+    *, tenant_id: int, tz_name: str, start_day: dt.date | None, now: dt.datetime, api_key_id: int | None = None
+) -> dict:
+    """Totals from local day `start_day` (None: ever) up to `now`, current to the last event.
+
+    Days before today come from the rollup; today comes from the events themselves (the
+    rollup of today may be minutes behind, and alerts must see the batch that just arrived).
+    """
+    today = now.astimezone(zoneinfo.ZoneInfo(tz_name)).date()
+    totals = _rollup_row({})
+    if start_day is None or start_day < today:
+        past = _rollups(
+            tenant_id=tenant_id, start_day=start_day, end_day=today - dt.timedelta(days=1), api_key_id=api_key_id
+        )
+        totals = _rollup_row(past.aggregate(**_sums()))
+    today_start = dt.datetime.combine(today, dt.time.min, tzinfo=zoneinfo.ZoneInfo(tz_name))
+    events = UsageEvent.objects.filter(tenant_id=tenant_id, occurred_at__gte=today_start, occurred_at__lte=now)
+    if api_key_id is not None:
+        events = events.filter(api_key_id=api_key_id)
+    # Aggregate names must not shadow the model's fields (see usage_aggregate).
+    live = events.aggregate(n=Count("id"), **{f"sum_{name}": Sum(name) for name in _ROLLUP_SUMS[1:]})
+    live_row = _rollup_row({"requests": live["n"], **{name: live[f"sum_{name}"] for name in _ROLLUP_SUMS[1:]}})
+    return _rollup_row({name: totals[name] + live_row[name] for name in _ROLLUP_SUMS})
+
+
+def usage_per_day(
+    *, tenant_id: int, start_day: dt.date, end_day: dt.date, api_key_id: int | None = None
+) -> dict[dt.date, dict]:
+    """Rolled-up totals per local day in [start_day, end_day] (days without usage are absent)."""
+    rows = (
+        _rollups(tenant_id=tenant_id, start_day=start_day, end_day=end_day, api_key_id=api_key_id)
+        .values("day")
+        .annotate(**_sums())
+        .order_by("day")
+    )
+    return {row["day"]: _rollup_row(row) for row in rows}

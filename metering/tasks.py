@@ -1,0 +1,45 @@
+"""Rollup tasks (beat runs them; see CELERY_BEAT_SCHEDULE): thin calls into the rollup service.
+
+Options for this family, declared once: acks_late + reject_on_worker_lost, so a worker lost
+mid-rebuild has its task redelivered (a rebuild is idempotent: running it twice, or in two
+workers at once, gives the same rows); database errors retry with exponential backoff; time
+limits far under the broker's visibility timeout (an hour) so a slow run is not redelivered
+while still running.
+"""
+
+import datetime as dt
+
+from celery import shared_task
+from django.db import DatabaseError
+
+from metering.services import rollup
+
+ROLLUP_TASK_OPTIONS = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": (DatabaseError,),
+    "retry_backoff": True,
+    "retry_backoff_max": 300,
+    "retry_jitter": True,
+    "max_retries": 5,
+    "soft_time_limit": 15 * 60,
+    "time_limit": 20 * 60,
+}
+
+
+@shared_task(name="metering.tasks.rollup_refresh", **ROLLUP_TASK_OPTIONS)
+def rollup_refresh() -> int:
+    """Fold events received since the last run into their tenant-days."""
+    return len(rollup.rollup_refresh())
+
+
+@shared_task(name="metering.tasks.rollup_finalize", **ROLLUP_TASK_OPTIONS)
+def rollup_finalize() -> int:
+    """Rebuild each tenant's previous local day in the first hours after its midnight."""
+    return len(rollup.rollup_finalize())
+
+
+@shared_task(name="metering.tasks.rollup_day", **ROLLUP_TASK_OPTIONS)
+def rollup_day(day: str) -> int:
+    """Rebuild one local day (ISO date) for every tenant."""
+    return rollup.rollup_day(day=dt.date.fromisoformat(day)).groups
