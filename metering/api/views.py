@@ -162,12 +162,13 @@ class EventBatchView(IngestView):
             self.acting_key(request)  # scope check before any work
         result = self.record(request, events)
         metrics.REQUEST_SECONDS.labels(endpoint="batch").observe(time.perf_counter() - started)
+        counts = result.counts()
         return Response(
             {
                 "results": [item.as_dict() for item in result.items],
-                "accepted": result.count("accepted"),
-                "duplicates": result.count("duplicate"),
-                "rejected": result.count("rejected"),
+                "accepted": counts["accepted"],
+                "duplicates": counts["duplicate"],
+                "rejected": counts["rejected"],
             }
         )
 

@@ -56,6 +56,13 @@ class BatchResult:
     def count(self, status: str) -> int:
         return sum(1 for item in self.items if item.status == status)
 
+    def counts(self) -> dict[str, int]:
+        """{accepted, duplicate, rejected: n} in one pass."""
+        tally = dict.fromkeys((ACCEPTED, DUPLICATE, REJECTED), 0)
+        for item in self.items:
+            tally[item.status] += 1
+        return tally
+
 
 KeyResolver = Callable[[str | int], ApiKey]
 
@@ -92,6 +99,8 @@ def usage_record_batch(
     results: list[ItemResult | None] = [None] * len(raw_events)
     by_key: dict[int, list[tuple[int, EventInput]]] = defaultdict(list)
     keys: dict[int, ApiKey] = {}
+    if resolve_key is not None:
+        resolve_key = _once_per_ref(resolve_key)
 
     for index, raw in enumerate(raw_events):
         request_id = raw.get("request_id") if isinstance(raw, dict) else None
@@ -117,22 +126,50 @@ def usage_record_batch(
         key = keys[key_id]
         by_tenant[key.tenant_id].extend((index, event, key) for index, event in items)
 
-    events_out: dict[int, UsageEvent] = {}
+    fresh: dict[int, NewEvent] | None = {} if with_events else None
     for items in by_tenant.values():
-        for item in _record_for_tenant(items, now=now):
+        for item in _record_for_tenant(items, now=now, fresh=fresh):
             results[item.index] = item
 
     final = [item for item in results if item is not None]
     assert len(final) == len(raw_events)
+    # One metric update per (outcome, reason) and request, not per event.
+    tally: dict[tuple[str, str], int] = defaultdict(int)
     for item in final:
-        if item.status == REJECTED:
-            metrics.EVENTS.labels(outcome=REJECTED, reason=item.error["code"] if item.error else "").inc()
-        else:
-            metrics.EVENTS.labels(outcome=item.status, reason="").inc()
-    if with_events:
-        ids = [item.event_id for item in final if item.event_id is not None]
-        events_out = {event.pk: event for event in UsageEvent.objects.filter(pk__in=ids)}
+        tally[(item.status, item.error["code"] if item.status == REJECTED and item.error else "")] += 1
+    for (outcome, reason), n in tally.items():
+        metrics.EVENTS.labels(outcome=outcome, reason=reason).inc(n)
+    events_out: dict[int, UsageEvent] = {}
+    if fresh is not None:
+        # Events stored just now are answered from memory; only replays read the stored row.
+        events_out = {pk: _as_model(pk, new) for pk, new in fresh.items()}
+        stored = [item.event_id for item in final if item.event_id is not None and item.event_id not in fresh]
+        if stored:
+            events_out.update((event.pk, event) for event in UsageEvent.objects.filter(pk__in=stored))
     return BatchResult(items=final, events=events_out)
+
+
+def _as_model(pk: int, new: NewEvent) -> UsageEvent:
+    return UsageEvent(pk=pk, **{name: getattr(new, name) for name in NewEvent.__slots__})
+
+
+def _once_per_ref(resolve_key: KeyResolver) -> KeyResolver:
+    """Resolve each distinct api_key of a batch once (a gateway names the same few keys)."""
+    seen: dict[str | int, ApiKey | KeyRejected] = {}
+
+    def resolve(ref: str | int) -> ApiKey:
+        found = seen.get(ref)
+        if found is None:
+            try:
+                found = resolve_key(ref)
+            except KeyRejected as exc:
+                found = exc
+            seen[ref] = found
+        if isinstance(found, KeyRejected):
+            raise KeyRejected(found.code, found.message, found.http_status)
+        return found
+
+    return resolve
 
 
 def _resolve(event: EventInput, resolve_key: KeyResolver | None) -> ApiKey:
@@ -142,7 +179,10 @@ def _resolve(event: EventInput, resolve_key: KeyResolver | None) -> ApiKey:
     return resolve_key(event.api_key_ref)
 
 
-def _record_for_tenant(items: list[tuple[int, EventInput, ApiKey]], *, now: dt.datetime) -> list[ItemResult]:
+def _record_for_tenant(
+    items: list[tuple[int, EventInput, ApiKey]], *, now: dt.datetime, fresh: dict[int, NewEvent] | None = None
+) -> list[ItemResult]:
+    """Store, charge and answer one tenant's events; `fresh` (when given) gets {id: event} of those stored now."""
     tenant = items[0][2].tenant
     out: list[ItemResult] = []
     # Repeats inside one batch: the first occurrence is the one stored.
@@ -227,6 +267,8 @@ def _record_for_tenant(items: list[tuple[int, EventInput, ApiKey]], *, now: dt.d
     for event in new_events:
         if event.request_id in inserted:
             stored_hash[event.request_id] = (inserted[event.request_id], event.body_hash)
+            if fresh is not None:
+                fresh[inserted[event.request_id]] = event
         else:
             row = existing[event.request_id]
             stored_hash[event.request_id] = (row["id"], row["body_hash"])
