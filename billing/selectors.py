@@ -142,3 +142,58 @@ def plan_current_prices(*, plan_id: int, at: dt.datetime) -> list[Price]:
     for price in rows.order_by("model_pattern", "tenant_id", "-effective_from"):
         current.setdefault((price.tenant_id, price.model_pattern), price)
     return sorted(current.values(), key=lambda p: (p.model_pattern, p.tenant_id or 0))
+
+
+@dataclass(frozen=True)
+class TopUp:
+    entry_id: int
+    created_at: dt.datetime
+    amount: Decimal  # currency units
+    balance_after: Decimal  # the balance right after this top-up (currency units)
+
+
+def topups_since(*, tenant_id: int, since: dt.datetime) -> list[TopUp]:
+    """Top-ups posted after `since`, oldest first, with the balance each one left (low-balance
+    alerts re-arm when a top-up lifts the balance back above their level)."""
+    rows = list(
+        LedgerEntry.objects.filter(tenant_id=tenant_id, kind=LedgerEntry.Kind.TOPUP, created_at__gt=since)
+        .order_by("id")
+        .values_list("id", "created_at", "amount")
+    )
+    if not rows:
+        return []
+    balance = wallet_balance(tenant_id=tenant_id)
+    result = []
+    for entry_id, created_at, amount in rows:
+        later = LedgerEntry.objects.filter(tenant_id=tenant_id, pk__gt=entry_id).aggregate(total=Sum("amount"))
+        result.append(TopUp(entry_id, created_at, amount, balance - (later["total"] or Decimal(0))))
+    return result
+
+
+@dataclass(frozen=True)
+class BalanceSummary:
+    balance: Decimal  # == sum(ledger): prepaid money net of open holds
+    currency: str
+    held: Decimal  # reserved by open holds
+    holds_count: int
+    holds: list[Hold]  # the oldest open holds
+    quotas: list[QuotaUsage]
+
+
+def balance_summary(*, tenant_id: int, holds_limit: int = 100) -> BalanceSummary:
+    """What GET /balance shows: from PostgreSQL, the source of truth."""
+    wallet = Wallet.objects.filter(tenant_id=tenant_id).only("balance", "currency").first()
+    if wallet is not None:
+        currency = wallet.currency
+    else:
+        tenant = Tenant.objects.select_related("price_plan").get(pk=tenant_id)
+        currency = tenant.price_plan.currency if tenant.price_plan_id else tenant.currency
+    count, held = open_holds_total(tenant_id=tenant_id)
+    return BalanceSummary(
+        balance=wallet.balance if wallet is not None else Decimal(0),
+        currency=currency,
+        held=held,
+        holds_count=count,
+        holds=open_holds(tenant_id=tenant_id, limit=holds_limit) if count else [],
+        quotas=quota_usage(tenant_id=tenant_id),
+    )

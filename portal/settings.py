@@ -47,6 +47,8 @@ INSTALLED_APPS = [
     "portal.accounts",
     "billing",
     "metering",
+    "django_celery_beat",
+    "billing.alerts",
     "billing.invoicing",
     "portal.web",
 ]
@@ -115,12 +117,54 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # --- Celery -------------------------------------------------------------------------------
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
+# Production: Redis is the broker. Embedded default (no Redis): kombu's filesystem transport,
+# a queue of files under CELERY_FS_DIR served by the worker + beat that `make run` starts, so
+# the periodic work happens there too without any server (docs/deploy.md).
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://")
+CELERY_FS_DIR = Path(env.str("CELERY_FS_DIR", default=str(BASE_DIR / ".celery")))
+if CELERY_BROKER_URL.startswith("filesystem://"):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(CELERY_FS_DIR / "queue"),
+        "data_folder_out": str(CELERY_FS_DIR / "queue"),
+        "store_processed": False,
+    }
+else:
+    # An unacknowledged task (acks_late) goes back to the queue after this many seconds: longer
+    # than any task's time limit and any countdown used here, or it would run twice needlessly.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)}
 CELERY_RESULT_BACKEND = None
-# Without a broker (embedded default) tasks run in-process, right where they are queued.
-CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not REDIS_URL)
+# Eager (in-process) tasks are for debugging only: the embedded default has a real queue.
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TIMEZONE = "UTC"
+# With acks_late a prefetched task is held unacknowledged; fetch one at a time so a slow task
+# does not sit on others that another worker could run.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# Periodic work (beat copies it into django-celery-beat's tables at start). Every task here is
+# idempotent and safe to run from two schedulers at once.
+ROLLUP_REFRESH_SECONDS = env.int("ROLLUP_REFRESH_SECONDS", default=300)
+ALERTS_SWEEP_SECONDS = env.int("ALERTS_SWEEP_SECONDS", default=300)
+CELERY_BEAT_SCHEDULE = {
+    "rollup-refresh": {"task": "metering.tasks.rollup_refresh", "schedule": ROLLUP_REFRESH_SECONDS},
+    "rollup-finalize": {"task": "metering.tasks.rollup_finalize", "schedule": 3600},
+    "alerts-sweep": {"task": "billing.alerts.tasks.alerts_sweep", "schedule": ALERTS_SWEEP_SECONDS},
+}
+
+# --- Rollups and alerts -------------------------------------------------------------------
+# Events received this long before the last refresh are scanned again: covers commit lag
+# and clock skew between web nodes (a re-scan only costs an idempotent rebuild).
+ROLLUP_OVERLAP_SECONDS = env.int("ROLLUP_OVERLAP_SECONDS", default=600)
+# A burst of ingest batches queues at most one alert evaluation per tenant per this window.
+ALERTS_DEBOUNCE_SECONDS = env.int("ALERTS_DEBOUNCE_SECONDS", default=3)
+# Webhook deliveries retry inside this many seconds per attempt, then the task retries later.
+NOTIFICATIONS_HTTP_TIMEOUT = env.float("NOTIFICATIONS_HTTP_TIMEOUT", default=5.0)
+NOTIFICATIONS_RETRY_BUDGET = env.float("NOTIFICATIONS_RETRY_BUDGET", default=15.0)
+# DingTalk throttles a custom robot for 10 minutes above 20 messages a minute.
+DINGTALK_MAX_PER_MINUTE = env.int("DINGTALK_MAX_PER_MINUTE", default=20)
+for _name in ("ROLLUP_REFRESH_SECONDS", "ALERTS_SWEEP_SECONDS", "ALERTS_DEBOUNCE_SECONDS", "DINGTALK_MAX_PER_MINUTE"):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be a positive number")
 
 # --- Auth, i18n, static -------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

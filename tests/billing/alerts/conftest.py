@@ -1,0 +1,3 @@
+"""Local SMTP, DingTalk and webhook servers for these tests."""
+
+from tests.notify_servers import *  # noqa: F403
