@@ -54,9 +54,7 @@ def ledger_funds_for_period(*, tenant_id: int, start: dt.datetime, end: dt.datet
     Entries are dated by when they were written, so the figure never changes once the month is over."""
     entries = LedgerEntry.objects.filter(tenant_id=tenant_id)
     before = entries.filter(created_at__lt=start).exclude(kind__in=_TEMPORARY).aggregate(total=Sum("amount"))
-    during = entries.filter(created_at__gte=start, created_at__lt=end, kind__in=_FUNDING).aggregate(
-        total=Sum("amount")
-    )
+    during = entries.filter(created_at__gte=start, created_at__lt=end, kind__in=_FUNDING).aggregate(total=Sum("amount"))
     return (before["total"] or Decimal(0)) + (during["total"] or Decimal(0))
 
 

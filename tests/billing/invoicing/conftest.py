@@ -30,4 +30,3 @@ def make_tenant(plan):
         return tenant, key
 
     return make
-

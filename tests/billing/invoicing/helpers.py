@@ -9,14 +9,13 @@ the ledger the way ingest charges them.
 import datetime as dt
 import hashlib
 import itertools
-from decimal import Decimal
 
+from billing.models import LedgerEntry
 from billing.rating import rate
 from billing.selectors import price_book_for
 from billing.services.ledger import ledger_post
 from metering.models import UsageEvent
 from metering.services.event_store import NewEvent, insert_new
-from tests import factories
 
 _ids = itertools.count(1)
 
@@ -80,11 +79,13 @@ def record(
     )
     event_id = inserted[request_id]
     if charge and cost:
-        ledger_post(
+        entry, _ = ledger_post(
             tenant_id=tenant.pk,
             currency=currency,
             kind="usage",
             amount=-cost,
             idempotency_key=f"usage:{event_id}:1",
         )
+        # Ingest charges at receipt: date the entry then, as the reconciliation expects.
+        LedgerEntry.objects.filter(pk=entry.pk).update(created_at=received or at)
     return UsageEvent.objects.get(pk=event_id)
