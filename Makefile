@@ -15,7 +15,7 @@ TEST_ENV := DEBUG=0 SECRET_KEY=test-only-secret ALLOWED_HOSTS=testserver,127.0.0
 	LOG_LEVEL=WARNING
 PYTEST_ARGS ?=
 
-.PHONY: run test lint format migrate seed bench clean help
+.PHONY: run test lint format migrate seed bench clean help pdf-deps
 
 help:
 	@echo "make run   - install, migrate, seed demo data, serve http://127.0.0.1:8000 (SQLite, no Redis)"
@@ -35,7 +35,18 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime-installed
 
-run: $(VENV)/.runtime-installed
+# Invoice PDFs: WeasyPrint needs Debian's pango libraries and Chinese text a CJK font
+# (fonts-wqy-microhei). Installed from Debian where missing when root; otherwise named.
+pdf-deps:
+	@command -v dpkg >/dev/null || exit 0; missing=""; \
+	for pkg in libpango-1.0-0 libpangoft2-1.0-0 fonts-wqy-microhei; do \
+		dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	[ -z "$$missing" ] && exit 0; \
+	if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo "Install$$missing (Debian packages) for invoice PDFs." >&2; exit 1; fi
+
+run: $(VENV)/.runtime-installed pdf-deps
 	$(RUN_ENV) $(PY) manage.py migrate --noinput -v0
 	$(RUN_ENV) $(PY) manage.py seed_demo
 	@echo "Portal: http://127.0.0.1:8000/  API docs: http://127.0.0.1:8000/api/docs/  (Ctrl-C to stop)"
@@ -50,7 +61,7 @@ format: $(VENV)/.dev-installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: $(VENV)/.dev-installed lint
+test: $(VENV)/.dev-installed lint pdf-deps
 	$(TEST_ENV) $(PY) manage.py makemigrations --check --dry-run -v0
 	$(TEST_ENV) $(PY) manage.py collectstatic --noinput -v0
 	$(TEST_ENV) $(BIN)/pytest --create-db $(PYTEST_ARGS)
