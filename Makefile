@@ -15,7 +15,7 @@ TEST_ENV := DEBUG=0 SECRET_KEY=test-only-secret ALLOWED_HOSTS=testserver,127.0.0
 	LOG_LEVEL=WARNING
 PYTEST_ARGS ?=
 
-.PHONY: run test lint format migrate seed bench clean help pdf-deps
+.PHONY: run test lint format migrate seed bench clean help messages pdf-deps
 
 help:
 	@echo "make run   - install, migrate, seed demo data, serve http://127.0.0.1:8000 (SQLite, no Redis)"
@@ -46,11 +46,23 @@ pdf-deps:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else echo "Install$$missing (Debian packages) for invoice PDFs." >&2; exit 1; fi
 
-run: $(VENV)/.runtime-installed pdf-deps
+# Translations: compilemessages needs GNU gettext (msgfmt), installed from Debian if missing.
+messages: $(VENV)/.runtime-installed
+	@command -v msgfmt >/dev/null || { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gettext >/dev/null; \
+		else echo "Install gettext (msgfmt) to compile translations." >&2; exit 1; fi; }
+	$(RUN_ENV) $(PY) manage.py compilemessages --ignore=.venv -v0
+
+# A Celery worker with embedded beat runs beside the web server on kombu's filesystem queue
+# (.celery/): rollups and alert sweeps happen on schedule with no Redis (docs/deploy.md).
+run: $(VENV)/.runtime-installed messages pdf-deps
 	$(RUN_ENV) $(PY) manage.py migrate --noinput -v0
 	$(RUN_ENV) $(PY) manage.py seed_demo
+	@mkdir -p .celery/queue
 	@echo "Portal: http://127.0.0.1:8000/  API docs: http://127.0.0.1:8000/api/docs/  (Ctrl-C to stop)"
-	$(RUN_ENV) $(PY) manage.py runserver 127.0.0.1:8000
+	$(RUN_ENV) $(BIN)/celery -A portal worker --beat --pool=solo --loglevel=WARNING & worker=$$!; \
+		trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
+		$(RUN_ENV) $(PY) manage.py runserver 127.0.0.1:8000
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
@@ -61,13 +73,14 @@ format: $(VENV)/.dev-installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: $(VENV)/.dev-installed lint pdf-deps
+test: $(VENV)/.dev-installed lint messages pdf-deps
 	$(TEST_ENV) $(PY) manage.py makemigrations --check --dry-run -v0
 	$(TEST_ENV) $(PY) manage.py collectstatic --noinput -v0
 	$(TEST_ENV) $(BIN)/pytest --create-db $(PYTEST_ARGS)
 
 bench: $(VENV)/.dev-installed
 	$(TEST_ENV) $(PY) bench/ingest.py
+	$(TEST_ENV) $(PY) bench/rollup.py
 
 clean:
 	rm -rf $(VENV) staticfiles db.sqlite3
