@@ -4,7 +4,9 @@ Money fields say their unit. Prices are per 1M tokens with 12 decimal places (so
 1e-9 per token, 0.001 per 1M, is exact); ledger amounts are in currency units with 6 places.
 """
 
+from django.core.exceptions import ValidationError
 from django.db import models
+from django.utils import timezone
 
 PRICE_FIELD = {"max_digits": 24, "decimal_places": 12}
 LEDGER_FIELD = {"max_digits": 24, "decimal_places": 6}
@@ -133,7 +135,13 @@ class LedgerEntry(models.Model):
 
 
 class Hold(models.Model):
-    """An authorization's reserved estimate, settled by the usage event with its request_id."""
+    """An authorization's reserved estimate, settled by the usage event with its request_id.
+
+    Placing a hold posts a `hold` ledger entry (-amount); settling or releasing it posts the
+    matching `release` (+amount), and settling also charges the event's real cost. So the
+    wallet balance (== sum of the ledger) is always net of open holds. `created_at` fixes the
+    quota windows the reservation counts against (see billing/windows.py).
+    """
 
     class Status(models.TextChoices):
         OPEN = "open"
@@ -145,15 +153,33 @@ class Hold(models.Model):
     request_id = models.CharField(max_length=128)
     model = models.CharField(max_length=200)
     amount = models.DecimalField(**LEDGER_FIELD)  # currency units reserved, >= 0
+    estimated_tokens = models.BigIntegerField(default=0)  # tokens reserved against token quotas
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.OPEN)
-    created_at = models.DateTimeField(auto_now_add=True)
-    expires_at = models.DateTimeField(db_index=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
     closed_at = models.DateTimeField(null=True, blank=True)
+    # Settlement: the matching event's cost (currency units, rounded to the ledger's micro-unit)
+    # and how far it went beyond the hold (0 when the estimate covered it).
+    settled_amount = models.DecimalField(**LEDGER_FIELD, null=True, blank=True)
+    overage = models.DecimalField(**LEDGER_FIELD, default=0)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["tenant", "request_id"], name="hold_unique_request"),
             models.CheckConstraint(condition=models.Q(amount__gte=0), name="hold_amount_non_negative"),
+            models.CheckConstraint(
+                condition=models.Q(estimated_tokens__gte=0, overage__gte=0), name="hold_estimate_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=models.Q(status="open", closed_at__isnull=True)
+                | models.Q(status__in=["settled", "released"], closed_at__isnull=False),
+                name="hold_closed_when_not_open",
+            ),
+        ]
+        indexes = [
+            # Small: only open holds. Settlement probes it per event; the sweeper scans by expiry.
+            models.Index(fields=["tenant", "request_id"], condition=models.Q(status="open"), name="hold_open_request"),
+            models.Index(fields=["expires_at"], condition=models.Q(status="open"), name="hold_open_expiry"),
         ]
 
     def __str__(self) -> str:
@@ -194,3 +220,39 @@ class Quota(models.Model):
     def __str__(self) -> str:
         scope = self.api_key.prefix if self.api_key_id else self.tenant.slug
         return f"{scope}: {self.limit} {self.metric}/{self.window} ({self.enforcement})"
+
+    def clean(self) -> None:
+        if self.api_key_id and self.tenant_id and self.api_key.tenant_id != self.tenant_id:
+            raise ValidationError({"api_key": "The key belongs to another tenant."})
+        if (
+            self.metric == self.Metric.TOKENS
+            and self.limit is not None
+            and self.limit != self.limit.to_integral_value()
+        ):
+            raise ValidationError({"limit": "A token quota's limit is a whole number of tokens."})
+
+
+class QuotaCounter(models.Model):
+    """Settled usage per tenant (api_key_ref 0) or per key, per tenant-local day, month, lifetime.
+
+    Kept for every scope whether or not a quota exists, by the ingest transaction that stores
+    the events (one upsert per batch), so a quota added mid-month sees the whole month. Open
+    holds are not in here: they are the open Hold rows. Lifetime rows have period_start 1970-01-01.
+    """
+
+    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.CASCADE, related_name="+")
+    api_key_ref = models.BigIntegerField()  # ApiKey id, or 0 for the whole tenant
+    period = models.CharField(max_length=8, choices=Quota.Window.choices)
+    period_start = models.DateField()  # tenant-local
+    tokens = models.BigIntegerField(default=0)  # input + output tokens
+    micros = models.BigIntegerField(default=0)  # cost in ledger micro-units (see billing/money.py)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tenant", "api_key_ref", "period", "period_start"], name="quota_counter_unique_cell"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id}/{self.api_key_ref} {self.period} {self.period_start}: {self.tokens}t {self.micros}u"

@@ -57,3 +57,13 @@ def per_million_to_per_token(price_per_million: Decimal) -> Decimal:
 
 def per_million_to_per_thousand(price_per_million: Decimal) -> Decimal:
     return price_per_million / 1000
+
+
+def format_ledger_amount(amount: Decimal, currency: str) -> str:
+    """A ledger amount for display and JSON: the currency's places, more only when they carry value.
+
+    12.340000 USD -> "12.34"; 0.012300 USD -> "0.0123"; 5 JPY -> "5". Nothing is rounded away.
+    """
+    exponent = amount.normalize().as_tuple().exponent
+    places = max(currency_exponent(currency), -exponent if isinstance(exponent, int) else 0)
+    return f"{amount:.{places}f}"

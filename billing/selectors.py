@@ -3,13 +3,19 @@
 import datetime as dt
 import fnmatch
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from django.db import connection
 from django.db.models import Count, F, Q, Sum
+from django.utils import timezone
 
-from billing.models import LedgerEntry, Price, PricePlan, Quota, Wallet
+from billing.models import Hold, LedgerEntry, Price, PricePlan, Quota, QuotaCounter, Wallet
+from billing.money import from_micros, to_micros
 from billing.rating import PriceTerms, terms_from_price
+from billing.windows import PERIODS, TENANT_SCOPE, Cell, cells_for, window_period, window_starts
+from portal.accounts.models import Tenant
 
 _GLOB_CHARS = ("*", "?", "[")
 
@@ -144,6 +150,187 @@ def plan_current_prices(*, plan_id: int, at: dt.datetime) -> list[Price]:
     return sorted(current.values(), key=lambda p: (p.model_pattern, p.tenant_id or 0))
 
 
+# --- Quotas, holds and the balance (authorize, GET /balance, alerts) --------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CellUsage:
+    """One quota cell: settled usage and what open holds reserve in it (tokens, micro-units)."""
+
+    tokens: int = 0
+    micros: int = 0
+    held_tokens: int = 0
+    held_micros: int = 0
+
+
+def quota_cells_usage(*, tenant_id: int, tz_name: str, cells: Iterable[Cell]) -> dict[Cell, CellUsage]:
+    """Settled usage (QuotaCounter) plus open holds for each cell, read in ONE statement.
+
+    One statement is one snapshot: a settlement that moves a hold's reservation into settled
+    usage is seen entirely or not at all. An open hold counts in the windows of its created_at.
+    """
+    cells = list(cells)
+    if not cells:
+        return {}
+    counters: list[tuple] = []
+    holds: list[tuple] = []
+    starts = sorted({cell.start for cell in cells})
+    refs = sorted({cell.api_key_ref for cell in cells})
+    if connection.vendor == "postgresql":
+        sql = (
+            f"SELECT 0, api_key_ref, period, period_start, tokens, micros::numeric, NULL::timestamptz "  # noqa: S608
+            f"FROM {QuotaCounter._meta.db_table} "
+            f"WHERE tenant_id = %s AND period_start = ANY(%s) AND api_key_ref = ANY(%s) "
+            f"UNION ALL SELECT 1, api_key_id, '', NULL, estimated_tokens, amount, created_at "
+            f"FROM {Hold._meta.db_table} WHERE tenant_id = %s AND status = 'open'"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [tenant_id, starts, refs, tenant_id])
+            for row in cursor.fetchall():
+                (holds if row[0] else counters).append(row[1:])
+    else:  # the embedded default serialises writers anyway
+        counters = [
+            (*row, None)
+            for row in QuotaCounter.objects.filter(
+                tenant_id=tenant_id, period_start__in=starts, api_key_ref__in=refs
+            ).values_list("api_key_ref", "period", "period_start", "tokens", "micros")
+        ]
+        holds = [
+            (key_id, "", None, tokens, amount, created)
+            for key_id, tokens, amount, created in Hold.objects.filter(
+                tenant_id=tenant_id, status=Hold.Status.OPEN
+            ).values_list("api_key_id", "estimated_tokens", "amount", "created_at")
+        ]
+    wanted = set(cells)
+    totals: dict[Cell, list[int]] = {cell: [0, 0, 0, 0] for cell in cells}
+    for ref, period, start, tokens, micros, _ in counters:
+        cell = Cell(ref, period, start)
+        if cell in wanted:
+            totals[cell][0] += int(tokens)
+            totals[cell][1] += int(micros)
+    for key_id, _, _, tokens, amount, created in holds:
+        micros = to_micros(Decimal(amount))
+        for cell in cells_for(created, tz_name, key_id):
+            if cell in wanted:
+                totals[cell][2] += int(tokens)
+                totals[cell][3] += micros
+    return {cell: CellUsage(*values) for cell, values in totals.items()}
+
+
+@dataclass(frozen=True)
+class QuotaUsage:
+    """A quota's state in its current window. Tokens are whole numbers; money is in currency units.
+
+    `used` is settled usage; `held` is what open authorizations reserve; remaining = limit -
+    used - held (never below zero). period_start/end are UTC (end excluded); None for lifetime.
+    """
+
+    quota_id: int
+    metric: str  # "tokens" | "money"
+    window: str  # "day" | "month" | "lifetime"
+    enforcement: str  # "hard" | "soft"
+    api_key_id: int | None  # None: the whole tenant
+    limit: Decimal
+    used: Decimal
+    held: Decimal
+    period_start: dt.datetime | None
+    period_end: dt.datetime | None
+
+    @property
+    def remaining(self) -> Decimal:
+        return max(self.limit - self.used - self.held, Decimal(0))
+
+    @property
+    def fraction_used(self) -> Decimal:
+        """Settled usage over the limit (1 for a zero limit): what alert thresholds compare."""
+        return self.used / self.limit if self.limit else Decimal(1)
+
+    def as_dict(self) -> dict:
+        def show(value: Decimal) -> int | str:
+            return int(value) if self.metric == Quota.Metric.TOKENS else str(value)
+
+        return {
+            "id": self.quota_id,
+            "metric": self.metric,
+            "window": self.window,
+            "enforcement": self.enforcement,
+            "scope": "tenant" if self.api_key_id is None else "api_key",
+            "api_key_id": self.api_key_id,
+            "limit": show(self.limit),
+            "used": show(self.used),
+            "held": show(self.held),
+            "remaining": show(self.remaining),
+            "period_start": self.period_start,
+            "period_end": self.period_end,
+        }
+
+
+def quota_cell_index(*, tenant_scope: bool, window: str) -> int:
+    """Where a quota's cell sits in windows.cells_for(...): tenant d/m/l, then key d/m/l."""
+    return (0 if tenant_scope else 3) + PERIODS.index(window)
+
+
+def quota_usage_from_cell(quota, usage: CellUsage, cell: Cell, tz_name: str) -> QuotaUsage:
+    """Build a QuotaUsage from any object with Quota's fields and a cell's counters."""
+    period = window_period(cell.period, cell.start, tz_name)
+    if quota.metric == Quota.Metric.TOKENS:
+        used, held = Decimal(usage.tokens), Decimal(usage.held_tokens)
+    else:
+        used, held = from_micros(usage.micros), from_micros(usage.held_micros)
+    return QuotaUsage(
+        quota_id=quota.id,
+        metric=quota.metric,
+        window=quota.window,
+        enforcement=quota.enforcement,
+        api_key_id=quota.api_key_id,
+        limit=Decimal(quota.limit),
+        used=used,
+        held=held,
+        period_start=period.start if period else None,
+        period_end=period.end if period else None,
+    )
+
+
+def quota_usage(*, tenant_id: int, api_key_id: int | None = None, at: dt.datetime | None = None) -> list[QuotaUsage]:
+    """Limit, used, held, remaining and window of the tenant's quotas at `at` (default now).
+
+    api_key_id None: every quota of the tenant; a key id: the quotas that apply to that key's
+    requests (tenant-wide ones and the key's own). From PostgreSQL, the source of truth.
+    """
+    tenant = Tenant.objects.filter(pk=tenant_id).only("timezone").first()
+    if tenant is None:
+        return []
+    at = at or timezone.now()
+    quotas = Quota.objects.filter(tenant_id=tenant_id)
+    if api_key_id is not None:
+        quotas = quotas.filter(Q(api_key__isnull=True) | Q(api_key_id=api_key_id))
+    quotas = list(quotas.order_by(F("api_key_id").asc(nulls_first=True), "id"))
+    starts = window_starts(at, tenant.timezone)
+    cell_of = {q.pk: Cell(q.api_key_id or TENANT_SCOPE, q.window, starts[q.window]) for q in quotas}
+    usage = quota_cells_usage(tenant_id=tenant_id, tz_name=tenant.timezone, cells=set(cell_of.values()))
+    return [quota_usage_from_cell(q, usage[cell_of[q.pk]], cell_of[q.pk], tenant.timezone) for q in quotas]
+
+
+def wallet_balance_micros(*, tenant_id: int) -> int:
+    return to_micros(wallet_balance(tenant_id=tenant_id))
+
+
+def open_holds(*, tenant_id: int, limit: int = 100) -> list[Hold]:
+    """The tenant's open holds, oldest first (at most `limit`)."""
+    return list(Hold.objects.filter(tenant_id=tenant_id, status=Hold.Status.OPEN).order_by("created_at", "id")[:limit])
+
+
+def open_holds_total(*, tenant_id: int) -> tuple[int, Decimal]:
+    row = Hold.objects.filter(tenant_id=tenant_id, status=Hold.Status.OPEN).aggregate(
+        n=Count("id"), total=Sum("amount")
+    )
+    return row["n"], row["total"] or Decimal(0)
+
+
+def hold_by_request(*, tenant_id: int, request_id: str) -> Hold | None:
+    return Hold.objects.filter(tenant_id=tenant_id, request_id=request_id).first()
+
+
 @dataclass(frozen=True)
 class TopUp:
     entry_id: int
@@ -169,3 +356,31 @@ def topups_since(*, tenant_id: int, since: dt.datetime) -> list[TopUp]:
         result.append(TopUp(entry_id, created_at, amount, balance - (later["total"] or Decimal(0))))
     return result
 
+
+@dataclass(frozen=True)
+class BalanceSummary:
+    balance: Decimal  # == sum(ledger): prepaid money net of open holds
+    currency: str
+    held: Decimal  # reserved by open holds
+    holds_count: int
+    holds: list[Hold]  # the oldest open holds
+    quotas: list[QuotaUsage]
+
+
+def balance_summary(*, tenant_id: int, holds_limit: int = 100) -> BalanceSummary:
+    """What GET /balance shows: from PostgreSQL, the source of truth."""
+    wallet = Wallet.objects.filter(tenant_id=tenant_id).only("balance", "currency").first()
+    if wallet is not None:
+        currency = wallet.currency
+    else:
+        tenant = Tenant.objects.select_related("price_plan").get(pk=tenant_id)
+        currency = tenant.price_plan.currency if tenant.price_plan_id else tenant.currency
+    count, held = open_holds_total(tenant_id=tenant_id)
+    return BalanceSummary(
+        balance=wallet.balance if wallet is not None else Decimal(0),
+        currency=currency,
+        held=held,
+        holds_count=count,
+        holds=open_holds(tenant_id=tenant_id, limit=holds_limit) if count else [],
+        quotas=quota_usage(tenant_id=tenant_id),
+    )

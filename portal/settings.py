@@ -221,6 +221,25 @@ INGEST_MAX_FUTURE_SECONDS = env.int("INGEST_MAX_FUTURE_SECONDS", default=300)
 if not 1 <= INGEST_MAX_BATCH <= 10_000:
     raise ImproperlyConfigured("INGEST_MAX_BATCH must be between 1 and 10000")
 
+# --- Balances, holds, quotas (docs/scaling.md, "Balances in Redis") --------------------------
+# "redis": the authorize hot path runs Lua scripts on REDIS_URL (PostgreSQL stays the truth);
+# "db": the same interface on the database alone (row locks). Default: redis when configured.
+_IS_POSTGRES = "postgresql" in DATABASES["default"]["ENGINE"]
+BALANCE_BACKEND = env.str("BALANCE_BACKEND", default="redis" if REDIS_URL and _IS_POSTGRES else "db")
+if BALANCE_BACKEND not in ("redis", "db"):
+    raise ImproperlyConfigured("BALANCE_BACKEND must be 'redis' or 'db'")
+if BALANCE_BACKEND == "redis" and not (REDIS_URL and _IS_POSTGRES):
+    raise ImproperlyConfigured("BALANCE_BACKEND=redis needs REDIS_URL and a PostgreSQL DATABASE_URL")
+BALANCE_REDIS_TIMEOUT = env.float("BALANCE_REDIS_TIMEOUT", default=0.5)  # seconds per Redis call
+# An authorization's hold is released this long after it was placed if no usage settles it.
+HOLD_TTL_SECONDS = env.int("HOLD_TTL_SECONDS", default=600)
+# Authorize caches a model's price and a tenant's quota list in-process this long (0: never).
+AUTHORIZE_CACHE_SECONDS = env.int("AUTHORIZE_CACHE_SECONDS", default=30)
+if not 10 <= HOLD_TTL_SECONDS <= 7 * 86_400:
+    raise ImproperlyConfigured("HOLD_TTL_SECONDS must be between 10 and 604800")
+if not 0 <= AUTHORIZE_CACHE_SECONDS <= 3600 or not 0 < BALANCE_REDIS_TIMEOUT <= 30:
+    raise ImproperlyConfigured("AUTHORIZE_CACHE_SECONDS must be 0..3600 and BALANCE_REDIS_TIMEOUT 0..30 seconds")
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["portal.accounts.authentication.BearerAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],

@@ -1,0 +1,55 @@
+"""The balance backend: one interface (base.BalanceBackend), two implementations.
+
+settings.BALANCE_BACKEND picks it: "redis" (Lua scripts on REDIS_URL, PostgreSQL the truth) or
+"db" (the database alone). It is read on every call, so tests can switch with override_settings.
+"""
+
+from django.conf import settings
+
+from billing.services.balances.base import (
+    INSUFFICIENT_BALANCE,
+    QUOTA_EXCEEDED,
+    Admission,
+    BalanceBackend,
+    BalanceUnavailable,
+    Decision,
+    Drift,
+    HoldConflict,
+    HoldInfo,
+    MirrorDelta,
+    QuotaCheck,
+)
+from billing.services.balances.db_backend import DatabaseBackend
+from billing.services.balances.redis_backend import RedisBackend
+
+__all__ = [
+    "INSUFFICIENT_BALANCE",
+    "QUOTA_EXCEEDED",
+    "Admission",
+    "BalanceBackend",
+    "BalanceUnavailable",
+    "Decision",
+    "Drift",
+    "HoldConflict",
+    "HoldInfo",
+    "MirrorDelta",
+    "QuotaCheck",
+    "balance_backend",
+]
+
+_backends: dict[tuple, BalanceBackend] = {}
+
+
+def balance_backend() -> BalanceBackend:
+    if settings.BALANCE_BACKEND == "redis":
+        key: tuple = ("redis", settings.REDIS_URL, settings.BALANCE_REDIS_TIMEOUT)
+    else:
+        key = ("db",)
+    backend = _backends.get(key)
+    if backend is None:
+        if key[0] == "redis":
+            backend = RedisBackend(url=settings.REDIS_URL, timeout=settings.BALANCE_REDIS_TIMEOUT)
+        else:
+            backend = DatabaseBackend()
+        _backends[key] = backend
+    return backend

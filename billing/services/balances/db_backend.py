@@ -1,0 +1,64 @@
+"""Balances on the database alone (the embedded default, or BALANCE_BACKEND=db).
+
+A hold is `UPDATE wallet SET balance = balance - x WHERE balance - x >= 0` (wallet_move with a
+floor). The UPDATE takes the wallet row lock, so one tenant's holds run one at a time from
+there to commit: the quota read that follows sees every hold committed before it, and no two
+holds can both spend the same money. A check (no hold) reads without locking.
+"""
+
+from decimal import Decimal
+
+from django.db import transaction
+
+from billing import selectors
+from billing.money import from_micros, to_micros
+from billing.services.balances.base import (
+    INSUFFICIENT_BALANCE,
+    Admission,
+    BalanceBackend,
+    Decision,
+    Drift,
+    MirrorDelta,
+    Persist,
+    decide,
+    existing_hold,
+    pg_states,
+)
+from billing.services.wallets import wallet_move
+
+
+class DatabaseBackend(BalanceBackend):
+    name = "db"
+
+    def lock(self, tenant_id: int) -> None:
+        return None  # the wallet row lock serialises what needs serialising
+
+    def mirror(self, tenant_id: int, delta: MirrorDelta) -> None:
+        return None  # nothing cached
+
+    def check(self, admission: Admission) -> Decision:
+        balance = selectors.wallet_balance_micros(tenant_id=admission.tenant_id)
+        return decide(admission, balance, pg_states(admission))
+
+    def reserve(self, admission: Admission, persist: Persist) -> Decision:
+        estimate = from_micros(admission.estimate_micros)
+        with transaction.atomic():
+            after = wallet_move(
+                tenant_id=admission.tenant_id, currency=admission.currency, delta=-estimate, floor=Decimal(0)
+            )
+            if after is None:
+                balance = selectors.wallet_balance_micros(tenant_id=admission.tenant_id)
+                return Decision(False, INSUFFICIENT_BALANCE, balance, pg_states(admission))
+            # From here to commit this tenant's other holds wait on the wallet row.
+            decision = decide(admission, to_micros(after) + admission.estimate_micros, pg_states(admission))
+            if not decision.allowed:
+                transaction.set_rollback(True)
+                return decision
+            info = persist(admission)
+            if info is not None:
+                return decision.with_hold(admission, info, to_micros(after))
+            transaction.set_rollback(True)  # the request_id already has a hold
+        return existing_hold(admission)
+
+    def drift(self, *, tenant_id: int, tz_name: str, fix: bool) -> list[Drift]:
+        return []  # no cache to drift

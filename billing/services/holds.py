@@ -1,0 +1,240 @@
+"""Holds: admission with a reservation, settlement by the matching usage event, expiry.
+
+Each hold is resolved exactly once, by a claim (`UPDATE ... WHERE status = 'open'`): either the
+usage event with its request_id settles it (ingest, billing/services/settlement.py) or the
+sweeper releases it after expires_at. Whoever claims it posts `release:<hold id>`, a ledger
+key that is unique per tenant, so even a bug elsewhere could not release it twice.
+"""
+
+import datetime as dt
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from billing.models import Hold, LedgerEntry
+from billing.money import from_micros, round_to_ledger, to_micros
+from billing.services.balances import Admission, Decision, HoldInfo, MirrorDelta, balance_backend
+from billing.services.ledger import LedgerLine, ledger_append, wallet_move
+from billing.windows import cells_for
+from portal.accounts.models import Tenant
+
+_HOLD = Hold._meta.db_table
+_INSERT = (
+    f"INSERT INTO {_HOLD} (tenant_id, api_key_id, request_id, model, amount, estimated_tokens, status, "  # noqa: S608
+    "created_at, expires_at, overage) VALUES (%s, %s, %s, %s, %s, %s, 'open', %s, %s, 0) "
+    "ON CONFLICT (tenant_id, request_id) DO NOTHING RETURNING id"
+)
+_RETURNING = "id, request_id, api_key_id, amount, estimated_tokens, created_at"
+
+
+def balance_authorize(*, admission: Admission, hold: bool) -> Decision:
+    """Admit one request: a check, or (hold) a reservation that its usage event settles."""
+    backend = balance_backend()
+    if not hold:
+        return backend.check(admission)
+    assert admission.request_id, "a hold needs the request_id its usage event will carry"
+    return backend.reserve(admission, hold_persist)
+
+
+def hold_persist(admission: Admission) -> HoldInfo | None:
+    """Record a hold the backend admitted (the caller already moved the wallet by -estimate).
+
+    Returns None when the request_id has a hold row already (the caller rolls back).
+    """
+    assert admission.request_id is not None
+    amount = from_micros(admission.estimate_micros)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _INSERT,
+            [
+                admission.tenant_id,
+                admission.api_key_id,
+                admission.request_id,
+                admission.model,
+                amount,
+                admission.estimate_tokens,
+                admission.now,
+                admission.expires_at,
+            ],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    if amount:
+        ledger_append(
+            tenant_id=admission.tenant_id,
+            lines=[
+                LedgerLine(
+                    kind=LedgerEntry.Kind.HOLD,
+                    amount=-amount,
+                    idempotency_key=f"hold:{row[0]}",
+                    reference=admission.request_id,
+                    metadata={"model": admission.model, "tokens": admission.estimate_tokens},
+                )
+            ],
+        )
+    return HoldInfo(row[0], admission.request_id, admission.estimate_micros, admission.expires_at, created=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedHold:
+    id: int
+    request_id: str
+    api_key_id: int
+    amount: Decimal  # what was reserved
+    estimated_tokens: int
+    created_at: dt.datetime
+    settled_amount: Decimal | None = None  # the event's cost (settlement), None when released
+
+    @property
+    def overage(self) -> Decimal:
+        return max((self.settled_amount or Decimal(0)) - self.amount, Decimal(0))
+
+
+def _row(row: tuple, settled: Decimal | None = None) -> ClosedHold:
+    created = row[5]
+    if isinstance(created, str):  # SQLite hands raw timestamps back as text
+        created = dt.datetime.fromisoformat(created).replace(tzinfo=dt.UTC)
+    return ClosedHold(row[0], row[1], row[2], round_to_ledger(Decimal(str(row[3]))), int(row[4]), created, settled)
+
+
+def holds_claim_settled(*, tenant_id: int, costs: dict[str, Decimal | None], now: dt.datetime) -> list[ClosedHold]:
+    """Claim the open holds of these request_ids as settled at these costs: one statement.
+
+    `costs` maps each newly stored event's request_id to its unrounded cost (None: unpriced).
+    """
+    if not costs:
+        return []
+    rounded = {rid: round_to_ledger(cost) if cost is not None else None for rid, cost in costs.items()}
+    if connection.vendor == "postgresql":
+        sql = (
+            f"UPDATE {_HOLD} AS h SET status = 'settled', closed_at = %s, settled_amount = v.cost, "  # noqa: S608
+            "overage = GREATEST(COALESCE(v.cost, 0) - h.amount, 0) "
+            "FROM unnest(%s::varchar[], %s::numeric[]) AS v(request_id, cost) "
+            "WHERE h.tenant_id = %s AND h.status = 'open' AND h.request_id = v.request_id "
+            f"RETURNING {', '.join('h.' + c.strip() for c in _RETURNING.split(','))}, h.settled_amount"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [now, list(rounded), list(rounded.values()), tenant_id])
+            rows = cursor.fetchall()
+        return [_row(row[:6], row[6]) for row in rows]
+    claimed = []
+    candidates = Hold.objects.filter(tenant_id=tenant_id, status=Hold.Status.OPEN, request_id__in=list(rounded))
+    for hold in candidates:
+        cost = rounded[hold.request_id]
+        overage = max((cost or Decimal(0)) - hold.amount, Decimal(0))
+        if Hold.objects.filter(pk=hold.pk, status=Hold.Status.OPEN).update(
+            status=Hold.Status.SETTLED, closed_at=now, settled_amount=cost, overage=overage
+        ):
+            row = (hold.pk, hold.request_id, hold.api_key_id, hold.amount, hold.estimated_tokens, hold.created_at)
+            claimed.append(_row(row, cost))
+    return claimed
+
+
+def release_lines(holds: list[ClosedHold]) -> list[LedgerLine]:
+    """One `release` entry per hold that reserved money (+amount, key release:<hold id>)."""
+    lines = []
+    for hold in holds:
+        if not hold.amount:
+            continue
+        metadata: dict = {"hold_id": hold.id}
+        if hold.settled_amount is not None:
+            metadata.update(settled=str(hold.settled_amount), overage=str(hold.overage))
+        lines.append(
+            LedgerLine(
+                kind=LedgerEntry.Kind.RELEASE,
+                amount=hold.amount,
+                idempotency_key=f"release:{hold.id}",
+                reference=hold.request_id,
+                metadata=metadata,
+            )
+        )
+    return lines
+
+
+def unreserve(delta: MirrorDelta, holds: list[ClosedHold], tz_name: str) -> None:
+    """Add to `delta` what closing these holds frees: their reservations and their hold keys."""
+    for hold in holds:
+        micros = to_micros(hold.amount)
+        for cell in cells_for(hold.created_at, tz_name, hold.api_key_id):
+            delta.add(cell, held_tokens=-hold.estimated_tokens, held_micros=-micros)
+        delta.release.append(hold.request_id)
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    released: int
+    amount: Decimal
+    tenants: int
+
+
+def holds_release_expired(*, now: dt.datetime | None = None, batch_size: int = 500) -> ReleaseResult:
+    """Release every open hold past its expires_at: give the reservation back, once.
+
+    Safe to run from several schedulers at once (claims skip rows another run has locked).
+    """
+    now = now or timezone.now()
+    tenant_ids = list(
+        Hold.objects.filter(status=Hold.Status.OPEN, expires_at__lte=now)
+        .values_list("tenant_id", flat=True)
+        .distinct()
+        .order_by()
+    )
+    released, amount, touched = 0, Decimal(0), 0
+    for tenant_id in tenant_ids:
+        touched += 1
+        while True:
+            holds = _release_batch(tenant_id=tenant_id, now=now, batch_size=batch_size)
+            released += len(holds)
+            amount += sum((hold.amount for hold in holds), Decimal(0))
+            if len(holds) < batch_size:
+                break
+    return ReleaseResult(released=released, amount=amount, tenants=touched)
+
+
+def _release_batch(*, tenant_id: int, now: dt.datetime, batch_size: int) -> list[ClosedHold]:
+    tenant = Tenant.objects.only("timezone", "currency").get(pk=tenant_id)
+    backend = balance_backend()
+    with transaction.atomic():
+        backend.lock(tenant_id)
+        if connection.vendor == "postgresql":
+            sql = (
+                f"UPDATE {_HOLD} SET status = 'released', closed_at = %s WHERE status = 'open' AND id IN ("  # noqa: S608
+                f"SELECT id FROM {_HOLD} WHERE tenant_id = %s AND status = 'open' AND expires_at <= %s "
+                f"ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING {_RETURNING}"
+            )
+            with connection.cursor() as cursor:
+                cursor.execute(sql, [now, tenant_id, now, batch_size])
+                holds = [_row(row) for row in cursor.fetchall()]
+        else:
+            holds = []
+            expired = Hold.objects.filter(tenant_id=tenant_id, status=Hold.Status.OPEN, expires_at__lte=now)
+            for hold in expired.order_by("id")[:batch_size]:
+                if Hold.objects.filter(pk=hold.pk, status=Hold.Status.OPEN).update(
+                    status=Hold.Status.RELEASED, closed_at=now
+                ):
+                    holds.append(
+                        _row(
+                            (
+                                hold.pk,
+                                hold.request_id,
+                                hold.api_key_id,
+                                hold.amount,
+                                hold.estimated_tokens,
+                                hold.created_at,
+                            )
+                        )
+                    )
+        if not holds:
+            return []
+        lines = release_lines(holds)
+        ledger_append(tenant_id=tenant_id, lines=lines)
+        total = sum((line.amount for line in lines), Decimal(0))
+        if total:
+            wallet_move(tenant_id=tenant_id, currency=tenant.currency, delta=total)
+        delta = MirrorDelta(balance=to_micros(total))
+        unreserve(delta, holds, tenant.timezone)
+        backend.mirror(tenant_id, delta)
+    return holds

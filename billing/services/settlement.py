@@ -1,0 +1,116 @@
+"""Charging usage: what one ingest batch of one tenant does to money, holds and quotas.
+
+Called once per tenant batch inside the ingest transaction that stores the events, so a
+batch costs a fixed handful of statements whatever its size: the balance lock (Redis backend
+only), one claim of the batch's open holds, one ledger insert, one wallet update, one quota
+counter upsert, and one Redis script call mirroring all of it. Never one query per event.
+"""
+
+import datetime as dt
+import zoneinfo
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
+
+from django.utils import timezone
+
+from billing.models import LedgerEntry
+from billing.money import round_to_ledger, to_micros
+from billing.services.balances import MirrorDelta, balance_backend
+from billing.services.holds import holds_claim_settled, release_lines, unreserve
+from billing.services.ledger import LedgerLine, ledger_append, wallet_move
+from billing.services.quota_counters import quota_counters_add
+from billing.windows import LIFETIME_START, TENANT_SCOPE, Cell
+
+
+class RatedUsage(Protocol):
+    """What settlement reads of a stored event (ingest's NewEvent has these attributes)."""
+
+    request_id: str
+    api_key_id: int
+    occurred_at: dt.datetime
+    input_tokens: int
+    output_tokens: int
+    cost: Decimal | None  # unrounded; None when unpriced
+
+
+@dataclass(frozen=True)
+class SettleResult:
+    charged: Decimal  # the usage entry's amount (positive), rounded once for the batch
+    holds_settled: int
+    overage: Decimal  # sum over settled holds of cost beyond the hold (recorded on each hold)
+
+
+def usage_settle_batch(
+    *,
+    tenant_id: int,
+    tz_name: str,
+    currency: str,
+    events: Sequence[RatedUsage],
+    first_event_id: int,
+    now: dt.datetime | None = None,
+) -> SettleResult:
+    """Charge newly stored events, settle their holds and count them against quotas.
+
+    Must run inside the transaction that stored the events (ingest); all events are the
+    tenant's and were inserted just now. The usage entry keeps ingest's key
+    `usage:<first event id>:<count>`; each settled hold posts `release:<hold id>`.
+    """
+    assert events
+    now = now or timezone.now()
+    backend = balance_backend()
+    backend.lock(tenant_id)
+
+    zone = zoneinfo.ZoneInfo(tz_name)
+    charged = Decimal(0)
+    costs: dict[str, Decimal | None] = {}
+    groups: dict[tuple[int, dt.date], list] = defaultdict(lambda: [0, Decimal(0)])  # (key, local day)
+    for event in events:
+        costs[event.request_id] = event.cost
+        group = groups[(event.api_key_id, event.occurred_at.astimezone(zone).date())]
+        group[0] += event.input_tokens + event.output_tokens
+        if event.cost is not None:
+            charged += event.cost
+            group[1] += event.cost
+
+    claimed = holds_claim_settled(tenant_id=tenant_id, costs=costs, now=now)
+
+    lines = release_lines(claimed)
+    charge = round_to_ledger(charged)
+    if charged:
+        lines.insert(
+            0,
+            LedgerLine(
+                kind=LedgerEntry.Kind.USAGE,
+                amount=-charge,
+                idempotency_key=f"usage:{first_event_id}:{len(events)}",
+                metadata={"events": len(events), "first_event_id": first_event_id},
+            ),
+        )
+    ledger_append(tenant_id=tenant_id, lines=lines)
+    move = sum((line.amount for line in lines), Decimal(0))
+    if move:
+        wallet_move(tenant_id=tenant_id, currency=currency, delta=move)
+
+    used: dict[Cell, list] = defaultdict(lambda: [0, Decimal(0)])
+    for (api_key_id, day), (tokens, cost) in groups.items():
+        for ref in (TENANT_SCOPE, api_key_id):
+            for cell in (
+                Cell(ref, "day", day),
+                Cell(ref, "month", day.replace(day=1)),
+                Cell(ref, "lifetime", LIFETIME_START),
+            ):
+                used[cell][0] += tokens
+                used[cell][1] += cost
+    counted = {cell: (tokens, to_micros(cost)) for cell, (tokens, cost) in used.items()}
+    quota_counters_add(tenant_id=tenant_id, deltas=counted)
+
+    delta = MirrorDelta(balance=to_micros(move))
+    for cell, (tokens, micros) in counted.items():
+        delta.add(cell, tokens=tokens, micros=micros)
+    unreserve(delta, claimed, tz_name)
+    backend.mirror(tenant_id, delta)
+    overage = sum((hold.overage for hold in claimed), Decimal(0))
+    return SettleResult(charged=charge if charged else Decimal(0), holds_settled=len(claimed), overage=overage)
