@@ -17,3 +17,13 @@ REQUEST_SECONDS = Histogram(
     ["endpoint"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
+AUTHORIZE = Counter(
+    "tokenbill_authorize_total",
+    "Authorize answers by outcome (allowed, insufficient_balance, quota_exceeded, unpriced_model).",
+    ["outcome"],
+)
+AUTHORIZE_SECONDS = Histogram(
+    "tokenbill_authorize_seconds",
+    "Time to decide an authorization (price, quotas, balance backend), without HTTP.",
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+)

@@ -1,0 +1,298 @@
+"""Authorize: may this key spend now? The balance and hard-quota gate before the model runs.
+
+The estimate is (estimated input tokens + max output tokens) at the model's price, rounded up
+to the ledger's micro-unit. With `hold`, the estimate is reserved until the usage event with
+the same request_id settles it (ingest) or the hold expires (`release_expired_holds`).
+
+Steady state (Redis backend): the key lookup (authentication, one query) and one Lua script.
+The model's price book and the tenant's quota list are cached in-process for
+AUTHORIZE_CACHE_SECONDS, so a new price or quota takes effect within that time; the money
+itself is never cached here.
+"""
+
+import datetime as dt
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.conf import settings
+from django.utils import timezone
+
+from billing import selectors as billing_selectors
+from billing.models import Quota
+from billing.money import MICROS, from_micros, to_micros
+from billing.money import format_ledger_amount as format_amount
+from billing.rating import rate
+from billing.selectors import PriceBook, QuotaUsage, quota_cell_index, quota_usage_from_cell
+from billing.services.balances import INSUFFICIENT_BALANCE, Admission, Decision, HoldInfo, QuotaCheck
+from billing.services.holds import balance_authorize
+from metering import metrics
+from portal.accounts.models import ApiKey
+
+MAX_TOKENS = 100_000_000  # per request; anything above is a client bug
+
+
+class AuthorizeRefused(Exception):
+    """A 4xx answer with the API's error shape; `headers` go on the response (Retry-After)."""
+
+    def __init__(
+        self, status: int, code: str, message: str, details: dict | None = None, headers: dict | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.details = details or {}
+        self.headers = headers or {}
+
+
+@dataclass(frozen=True)
+class AuthorizeResult:
+    tenant_slug: str
+    api_key_id: int
+    currency: str
+    balance: Decimal  # after this request's hold, when one was placed
+    estimate: Decimal
+    estimated_tokens: int
+    priced: bool
+    quotas: list[QuotaUsage]
+    hold: HoldInfo | None = None
+    request_id: str | None = None
+
+    def as_dict(self) -> dict:
+        data = {
+            "allowed": True,
+            "tenant": self.tenant_slug,
+            "api_key_id": self.api_key_id,
+            "balance": format_amount(self.balance, self.currency),
+            "currency": self.currency,
+            "estimated_cost": format_amount(self.estimate, self.currency),
+            "estimated_tokens": self.estimated_tokens,
+            "priced": self.priced,
+            "quotas": [quota.as_dict() for quota in self.quotas],
+        }
+        if self.request_id is not None:
+            data["request_id"] = self.request_id
+        if self.hold is not None:
+            data["hold_id"] = self.hold.id
+            data["hold"] = {
+                "id": self.hold.id,
+                "amount": format_amount(from_micros(self.hold.amount_micros), self.currency),
+                "expires_at": self.hold.expires_at,
+                "created": self.hold.created,
+            }
+        return data
+
+
+# --- In-process caches (price books, quota lists), bounded and short-lived --------------------
+
+
+@dataclass
+class _Cache:
+    entries: dict = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    max_entries: int = 10_000
+
+    def get(self, key, load):
+        ttl = settings.AUTHORIZE_CACHE_SECONDS
+        if ttl <= 0:
+            return load()
+        now = time.monotonic()
+        hit = self.entries.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        value = load()
+        with self.lock:
+            if len(self.entries) >= self.max_entries:
+                self.entries.clear()
+            self.entries[key] = (now + ttl, value)
+        return value
+
+
+_price_books = _Cache()
+_quota_lists = _Cache()
+
+
+def authorize_caches_clear() -> None:
+    _price_books.entries.clear()
+    _quota_lists.entries.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class _QuotaDef:
+    id: int
+    api_key_id: int | None
+    metric: str
+    window: str
+    limit: Decimal
+    enforcement: str
+
+
+def _price_book(plan_id: int | None, tenant_id: int, model: str) -> PriceBook | None:
+    return _price_books.get(
+        (plan_id, tenant_id, model),
+        lambda: billing_selectors.price_book_for(plan_id=plan_id, tenant_id=tenant_id, models={model}),
+    )
+
+
+def _quotas(tenant_id: int) -> list[_QuotaDef]:
+    def load() -> list[_QuotaDef]:
+        return [
+            _QuotaDef(q.pk, q.api_key_id, q.metric, q.window, q.limit, q.enforcement)
+            for q in Quota.objects.filter(tenant_id=tenant_id).order_by("api_key_id", "id")
+        ]
+
+    return _quota_lists.get(tenant_id, load)
+
+
+# --- The service -------------------------------------------------------------------------------
+
+
+def _ceil_micros(cost: Decimal) -> int:
+    return math.ceil(cost * MICROS)
+
+
+def authorize_request(
+    *,
+    api_key: ApiKey,
+    model: str,
+    estimated_input_tokens: int,
+    max_output_tokens: int,
+    request_id: str | None = None,
+    hold: bool = False,
+    now: dt.datetime | None = None,
+) -> AuthorizeResult:
+    """Admit (200) or refuse (AuthorizeRefused: 402 no money or hard quota, 422 unpriced model)."""
+    started = time.perf_counter()
+    now = now or timezone.now()
+    tenant = api_key.tenant
+    if hold and not request_id:
+        raise AuthorizeRefused(
+            400, "request_id_required", "A hold needs the request_id that the usage event will carry."
+        )
+    book = _price_book(tenant.price_plan_id, tenant.pk, model)
+    currency = book.currency if book is not None else tenant.currency
+    terms = book.terms_for(model, now) if book is not None else None
+    if terms is None and not (book is not None and book.allow_unpriced):
+        metrics.AUTHORIZE.labels(outcome="unpriced_model").inc()
+        raise AuthorizeRefused(
+            422,
+            "model_not_priced",
+            f"Model {model!r} has no price in this tenant's plan, and the plan does not admit unpriced models.",
+            {"model": model, "plan": tenant.price_plan.slug if tenant.price_plan_id else None},
+        )
+    estimate = 0
+    if terms is not None:
+        estimate = _ceil_micros(rate(terms, input_tokens=estimated_input_tokens, output_tokens=max_output_tokens))
+
+    quotas = [q for q in _quotas(tenant.pk) if q.api_key_id in (None, api_key.pk)]
+    checks = tuple(
+        QuotaCheck(
+            quota_id=q.id,
+            cell_index=quota_cell_index(tenant_scope=q.api_key_id is None, window=q.window),
+            metric=q.metric,
+            limit=int(q.limit) if q.metric == Quota.Metric.TOKENS else to_micros(q.limit),
+            enforce=q.enforcement == Quota.Enforcement.HARD,
+        )
+        for q in quotas
+    )
+    admission = Admission(
+        tenant_id=tenant.pk,
+        api_key_id=api_key.pk,
+        tz_name=tenant.timezone,
+        currency=currency,
+        model=model,
+        estimate_micros=estimate,
+        estimate_tokens=estimated_input_tokens + max_output_tokens,
+        checks=checks,
+        now=now,
+        hold_ttl=dt.timedelta(seconds=settings.HOLD_TTL_SECONDS),
+        request_id=request_id,
+    )
+    decision = balance_authorize(admission=admission, hold=hold)
+    usages = _usages(admission, quotas, decision)
+    metrics.AUTHORIZE_SECONDS.observe(time.perf_counter() - started)
+    if not decision.allowed:
+        metrics.AUTHORIZE.labels(outcome=decision.reason or "refused").inc()
+        raise _refusal(admission, decision, usages)
+    metrics.AUTHORIZE.labels(outcome="allowed").inc()
+    return AuthorizeResult(
+        tenant_slug=tenant.slug,
+        api_key_id=api_key.pk,
+        currency=currency,
+        balance=from_micros(decision.balance),
+        estimate=from_micros(estimate),
+        estimated_tokens=admission.estimate_tokens,
+        priced=terms is not None,
+        quotas=usages,
+        hold=decision.hold,
+        request_id=request_id,
+    )
+
+
+def _usages(admission: Admission, quotas: list[_QuotaDef], decision: Decision) -> list[QuotaUsage]:
+    if not decision.states:
+        return []
+    cells = admission.cells
+    return [
+        quota_usage_from_cell(quota, state, cells[check.cell_index], admission.tz_name)
+        for quota, check, state in zip(quotas, admission.checks, decision.states, strict=True)
+    ]
+
+
+def _refusal(admission: Admission, decision: Decision, usages: list[QuotaUsage]) -> AuthorizeRefused:
+    currency = admission.currency
+    if decision.reason == INSUFFICIENT_BALANCE:
+        balance = from_micros(decision.balance)
+        requested = from_micros(admission.estimate_micros)
+        return AuthorizeRefused(
+            402,
+            "insufficient_balance",
+            f"The prepaid balance ({format_amount(balance, currency)} {currency}) does not cover this "
+            f"request's estimate ({format_amount(requested, currency)} {currency}). Top up to continue.",
+            {
+                "limit": "balance",
+                "balance": format_amount(balance, currency),
+                "remaining": format_amount(max(balance, Decimal(0)), currency),
+                "requested": format_amount(requested, currency),
+                "currency": currency,
+            },
+        )
+    assert decision.failed is not None
+    usage = usages[decision.failed]
+    quota = usage.as_dict()
+    tokens = usage.metric == Quota.Metric.TOKENS
+    requested: int | str = (
+        admission.estimate_tokens if tokens else format_amount(from_micros(admission.estimate_micros), currency)
+    )
+    unit = "tokens" if tokens else currency
+    scope = "this API key" if usage.api_key_id is not None else "the tenant"
+    headers = {}
+    if usage.period_end is not None:
+        headers["Retry-After"] = str(max(1, math.ceil((usage.period_end - admission.now).total_seconds())))
+    return AuthorizeRefused(
+        402,
+        "quota_exceeded",
+        f"The {usage.enforcement} {usage.window} {usage.metric} quota of {scope} ({quota['limit']} {unit}) "
+        f"has {quota['remaining']} left; this request needs up to {requested}.",
+        {
+            "limit": "quota",
+            "quota_id": usage.quota_id,
+            "metric": usage.metric,
+            "window": usage.window,
+            "scope": quota["scope"],
+            "api_key_id": usage.api_key_id,
+            "quota_limit": quota["limit"],
+            "used": quota["used"],
+            "held": quota["held"],
+            "remaining": quota["remaining"],
+            "requested": requested,
+            "currency": currency,
+            "period_start": usage.period_start,
+            "period_end": usage.period_end,
+        },
+        headers,
+    )
+
+
+__all__ = ["AuthorizeRefused", "AuthorizeResult", "authorize_caches_clear", "authorize_request"]
