@@ -11,6 +11,9 @@ from rest_framework.test import APIClient
 
 from tests import factories
 
+# Balances, holds and quotas on both backends (tests/billing, tests/metering).
+pytest_plugins = ["tests.balance_support"]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     if os.environ.get("TOKENBILL_REQUIRE_POSTGRES") == "1":
