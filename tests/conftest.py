@@ -12,7 +12,8 @@ from rest_framework.test import APIClient
 from tests import factories
 
 # Balances, holds and quotas on both backends (tests/billing, tests/metering).
-pytest_plugins = ["tests.balance_support"]
+# Portal users (owner / admin / finance / viewer / operator) and rolled-up usage (tests/portal, tests/browser).
+pytest_plugins = ["tests.portal.web_support", "tests.balance_support"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

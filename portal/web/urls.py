@@ -1,10 +1,51 @@
-from django.contrib.auth import views as auth_views
-from django.urls import path
+"""The browser portal's URL map. Tenant pages live under /t/<slug>/ (membership checked)."""
 
-from portal.web import views
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from portal.web.views import billing, dashboard, home, keys, ops, usage
+
+auth_patterns = [
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("password/reset/", auth_views.PasswordResetView.as_view(), name="password_reset"),
+    path("password/reset/sent/", auth_views.PasswordResetDoneView.as_view(), name="password_reset_done"),
+    path(
+        "password/reset/<uidb64>/<token>/",
+        auth_views.PasswordResetConfirmView.as_view(),
+        name="password_reset_confirm",
+    ),
+    path("password/reset/done/", auth_views.PasswordResetCompleteView.as_view(), name="password_reset_complete"),
+    path("password/change/", auth_views.PasswordChangeView.as_view(), name="password_change"),
+    path("password/change/done/", auth_views.PasswordChangeDoneView.as_view(), name="password_change_done"),
+]
+
+tenant_patterns = [
+    path("", dashboard.dashboard, name="dashboard"),
+    path("usage/", usage.usage, name="usage"),
+    path("usage.csv", usage.usage_csv, name="usage-csv"),
+    path("keys/", keys.keys_list, name="keys"),
+    path("keys/new/", keys.key_create, name="key-create"),
+    path("keys/<int:key_id>/", keys.key_detail, name="key-detail"),
+    path("keys/<int:key_id>/revoke/", keys.key_revoke, name="key-revoke"),
+    path("keys/<int:key_id>/quotas/", keys.key_quota_add, name="key-quota-add"),
+    path("keys/<int:key_id>/quotas/<int:quota_id>/delete/", keys.key_quota_delete, name="key-quota-delete"),
+    path("billing/", billing.billing, name="billing"),
+]
+
+ops_patterns = [
+    path("", ops.tenants, name="ops-tenants"),
+    path("plans/", ops.plans, name="ops-plans"),
+    path("plans/import/", ops.plan_import, name="ops-plan-import"),
+    path("plans/<int:plan_id>/", ops.plan_detail, name="ops-plan"),
+    path("topup/", ops.topup, name="ops-topup"),
+    path("audit/", ops.audit, name="ops-audit"),
+]
 
 urlpatterns = [
-    path("login/", auth_views.LoginView.as_view(), name="login"),
-    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("", views.dashboard, name="dashboard"),
+    *auth_patterns,
+    path("", home.home, name="home"),
+    path("switch/", home.switch, name="tenant-switch"),
+    path("t/<slug:slug>/", include(tenant_patterns)),
+    path("ops/", include(ops_patterns)),
 ]

@@ -1,0 +1,170 @@
+"""Operators (staff): every tenant's money, the platform's top tenants, plans, top-ups, audit."""
+
+import datetime as dt
+import importlib.util
+import json
+from pathlib import Path
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from billing import selectors as billing_selectors
+from billing.services.catalog import prices_import_litellm
+from metering import selectors as usage_selectors
+from portal.accounts import selectors as account_selectors
+from portal.web import charts, topups
+from portal.web.access import PortalContext, portal_view
+from portal.web.forms import CatalogImportForm, TopupForm
+from portal.web.ranges import today_for
+from portal.web.views.common import int_param, page
+
+TOP_TENANTS_DAYS = 30
+AUDIT_PAGE_SIZE = 50
+CATALOG_MAX_BYTES = 64 * 1024 * 1024
+BUNDLED_CATALOG = "model_prices_and_context_window_backup.json"
+
+
+@portal_view("ops.view")
+def tenants(request: HttpRequest, portal: PortalContext) -> HttpResponse:
+    """All tenants with balance and month-to-date spend (each tenant's own local month)."""
+    rows = account_selectors.all_tenants()
+    month_starts = {t.pk: today_for(t.timezone).replace(day=1) for t in rows}
+    spend = usage_selectors.spend_by_tenant(since_by_tenant=month_starts)
+    balances = billing_selectors.wallet_balances(tenant_ids=[t.pk for t in rows])
+    names = {t.pk: t.name for t in rows}
+    table = [
+        {
+            "tenant": t,
+            "balance": balances.get(t.pk),
+            "mtd_cost": spend.get(t.pk, {}).get("cost"),
+            "mtd_tokens": spend.get(t.pk, {}).get("tokens", 0),
+            "mtd_requests": spend.get(t.pk, {}).get("requests", 0),
+        }
+        for t in rows
+    ]
+    today = timezone.now().date()
+    top = usage_selectors.top_tenants(start_day=today - dt.timedelta(days=TOP_TENANTS_DAYS - 1), end_day=today)
+    figures = {
+        "top-tenants-tokens": charts.top_tenants(top["tokens"], names, metric="tokens"),
+        "top-tenants-cost": charts.top_tenants(top["cost"], names, metric="cost"),
+    }
+    return page(request, "portal/ops/tenants.html", {"rows": table, "charts": figures, "days": TOP_TENANTS_DAYS})
+
+
+@portal_view("ops.view")
+def plans(request: HttpRequest, portal: PortalContext) -> HttpResponse:
+    all_plans = billing_selectors.price_plans()
+    return page(request, "portal/ops/plans.html", {"plans": all_plans, "form": CatalogImportForm(plans=all_plans)})
+
+
+@portal_view("ops.view")
+def plan_detail(request: HttpRequest, portal: PortalContext, plan_id: int) -> HttpResponse:
+    plan = billing_selectors.price_plan_by_id(plan_id)
+    if plan is None:
+        raise Http404("No such price plan.")
+    prices = billing_selectors.plan_current_prices(plan_id=plan.pk, at=timezone.now())
+    return page(request, "portal/ops/plan_detail.html", {"plan": plan, "prices": prices})
+
+
+def _bundled_catalog() -> dict:
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValidationError(_("The litellm package (which bundles the catalog) is not installed."))
+    path = Path(next(iter(spec.submodule_search_locations))) / BUNDLED_CATALOG
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@portal_view("ops.manage")
+def plan_import(request: HttpRequest, portal: PortalContext) -> HttpResponse:
+    all_plans = billing_selectors.price_plans()
+    form = CatalogImportForm(request.POST or None, request.FILES or None, plans=all_plans)
+    if request.method != "POST" or not form.is_valid():
+        status = 400 if request.method == "POST" else 200
+        return page(request, "portal/ops/plans.html", {"plans": all_plans, "form": form}, status=status)
+    plan = billing_selectors.price_plan_by_id(form.cleaned_data["plan"])
+    assert plan is not None
+    upload = form.cleaned_data.get("catalog")
+    try:
+        if upload is not None:
+            if upload.size > CATALOG_MAX_BYTES:
+                raise ValidationError(_("The catalog file is too large."))
+            catalog, source = json.loads(upload.read().decode("utf-8")), f"upload:{upload.name}"
+        else:
+            catalog, source = _bundled_catalog(), "litellm bundled catalog"
+        result = prices_import_litellm(plan=plan, catalog=catalog, actor_label=str(request.user), source=source)
+    except (ValueError, UnicodeDecodeError) as error:  # json.JSONDecodeError is a ValueError
+        form.add_error("catalog", _("Not a JSON catalog: %(error)s") % {"error": error})
+        return page(request, "portal/ops/plans.html", {"plans": all_plans, "form": form}, status=400)
+    except ValidationError as error:
+        form.add_error(None, " ".join(error.messages))
+        return page(request, "portal/ops/plans.html", {"plans": all_plans, "form": form}, status=400)
+    messages.success(
+        request,
+        _("Imported into %(plan)s: %(created)s new price versions, %(unchanged)s unchanged, %(skipped)s skipped.")
+        % {"plan": plan.slug, "created": result.created, "unchanged": result.unchanged, "skipped": result.skipped},
+    )
+    return redirect("ops-plan", plan_id=plan.pk)
+
+
+@portal_view("ops.manage")
+def topup(request: HttpRequest, portal: PortalContext) -> HttpResponse:
+    all_tenants = account_selectors.all_tenants()
+    form = TopupForm(request.POST or None, tenants=all_tenants, initial={"tenant": request.GET.get("tenant")})
+    if request.method == "POST" and form.is_valid():
+        tenant = account_selectors.tenant_by_slug(form.cleaned_data["tenant"])
+        assert tenant is not None
+        try:
+            entry, created = topups.wallet_topup(
+                tenant=tenant,
+                amount=form.cleaned_data["amount"],
+                reference=form.cleaned_data["reference"],
+                actor=request.user,
+            )
+        except ValidationError as error:
+            form.add_error(None, " ".join(error.messages))
+        else:
+            if created:
+                messages.success(
+                    request,
+                    _("%(amount)s %(currency)s credited to %(tenant)s.")
+                    % {"amount": entry.amount, "currency": tenant.currency, "tenant": tenant.name},
+                )
+            else:
+                messages.info(request, _("A top-up with this reference was already recorded; nothing changed."))
+            return redirect("ops-topup")
+    recent, _next = account_selectors.audit_log_page(action_prefix=topups.TOPUP_ACTION, limit=20)
+    status = 400 if request.method == "POST" else 200
+    return page(request, "portal/ops/topup.html", {"form": form, "recent": recent}, status=status)
+
+
+@portal_view("ops.view")
+def audit(request: HttpRequest, portal: PortalContext) -> HttpResponse:
+    tenant_slug = request.GET.get("tenant", "")
+    tenant = account_selectors.tenant_by_slug(tenant_slug) if tenant_slug else None
+    if tenant_slug and tenant is None:
+        raise Http404("No such tenant.")
+    entries, next_before = account_selectors.audit_log_page(
+        tenant_id=tenant.pk if tenant else None,
+        action_prefix=request.GET.get("action", "").strip()[:64],
+        before_id=int_param(request.GET.get("before")),
+        limit=AUDIT_PAGE_SIZE,
+    )
+    query = request.GET.copy()
+    query.pop("before", None)
+    return page(
+        request,
+        "portal/ops/audit.html",
+        {
+            "entries": entries,
+            "next_before": next_before,
+            "tenant": tenant,
+            "tenants": account_selectors.all_tenants(),
+            "action": request.GET.get("action", ""),
+            "query": query.urlencode(),
+            "is_first_page": not request.GET.get("before"),
+        },
+    )
