@@ -63,22 +63,30 @@ class PriceBook:
 
 
 def price_book_for(*, plan_id: int | None, tenant_id: int, models: set[str]) -> PriceBook | None:
-    """One query: every version of the exact names in `models` and of every glob in the plan."""
+    """One query: every version of the exact names in `models` and of every glob in the plan.
+
+    The plan's own fields ride along on each price row; only when no price matches at all is
+    the plan read on its own (ingest calls this once per request, so a round trip counts).
+    """
     if plan_id is None:
         return None
-    plan = PricePlan.objects.filter(pk=plan_id).only("currency", "allow_unpriced_models").first()
-    if plan is None:
-        return None
-    book = PriceBook(currency=plan.currency, allow_unpriced=plan.allow_unpriced_models)
     pattern_filter = Q(model_pattern__in=models)
     for ch in _GLOB_CHARS:
         pattern_filter |= Q(model_pattern__contains=ch)
-    rows = (
+    rows = list(
         Price.objects.filter(plan_id=plan_id)
         .filter(Q(tenant__isnull=True) | Q(tenant_id=tenant_id))
         .filter(pattern_filter)
+        .annotate(plan_currency=F("plan__currency"), plan_allow_unpriced=F("plan__allow_unpriced_models"))
         .order_by("-effective_from")
     )
+    if rows:
+        book = PriceBook(currency=rows[0].plan_currency, allow_unpriced=rows[0].plan_allow_unpriced)
+    else:
+        plan = PricePlan.objects.filter(pk=plan_id).only("currency", "allow_unpriced_models").first()
+        if plan is None:
+            return None
+        book = PriceBook(currency=plan.currency, allow_unpriced=plan.allow_unpriced_models)
     versions: dict[tuple[bool, str], list] = defaultdict(list)
     for price in rows:
         versions[(price.tenant_id is not None, price.model_pattern)].append(

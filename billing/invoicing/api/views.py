@@ -114,27 +114,51 @@ class InvoiceListView(InvoiceAPIView):
 
 
 class InvoiceDetailView(InvoiceAPIView):
+    rendition = "json"
+
     @extend_schema(
         operation_id="invoices_retrieve",
         parameters=[_API_KEY_PARAM],
-        responses={
-            200: OpenApiTypes.OBJECT,
-            (200, "text/csv"): OpenApiTypes.BINARY,
-            (200, "application/pdf"): OpenApiTypes.BINARY,
-        },
-        summary="One invoice with its lines; .csv and .pdf give the same invoice as a file.",
+        responses={200: OpenApiTypes.OBJECT},
+        summary="One invoice with its lines (.csv and .pdf give the same invoice as a file).",
     )
-    def get(self, request: Request, pk: int, rendition: str = "json") -> Response | HttpResponse:
+    def get(self, request: Request, pk: int) -> Response | HttpResponse:
         invoice = selectors.invoice_for_tenant(tenant_id=self.tenant_id(request), invoice_id=pk)
         if invoice is None:
             raise ApiError(status_code=404, code="not_found", message="No such invoice.")
         name = invoice.number or f"draft-{invoice.period}-{invoice.pk}"
-        if rendition == "csv":
+        if self.rendition == "csv":
             response = HttpResponse(exports.invoice_csv(invoice), content_type="text/csv; charset=utf-8")
             response["Content-Disposition"] = f'attachment; filename="{name}.csv"'
             return response
-        if rendition == "pdf":
+        if self.rendition == "pdf":
             response = HttpResponse(pdf.invoice_pdf(invoice), content_type="application/pdf")
             response["Content-Disposition"] = f'inline; filename="{name}.pdf"'
             return response
         return Response(invoice_detail(invoice))
+
+
+class InvoiceCSVView(InvoiceDetailView):
+    rendition = "csv"
+
+    @extend_schema(
+        operation_id="invoices_csv",
+        parameters=[_API_KEY_PARAM],
+        responses={(200, "text/csv"): OpenApiTypes.BINARY},
+        summary="One invoice's lines and totals as CSV (UTF-8).",
+    )
+    def get(self, request: Request, pk: int) -> Response | HttpResponse:
+        return super().get(request, pk)
+
+
+class InvoicePDFView(InvoiceDetailView):
+    rendition = "pdf"
+
+    @extend_schema(
+        operation_id="invoices_pdf",
+        parameters=[_API_KEY_PARAM],
+        responses={(200, "application/pdf"): OpenApiTypes.BINARY},
+        summary="One invoice as a PDF in the tenant's language.",
+    )
+    def get(self, request: Request, pk: int) -> Response | HttpResponse:
+        return super().get(request, pk)

@@ -6,8 +6,9 @@ from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
-from billing.invoicing import services
+from billing.invoicing import services, tasks
 from billing.invoicing.models import Invoice, InvoiceLine, NumberSequence
 from billing.models import LedgerEntry
 from billing.services.ledger import ledger_post
@@ -250,3 +251,30 @@ def test_credit_notes_full_and_partial_numbered_and_audited(tenant_a, api_key_a)
     assert sorted(credited) == [Decimal("1.23"), Decimal("3.77")]
     invoice.refresh_from_db()
     assert invoice.subtotal == Decimal("5.00")  # the invoice itself never changes
+
+
+def test_beat_task_closes_last_month_from_ingested_usage(tenant_a, key_a, settings):
+    """End to end: events through the HTTP API, then the periodic task, twice."""
+    settings.INVOICE_GRACE_DAYS = 0
+    settings.INVOICE_SETTLE_SECONDS = 0
+    today = timezone.now()
+    last_month_day = today.replace(day=1) - dt.timedelta(days=10)
+    for index in range(3):
+        response = key_a.post(
+            "/api/v1/events",
+            {
+                "request_id": f"beat-{index}",
+                "model": "gpt-4o",
+                "input_tokens": 1_000_000,
+                "output_tokens": 0,
+                "timestamp": last_month_day.isoformat(),
+            },
+        )
+        assert response.status_code == 201, response.content
+    counts = tasks.invoices_close_due()
+    assert counts.get("finalized") == 1
+    invoice = Invoice.objects.get(tenant=tenant_a, period=f"{last_month_day:%Y-%m}")
+    assert invoice.status == "finalized" and invoice.subtotal == Decimal("7.50")
+    assert invoice.unrounded_total == sum(e.cost for e in UsageEvent.objects.filter(tenant=tenant_a))
+    assert tasks.invoices_close_due().get("finalized") is None
+    assert Invoice.objects.filter(tenant=tenant_a).count() == 1
