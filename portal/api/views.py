@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from portal.accounts import selectors
 from portal.accounts.authentication import Principal, ensure_key_usable
 from portal.accounts.models import ApiKey
+from portal.api import openapi  # noqa: F401 - registers the Bearer scheme with the schema generator
 from portal.api.errors import ApiError
 
 
