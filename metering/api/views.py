@@ -58,6 +58,11 @@ def _service_key(ref: str | int):
 class IngestView(TenantAPIView):
     required_scope = "ingest"
 
+    def initial(self, request: Request, *args, **kwargs) -> None:
+        super().initial(request, *args, **kwargs)
+        if not self.principal(request).is_service:
+            self.acting_key(request)  # the scope is checked before the body is read or judged
+
     def record(self, request: Request, raw_events: list) -> tuple:
         principal = self.principal(request)
         if principal.is_service:

@@ -127,3 +127,18 @@ def test_key_use_is_recorded(key_a):
     key_a.post("/api/v1/events", EventBodyFactory())
     key_a.row.refresh_from_db()
     assert key_a.row.last_used_at is not None
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/events", ["not", "an", "object"]),
+        ("/api/v1/events/batch", {"events": []}),
+        ("/api/v1/events/batch", {"events": [{}] * 1001}),
+    ],
+)
+def test_scope_is_checked_before_the_body(tenant_a, path, body):
+    reader = Credential(*issue_api_key(tenant_a, scopes=["read"]))
+    response = reader.post(path, body)
+    assert response.status_code == 403
+    assert response.json()["error"]["code"] == "insufficient_scope"
