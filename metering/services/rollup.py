@@ -1,10 +1,11 @@
 """Daily rollups: DailyUsage rebuilt from UsageEvent per tenant-local day, idempotently.
 
-A rebuild of a tenant-day computes the day's rows from one aggregate query and makes the table
-match it in one transaction: on PostgreSQL one statement (INSERT ... SELECT ... GROUP BY ...
-ON CONFLICT DO UPDATE, plus a DELETE of groups that no longer exist), on SQLite (the embedded
-default) a Python sum (exact Decimals) then delete + insert. Recomputing a day therefore yields
-identical rows, and a row whose figures did not change is not even rewritten.
+A rebuild of a local day (for one tenant or many at once) computes the day's rows from one
+aggregate query and makes the table match it in the same transaction: on PostgreSQL the
+GROUP BY (parallel) then one INSERT ... ON CONFLICT DO UPDATE plus a DELETE of groups that no
+longer exist; on SQLite (the embedded default) a Python sum (exact Decimals) then delete +
+insert. Recomputing a day therefore yields identical rows, and a row whose figures did not
+change is not even rewritten.
 
 Which days to rebuild:
 - incremental (`rollup_refresh`, every few minutes): the tenant-days touched by events
@@ -61,24 +62,31 @@ _COLS = ", ".join(_FIGURES)
 _EXCLUDED = ", ".join(f"EXCLUDED.{name}" for name in _FIGURES)
 _CURRENT = ", ".join(f"d.{name}" for name in _FIGURES)
 _SET = ", ".join(f"{name} = EXCLUDED.{name}" for name in (*_FIGURES, "updated_at"))
-# One statement rebuilds a local day for a set of tenants. `ranges` are each tenant's day as
-# a UTC range (computed in Python from its zone), so no per-row time zone arithmetic; the
-# outer occurred_at bounds let PostgreSQL skip the rest of the table (BRIN index). It upserts
-# the day's groups (rewriting only rows whose figures changed), then deletes the rows of groups
-# that no longer exist. Identifiers are module constants; every value is a parameter.
-_REBUILD_SQL = f"""
-WITH ranges AS (
-    SELECT * FROM unnest(%(tenants)s::bigint[], %(starts)s::timestamptz[], %(ends)s::timestamptz[])
-        AS r(tenant_id, day_start, day_end)
-), agg AS (
-    SELECT e.tenant_id, e.api_key_id, e.model, count(*) AS requests, sum(e.input_tokens) AS input_tokens,
-        sum(e.output_tokens) AS output_tokens, sum(e.cached_input_tokens) AS cached_input_tokens,
-        sum(e.cache_write_tokens) AS cache_write_tokens, coalesce(sum(e.cost), 0) AS cost,
-        count(*) - count(e.cost) AS unpriced_requests
-    FROM {EVENTS} e
-    JOIN ranges r ON r.tenant_id = e.tenant_id AND e.occurred_at >= r.day_start AND e.occurred_at < r.day_end
-    WHERE e.occurred_at >= %(lo)s AND e.occurred_at < %(hi)s
-    GROUP BY e.tenant_id, e.api_key_id, e.model
+# A rebuild of one local day for a set of tenants is two statements in one transaction:
+# 1. the aggregate: `ranges` are each tenant's day as a UTC range (computed in Python from its
+#    zone, so no per-row time zone arithmetic), the outer occurred_at bounds let PostgreSQL skip
+#    the rest of the table (BRIN index). A plain SELECT, so PostgreSQL may run it in parallel
+#    (it never parallelizes a statement that writes, a data-modifying CTE included);
+# 2. the write: INSERT ... SELECT FROM the aggregate's rows ON CONFLICT DO UPDATE, rewriting only
+#    rows whose figures changed, and a DELETE of the rows of groups that no longer exist.
+# Identifiers are module constants; every value is a parameter.
+_AGGREGATE_SQL = f"""
+SELECT e.tenant_id, e.api_key_id, e.model, count(*), sum(e.input_tokens), sum(e.output_tokens),
+    sum(e.cached_input_tokens), sum(e.cache_write_tokens), coalesce(sum(e.cost), 0), count(*) - count(e.cost)
+FROM {EVENTS} e
+JOIN unnest(%(tenants)s::bigint[], %(starts)s::timestamptz[], %(ends)s::timestamptz[])
+    AS r(tenant_id, day_start, day_end)
+    ON r.tenant_id = e.tenant_id AND e.occurred_at >= r.day_start AND e.occurred_at < r.day_end
+WHERE e.occurred_at >= %(lo)s AND e.occurred_at < %(hi)s
+GROUP BY e.tenant_id, e.api_key_id, e.model
+"""  # noqa: S608
+_WRITE_SQL = f"""
+WITH agg AS (
+    SELECT * FROM unnest(
+        %(g_tenant)s::bigint[], %(g_key)s::bigint[], %(g_model)s::text[], %(g_requests)s::bigint[],
+        %(g_input)s::bigint[], %(g_output)s::bigint[], %(g_cached)s::bigint[], %(g_cache_write)s::bigint[],
+        %(g_cost)s::numeric[], %(g_unpriced)s::bigint[]
+    ) AS a(tenant_id, api_key_id, model, {_COLS})
 ), upserted AS (
     INSERT INTO {DAILY} AS d (tenant_id, api_key_id, model, day, {_COLS}, updated_at)
     SELECT tenant_id, api_key_id, model, %(day)s, {_COLS}, now() FROM agg
@@ -92,8 +100,12 @@ WITH ranges AS (
     )
     RETURNING 1
 )
-SELECT (SELECT count(*) FROM agg), (SELECT count(*) FROM upserted), (SELECT count(*) FROM pruned)
+SELECT (SELECT count(*) FROM upserted), (SELECT count(*) FROM pruned)
 """  # noqa: S608
+_GROUP_PARAMS = (
+    "g_tenant", "g_key", "g_model", "g_requests", "g_input", "g_output", "g_cached", "g_cache_write", "g_cost",
+    "g_unpriced",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -139,8 +151,13 @@ def rollup_day(*, day: dt.date, tenants: dict[int, str] | None = None) -> DayRes
                     [_LOCK_TENANT_DAY, keys],
                 )
                 cursor.execute("SET LOCAL work_mem = '64MB'")  # a big day's hash aggregate stays in memory
-                cursor.execute(_REBUILD_SQL, params)
-                groups, written, deleted = cursor.fetchone()
+                cursor.execute(_AGGREGATE_SQL, params)
+                rows = cursor.fetchall()
+                columns = list(zip(*rows, strict=True)) if rows else [()] * len(_GROUP_PARAMS)
+                params |= {name: list(values) for name, values in zip(_GROUP_PARAMS, columns, strict=True)}
+                cursor.execute(_WRITE_SQL, params)
+                groups = len(rows)
+                written, deleted = cursor.fetchone()
         else:
             groups = written = deleted = 0
             for tenant_id, period in zip(ids, periods, strict=True):
