@@ -4,6 +4,7 @@ Chinese text needs a CJK font on the machine (Debian's fonts-wqy-microhei, which
 installs); the stylesheet names it first so that Latin and Chinese glyphs share one face.
 """
 
+import logging
 from decimal import Decimal
 
 from django.conf import settings
@@ -161,4 +162,6 @@ def invoice_html(invoice: Invoice) -> str:
 def invoice_pdf(invoice: Invoice) -> bytes:
     import weasyprint  # noqa: PLC0415 - loads pango through cffi; only the PDF paths need it
 
+    # WeasyPrint narrates each rendering step at INFO; one invoice is not worth seven log lines.
+    logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)
     return weasyprint.HTML(string=invoice_html(invoice)).write_pdf()

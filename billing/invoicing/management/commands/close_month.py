@@ -2,6 +2,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from billing.invoicing import services
 from billing.invoicing.management.commands._period import period_or_error
+from billing.money import currency_exponent
 from portal.accounts.cli import tenant_or_error
 
 
@@ -28,9 +29,10 @@ class Command(BaseCommand):
             invoice = result.invoice
             figures = ""
             if invoice is not None:
+                places = currency_exponent(invoice.currency)
                 figures = (
-                    f" {invoice.number or 'draft'} subtotal {invoice.subtotal} {invoice.currency},"
-                    f" due {invoice.amount_due}"
+                    f" {invoice.number or 'draft'} subtotal {invoice.subtotal:.{places}f} {invoice.currency},"
+                    f" due {invoice.amount_due:.{places}f}"
                 )
             self.stdout.write(f"{result.tenant} {result.period}: {result.outcome}{figures}")
             if result.message:
