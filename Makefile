@@ -15,7 +15,7 @@ TEST_ENV := DEBUG=0 SECRET_KEY=test-only-secret ALLOWED_HOSTS=testserver,127.0.0
 	LOG_LEVEL=WARNING
 PYTEST_ARGS ?=
 
-.PHONY: run test lint format migrate seed bench clean help messages pdf-deps
+.PHONY: run test lint format migrate seed bench clean help messages pdf-deps system-deps
 
 help:
 	@echo "make run   - install, migrate, seed demo data, serve http://127.0.0.1:8000 (SQLite, no Redis)"
@@ -46,6 +46,18 @@ pdf-deps:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	else echo "Install$$missing (Debian packages) for invoice PDFs." >&2; exit 1; fi
 
+# Debian packages the portal needs: chromium (browser tests), a CJK font so Chinese renders
+# (screenshots, PDFs), gettext for compilemessages. Installed only when missing, non-interactive,
+# when root; otherwise named. `make run` needs only the font and gettext.
+SYSTEM_PACKAGES ?= chromium fonts-wqy-microhei gettext
+system-deps:
+	@command -v dpkg >/dev/null || exit 0; missing=""; \
+	for pkg in $(SYSTEM_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	[ -z "$$missing" ] && exit 0; \
+	if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo "Install these Debian packages:$$missing" >&2; exit 1; fi
+
 # Translations: compilemessages needs GNU gettext (msgfmt), installed from Debian if missing.
 messages: $(VENV)/.runtime-installed
 	@command -v msgfmt >/dev/null || { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
@@ -55,7 +67,8 @@ messages: $(VENV)/.runtime-installed
 
 # A Celery worker with embedded beat runs beside the web server on kombu's filesystem queue
 # (.celery/): rollups and alert sweeps happen on schedule with no Redis (docs/deploy.md).
-run: $(VENV)/.runtime-installed messages pdf-deps
+run: SYSTEM_PACKAGES = fonts-wqy-microhei gettext
+run: $(VENV)/.runtime-installed system-deps messages pdf-deps
 	$(RUN_ENV) $(PY) manage.py migrate --noinput -v0
 	$(RUN_ENV) $(PY) manage.py seed_demo
 	@mkdir -p .celery/queue
@@ -73,7 +86,7 @@ format: $(VENV)/.dev-installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: $(VENV)/.dev-installed lint messages pdf-deps
+test: $(VENV)/.dev-installed lint system-deps messages pdf-deps
 	$(TEST_ENV) $(PY) manage.py makemigrations --check --dry-run -v0
 	$(TEST_ENV) $(PY) manage.py collectstatic --noinput -v0
 	$(TEST_ENV) $(BIN)/pytest --create-db $(PYTEST_ARGS)
