@@ -9,6 +9,8 @@ rates each of those events at its own `occurred_at` (the price version in effect
 - charges the wallet for the claimed events in the same transaction, with the ledger key
   `rerate:<first claimed id>:<count>` (disjoint claims have different first ids; a replay of the
   same claim is a no-op in the ledger);
+- adds the cost to the money quota counters of each event's own day, month and lifetime
+  (the tokens were counted at ingest), and mirrors both into the balance backend's counters;
 - writes one AuditLog entry per charge, naming the events, the amount and who asked.
 
 A second run finds nothing to price and changes nothing. Events whose model still has no price
@@ -23,10 +25,13 @@ from decimal import Decimal
 from django.db import transaction
 
 from billing import selectors as billing_selectors
-from billing.money import round_to_ledger
+from billing.money import round_to_ledger, to_micros
 from billing.periods import local_date
 from billing.rating import rate
+from billing.services.balances import MirrorDelta, balance_backend
 from billing.services.ledger import ledger_post
+from billing.services.quota_counters import quota_counters_add
+from billing.windows import Cell, cells_for
 from metering.models import UsageEvent
 from portal.accounts.models import Tenant
 from portal.accounts.services import audit_record
@@ -69,8 +74,8 @@ def _rerate_tenant(tenant: Tenant, *, actor_label: str, result: RerateResult) ->
         chunk = list(
             unpriced.filter(pk__gt=after_id)
             .order_by("pk")
-            .only("pk", "model", "occurred_at", "input_tokens", "output_tokens", "cached_input_tokens",
-                  "cache_write_tokens")[:CHUNK]
+            .only("pk", "api_key_id", "model", "occurred_at", "input_tokens", "output_tokens",
+                  "cached_input_tokens", "cache_write_tokens")[:CHUNK]
         )  # fmt: skip
         if not chunk:
             return
@@ -119,6 +124,7 @@ def _price_and_charge(tenant: Tenant, rated: list, *, currency: str, actor_label
                 actor_label=actor_label,
                 metadata={"events": len(claimed), "first_event_id": first_id, "last_event_id": last_id},
             )
+            _count_against_quotas(tenant, claimed)  # under the balance lock ledger_post took
         audit_record(
             action="usage.rerate",
             target=tenant,
@@ -137,3 +143,17 @@ def _price_and_charge(tenant: Tenant, rated: list, *, currency: str, actor_label
     result.charged[currency] = result.charged.get(currency, Decimal(0)) + round_to_ledger(total)
     for event, _ in claimed:
         result.days[tenant.pk].add(local_date(event.occurred_at, tenant.timezone))
+
+
+def _count_against_quotas(tenant: Tenant, claimed: list) -> None:
+    """Money quota counters of each event's own windows; tokens were counted at ingest."""
+    cost_by_cell: dict[Cell, Decimal] = defaultdict(Decimal)
+    for event, cost in claimed:
+        for cell in cells_for(event.occurred_at, tenant.timezone, event.api_key_id):
+            cost_by_cell[cell] += cost
+    deltas = {cell: (0, to_micros(cost)) for cell, cost in cost_by_cell.items()}
+    quota_counters_add(tenant_id=tenant.pk, deltas=deltas)
+    mirror = MirrorDelta()
+    for cell, (_, micros) in deltas.items():
+        mirror.add(cell, micros=micros)
+    balance_backend().mirror(tenant.pk, mirror)

@@ -10,10 +10,11 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
 
-from billing.models import LedgerEntry, Wallet
-from billing.money import round_to_ledger
+from billing.models import LedgerEntry, QuotaCounter, Wallet
+from billing.money import round_to_ledger, to_micros
 from billing.selectors import ledger_sum
 from billing.services.pricing import price_add
+from billing.services.reconcile import balances_reconcile
 from metering.models import UsageEvent
 from metering.services.rerate import usage_rerate_unpriced
 from portal.accounts.models import AuditLog
@@ -236,3 +237,25 @@ def test_concurrent_rerates_charge_once(key_a, tenant_a, plan):
     assert AuditLog.objects.filter(action="usage.rerate").count() == LedgerEntry.objects.filter(tenant=tenant_a).count()
     assert Wallet.objects.get(tenant=tenant_a).balance == ledger_sum(tenant_id=tenant_a.pk)
     assert not UsageEvent.objects.filter(tenant=tenant_a, cost__isnull=True).exists()
+
+
+def test_rerated_cost_counts_against_money_quotas_and_leaves_no_drift(key_b, tenant_b, plan):
+    # tenant_b is Asia/Shanghai: 17:30 UTC on Nov 1 counts in its Nov 2 day and November month.
+    _unpriced(key_b, 2, when=dt.datetime(2026, 11, 1, 17, 30, tzinfo=dt.UTC))
+    _add_price(plan, days_ago=400)
+    tokens_before = dict(
+        QuotaCounter.objects.filter(tenant=tenant_b).values_list("period", "tokens").filter(api_key_ref=0)
+    )
+    usage_rerate_unpriced(tenant_id=tenant_b.pk, actor_label="test")
+    cells = {
+        (row.api_key_ref, row.period, row.period_start): row for row in QuotaCounter.objects.filter(tenant=tenant_b)
+    }
+    expected = to_micros(2 * CLAUDE_COST)
+    for ref in (0, key_b.row.pk):
+        assert cells[(ref, "day", dt.date(2026, 11, 2))].micros == expected
+        assert cells[(ref, "month", dt.date(2026, 11, 1))].micros == expected
+        assert cells[(ref, "lifetime", dt.date(1970, 1, 1))].micros == expected
+    # Tokens were counted when the events arrived, not again now.
+    assert cells[(0, "day", dt.date(2026, 11, 2))].tokens == tokens_before["day"] == 3000
+    report = balances_reconcile(fix=False)
+    assert report.clean, report
