@@ -1,6 +1,12 @@
-from django.contrib import admin
+from decimal import Decimal
 
-from billing.models import Hold, LedgerEntry, Price, PricePlan, Quota, Wallet
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.template.response import TemplateResponse
+
+from billing.models import Hold, LedgerEntry, Price, PricePlan, Quota, QuotaCounter, Wallet
+from billing.services.topups import topup_amount, wallet_topup
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -40,9 +46,64 @@ class PriceAdmin(admin.ModelAdmin):
         return False
 
 
+class TopupForm(forms.Form):
+    amount = forms.CharField(help_text="In the wallet's currency, e.g. 10.00 (at most 6 decimal places).")
+    reference = forms.CharField(
+        max_length=150, help_text="The payment or transfer id: the same reference is never credited twice."
+    )
+
+    def clean_amount(self) -> Decimal:
+        return topup_amount(self.cleaned_data["amount"])
+
+
 @admin.register(Wallet)
 class WalletAdmin(ReadOnlyAdmin):
+    """Balances are moved only through the ledger: the top-up action posts an audited credit."""
+
     list_display = ["tenant", "balance", "currency", "updated_at"]
+    search_fields = ["tenant__slug", "tenant__name"]
+    actions = ["topup"]
+
+    def has_topup_permission(self, request) -> bool:
+        return request.user.is_superuser or request.user.has_perm("billing.add_ledgerentry")
+
+    @admin.action(description="Top up the selected wallets", permissions=["topup"])
+    def topup(self, request, queryset):
+        form = TopupForm(request.POST if "apply" in request.POST else None)
+        if form.is_valid():
+            reference = form.cleaned_data["reference"].strip()
+            many = queryset.count() > 1
+            for wallet in queryset.select_related("tenant", "tenant__price_plan"):
+                # One reference per wallet when several are credited at once.
+                ref = f"{reference}:{wallet.tenant.slug}" if many else reference
+                try:
+                    entry, created = wallet_topup(
+                        tenant=wallet.tenant, amount=form.cleaned_data["amount"], reference=ref, actor=request.user
+                    )
+                except ValidationError as exc:
+                    self.message_user(request, f"{wallet.tenant.slug}: {' '.join(exc.messages)}", messages.ERROR)
+                    continue
+                if created:
+                    self.message_user(request, f"{wallet.tenant.slug}: credited {entry.amount} {wallet.currency}.")
+                else:
+                    self.message_user(
+                        request, f"{wallet.tenant.slug}: reference {ref!r} was already credited.", messages.WARNING
+                    )
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Top up wallets",
+            "form": form,
+            "wallets": list(queryset.select_related("tenant")),
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "billing/admin/wallet_topup.html", context)
+
+
+@admin.register(QuotaCounter)
+class QuotaCounterAdmin(ReadOnlyAdmin):
+    list_display = ["tenant", "api_key_ref", "period", "period_start", "tokens", "micros"]
+    list_filter = ["period"]
 
 
 @admin.register(LedgerEntry)
@@ -54,8 +115,11 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
 
 @admin.register(Hold)
 class HoldAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "tenant", "request_id", "model", "amount", "status", "expires_at"]
+    list_display = [
+        "created_at", "tenant", "request_id", "model", "amount", "status", "expires_at", "settled_amount", "overage",
+    ]  # fmt: skip
     list_filter = ["status"]
+    search_fields = ["request_id"]
 
 
 @admin.register(Quota)
