@@ -20,6 +20,7 @@ above the level ends.
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -344,6 +345,25 @@ def tenants_with_rules() -> list[int]:
     return list(AlertRule.objects.filter(enabled=True).values_list("tenant_id", flat=True).distinct().order_by())
 
 
+# Ingest asks on every batch whether a tenant has rules at all; one query per process per
+# RULES_MEMO_SECONDS answers it (a rule made in another process is seen that much later by the
+# ingest hook; the sweep covers the gap). Only a cache: losing it costs one query.
+RULES_MEMO_SECONDS = 30.0
+_rules_memo: dict[str, Any] = {"until": 0.0, "tenants": frozenset()}
+
+
+def tenant_has_rules(*, tenant_id: int) -> bool:
+    now = time.monotonic()
+    if now >= _rules_memo["until"]:
+        _rules_memo["tenants"] = frozenset(tenants_with_rules())
+        _rules_memo["until"] = now + RULES_MEMO_SECONDS
+    return tenant_id in _rules_memo["tenants"]
+
+
+def _forget_rules_memo() -> None:
+    _rules_memo["until"] = 0.0
+
+
 # --- Delivering -------------------------------------------------------------------------------
 
 
@@ -525,4 +545,5 @@ def alert_rule_create(
             spike_factor=spike_factor,
         )
         rule.channels.set(channels)
+    _forget_rules_memo()
     return rule

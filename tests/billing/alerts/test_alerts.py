@@ -153,14 +153,16 @@ def test_80_then_100_percent_sends_two_alerts_per_channel_and_a_new_month_rearms
 
 
 @pytest.mark.django_db(transaction=True)
-def test_ingest_queues_one_debounced_evaluation_per_burst(tenant_a, key_a, settings):
+def test_ingest_queues_one_debounced_evaluation_per_burst(tenant_a, key_a, key_b, settings):
     settings.ALERTS_DEBOUNCE_SECONDS = 30
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     broker.delete("celery")
     cache.delete(debounce_key(tenant_a.pk))
+    services.alert_rule_create(tenant=tenant_a, kind="spike", channels=[])
 
     for _ in range(3):
         post_tokens(key_a, 2)
+    post_tokens(key_b, 2)  # globex has no alert rules: nothing to evaluate
 
     queued = broker.lrange("celery", 0, -1)
     assert len(queued) == 1
