@@ -11,7 +11,8 @@ rates each of those events at its own `occurred_at` (the price version in effect
   same claim is a no-op in the ledger);
 - adds the cost to the money quota counters of each event's own day, month and lifetime
   (the tokens were counted at ingest), and mirrors both into the balance backend's counters;
-- writes one AuditLog entry per charge, naming the events, the amount and who asked.
+- writes one AuditLog entry per charge, naming the events, the amount and who asked;
+- rebuilds the daily rollups of the tenant-local days whose cost changed.
 
 A second run finds nothing to price and changes nothing. Events whose model still has no price
 stay unpriced and are counted in the result.
@@ -33,6 +34,7 @@ from billing.services.ledger import ledger_post
 from billing.services.quota_counters import quota_counters_add
 from billing.windows import Cell, cells_for
 from metering.models import UsageEvent
+from metering.services.rollup import rollup_day
 from portal.accounts.models import Tenant
 from portal.accounts.services import audit_record
 
@@ -44,7 +46,7 @@ class RerateResult:
     priced: int = 0  # events priced by this run
     charged: dict[str, Decimal] = field(default_factory=dict)  # currency -> wallet charge (ledger units)
     still_unpriced: int = 0  # events whose model has no price yet (or none at their time)
-    # Tenant-local days whose usage changed cost: the rollups of these days are stale.
+    # Tenant-local days whose usage changed cost (their rollups are rebuilt).
     days: dict[int, set[dt.date]] = field(default_factory=lambda: defaultdict(set))
 
 
@@ -59,6 +61,8 @@ def usage_rerate_unpriced(*, tenant_id: int | None = None, actor_label: str) -> 
     result = RerateResult()
     for tenant in Tenant.objects.filter(pk__in=tenant_ids).order_by("pk"):
         _rerate_tenant(tenant, actor_label=actor_label, result=result)
+        for day in sorted(result.days.get(tenant.pk, ())):
+            rollup_day(day=day, tenants={tenant.pk: tenant.timezone})
     return result
 
 

@@ -15,7 +15,7 @@ from billing.money import round_to_ledger, to_micros
 from billing.selectors import ledger_sum
 from billing.services.pricing import price_add
 from billing.services.reconcile import balances_reconcile
-from metering.models import UsageEvent
+from metering.models import DailyUsage, UsageEvent
 from metering.services.rerate import usage_rerate_unpriced
 from portal.accounts.models import AuditLog
 from tests.assertions import metric_value
@@ -259,3 +259,14 @@ def test_rerated_cost_counts_against_money_quotas_and_leaves_no_drift(key_b, ten
     assert cells[(0, "day", dt.date(2026, 11, 2))].tokens == tokens_before["day"] == 3000
     report = balances_reconcile(fix=False)
     assert report.clean, report
+
+
+def test_rerate_rebuilds_the_rollups_of_the_days_it_changed(key_b, tenant_b, plan):
+    _unpriced(key_b, 2, when=dt.datetime(2026, 11, 1, 17, 30, tzinfo=dt.UTC))  # Nov 2 in Shanghai
+    call_command("rollup", "--date", "2026-11-02", "--tenant", tenant_b.slug, stdout=StringIO())
+    (before,) = DailyUsage.objects.filter(tenant=tenant_b)
+    assert (before.day, before.cost, before.unpriced_requests) == (dt.date(2026, 11, 2), 0, 2)
+    _add_price(plan, days_ago=400)
+    assert "Rebuilt the daily rollups of 1 tenant-day(s)" in _rerate("--tenant", tenant_b.slug)
+    (after,) = DailyUsage.objects.filter(tenant=tenant_b)
+    assert (after.requests, after.cost, after.unpriced_requests) == (2, 2 * CLAUDE_COST, 0)

@@ -142,3 +142,9 @@ def test_scope_is_checked_before_the_body(tenant_a, path, body):
     response = reader.post(path, body)
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "insufficient_scope"
+
+
+def test_wrong_method_is_405_in_the_error_shape(key_a):
+    response = key_a.get("/api/v1/events")
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"

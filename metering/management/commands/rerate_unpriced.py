@@ -26,4 +26,4 @@ class Command(BaseCommand):
             )
         if result.days:
             days = sum(len(tenant_days) for tenant_days in result.days.values())
-            self.stdout.write(f"{days} tenant-day(s) changed cost: rebuild their rollups (manage.py rollup).")
+            self.stdout.write(f"Rebuilt the daily rollups of {days} tenant-day(s) whose cost changed.")
