@@ -34,7 +34,8 @@ class UsageEvent(models.Model):
     cost = models.DecimalField(**COST_FIELD, null=True, blank=True)
     currency = models.CharField(max_length=3)
     price = models.ForeignKey("billing.Price", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
-    # SHA-256 of the canonical body: a replay with the same hash is a duplicate, else a conflict.
+    # SHA-256 of the canonical body (without api_key) and the consuming key id: a replay with the
+    # same hash is a duplicate, else a conflict (metering/validation.py, keyed_body_hash).
     body_hash = models.CharField(max_length=64)
 
     class Meta:
