@@ -20,6 +20,8 @@ PALETTE = {
     "requests": "#8b5cf6",
     "bar": "#2563eb",
 }
+# Days as 11-23 (no month names: the same in every language), full dates on hover.
+DAY_AXIS = {"gridcolor": "#eef0f3", "type": "date", "tickformat": "%m-%d", "hoverformat": "%Y-%m-%d"}
 FONT = '-apple-system, "Segoe UI", Roboto, "PingFang SC", "Microsoft YaHei", "Noto Sans CJK SC", sans-serif'
 
 
@@ -34,8 +36,8 @@ def _layout(**extra) -> dict:
         "plot_bgcolor": "rgba(0,0,0,0)",
         "font": {"family": FONT, "size": 12, "color": "#1f2933"},
         "hovermode": "x unified",
-        "legend": {"orientation": "h", "y": -0.18},
-        "xaxis": {"gridcolor": "#eef0f3"},
+        "legend": {"orientation": "h", "y": -0.18, "traceorder": "normal"},
+        "xaxis": DAY_AXIS,
         "yaxis": {"gridcolor": "#eef0f3", "rangemode": "tozero"},
         "height": 300,
     }
