@@ -372,12 +372,13 @@ def _draft_for_update(*, tenant: Tenant, year: int, month: int, now: dt.datetime
 
 
 def invoice_draft_refresh(
-    *, tenant: Tenant, year: int, month: int, now: dt.datetime | None = None
-) -> tuple[Invoice, bool]:
+    *, tenant: Tenant, year: int, month: int, now: dt.datetime | None = None, skip_empty: bool = False
+) -> tuple[Invoice | None, bool]:
     """Create or recompute the draft of one tenant-month. Returns (invoice, changed).
 
     An issued invoice is returned as it is. A draft for a month older than an issued invoice is
-    refused: that usage is billed on the next open invoice as adjustment lines.
+    refused: that usage is billed on the next open invoice as adjustment lines. With skip_empty,
+    a month with no usage to bill gets no invoice (None), so idle tenants use up no numbers.
     """
     now = now or timezone.now()
     label = period_label(year, month)
@@ -391,11 +392,27 @@ def invoice_draft_refresh(
                 f"{tenant.slug}: invoice {later.number} for {later.period} is already issued; "
                 f"usage of {label} is billed on the next open invoice as adjustment lines."
             )
+        if existing is None and skip_empty and _nothing_to_bill(tenant=tenant, year=year, month=month, now=now):
+            return None, False
         invoice, created = _draft_for_update(tenant=tenant, year=year, month=month, now=now)
         if not invoice.is_draft:  # finalized by someone else while we waited for the lock
             return invoice, False
         changed = _write_lines(invoice, invoice_compute(tenant=tenant, invoice=invoice, cutoff=now), cutoff=now)
     return invoice, created or changed
+
+
+def _nothing_to_bill(*, tenant: Tenant, year: int, month: int, now: dt.datetime) -> bool:
+    period = month_period(year, month, tenant.timezone)
+    probe = Invoice(
+        tenant=tenant,
+        period=period_label(year, month),
+        period_start=period.start,
+        period_end=period.end,
+        timezone=tenant.timezone,
+        currency=_currency_of(tenant),
+    )
+    computed = invoice_compute(tenant=tenant, invoice=probe, cutoff=now)
+    return not computed.lines and not computed.unpriced_requests
 
 
 def invoice_finalize(
@@ -647,9 +664,12 @@ def invoices_close_month(
     results = []
     for one in tenants:
         try:
-            invoice, changed = invoice_draft_refresh(tenant=one, year=year, month=month, now=now)
+            invoice, changed = invoice_draft_refresh(tenant=one, year=year, month=month, now=now, skip_empty=True)
         except InvoiceError as exc:
             results.append(CloseResult(one.slug, label, "skipped", None, str(exc)))
+            continue
+        if invoice is None:
+            results.append(CloseResult(one.slug, label, "no usage"))
             continue
         if not invoice.is_draft:
             results.append(CloseResult(one.slug, label, "already issued", invoice))
@@ -678,7 +698,7 @@ def invoices_close_due(*, now: dt.datetime | None = None) -> list[CloseResult]:
         current = month_period(local.year, local.month, tenant.timezone)
         year, month = _previous_month(local.year, local.month)
         try:
-            invoice_draft_refresh(tenant=tenant, year=year, month=month, now=now)
+            invoice_draft_refresh(tenant=tenant, year=year, month=month, now=now, skip_empty=True)
         except InvoiceError as exc:
             results.append(CloseResult(tenant.slug, period_label(year, month), "skipped", None, str(exc)))
         for draft in selectors.invoice_drafts_between(tenant_id=tenant.pk, after=None, before=current.start):

@@ -124,7 +124,9 @@ def test_close_month_twice_creates_nothing_new_and_numbers_once(tenant_a, api_ke
     assert AuditLog.objects.filter(action="invoice.finalize").count() == 2
 
 
-def test_close_month_for_one_tenant_and_errors(tenant_a, tenant_b):
+def test_close_month_for_one_tenant_and_errors(tenant_a, api_key_a, tenant_b, api_key_b):
+    record(api_key_a, at=utc(2026, 10, 3))
+    record(api_key_b, at=utc(2026, 10, 3))
     call_command("close_month", "--period", "2026-10", "--tenant", "acme", stdout=StringIO())
     assert list(Invoice.objects.values_list("tenant__slug", flat=True)) == ["acme"]
     with pytest.raises(CommandError, match="YYYY-MM"):
@@ -133,10 +135,11 @@ def test_close_month_for_one_tenant_and_errors(tenant_a, tenant_b):
         call_command("close_month", "--period", "2026-10", "--tenant", "nope")
 
 
-def test_finalize_refuses_a_month_not_over(tenant_a):
+def test_finalize_refuses_a_month_not_over(tenant_a, api_key_a):
     invoice = close(tenant_a, 2026, 11, now=utc(2026, 11, 20))
     with pytest.raises(services.InvoiceError, match="not over"):
         finalize(invoice, now=utc(2026, 11, 20))
+    record(api_key_a, at=utc(2099, 1, 5), received=utc(2026, 11, 1))
     with pytest.raises(CommandError, match="Not finalized: acme"):
         call_command("close_month", "--period", "2099-01", "--tenant", "acme", "--finalize", stdout=StringIO())
 
@@ -278,3 +281,12 @@ def test_beat_task_closes_last_month_from_ingested_usage(tenant_a, key_a, settin
     assert invoice.unrounded_total == sum(e.cost for e in UsageEvent.objects.filter(tenant=tenant_a))
     assert tasks.invoices_close_due().get("finalized") is None
     assert Invoice.objects.filter(tenant=tenant_a).count() == 1
+
+
+def test_idle_tenants_get_no_invoice_and_use_no_number(tenant_a, api_key_a, tenant_b, settings):
+    settings.INVOICE_SETTLE_SECONDS = 0
+    record(api_key_a, at=utc(2026, 10, 3), input_tokens=1_000_000)
+    out = StringIO()
+    call_command("close_month", "--period", "2026-10", "--finalize", stdout=out)
+    assert "globex 2026-10: no usage" in out.getvalue()
+    assert list(Invoice.objects.values_list("tenant__slug", flat=True)) == ["acme"]

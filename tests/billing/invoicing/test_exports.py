@@ -77,6 +77,15 @@ def test_export_bills_is_byte_identical_and_bom(period, tmp_path):
     stdout = StringIO()
     call_command("export_bills", "--period", "2026-10", stdout=stdout)
     assert stdout.getvalue().encode("utf-8") == first.read_bytes()
+    rec = tmp_path / "rec.csv"
+    call_command(
+        "export_bills", "--period", "2026-10", "--out", str(second), "--reconciliation", str(rec), stderr=StringIO()
+    )
+    assert second.read_bytes() == first.read_bytes()
+    assert rec.read_bytes() == exports.reconciliation_csv(year=2026, month=10)
+    assert [row["tenant"] for row in csv.DictReader(io.StringIO(rec.read_text("utf-8")))] == [
+        "jpy-co", "kwd-co", "usd-co", "zh-co",
+    ]  # fmt: skip
 
 
 def test_export_bills_errors():
