@@ -123,3 +123,11 @@ def test_audit_log_lists_and_filters(client, operator, owner_a, tenant_a, tenant
     assert created.created_at is not None  # when
     assert str(owner_a) in only_a.content.decode()
     assert client.get(reverse("ops-audit"), {"tenant": "nope"}).status_code == 404
+
+
+def test_topup_reference_reused_with_another_amount_is_refused(client, operator, tenant_a):
+    client.force_login(operator)
+    client.post(reverse("ops-topup"), {"tenant": tenant_a.slug, "amount": "5", "reference": "dup"})
+    response = client.post(reverse("ops-topup"), {"tenant": tenant_a.slug, "amount": "6", "reference": "dup"})
+    assert response.status_code == 400
+    assert billing_selectors.wallet_balance(tenant_id=tenant_a.pk) == Decimal(5)

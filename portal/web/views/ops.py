@@ -14,15 +14,17 @@ from django.utils.translation import gettext as _
 
 from billing import selectors as billing_selectors
 from billing.services.catalog import prices_import_litellm
+from billing.services.topups import wallet_topup
 from metering import selectors as usage_selectors
 from portal.accounts import selectors as account_selectors
-from portal.web import charts, topups
+from portal.web import charts
 from portal.web.access import PortalContext, portal_view
 from portal.web.forms import CatalogImportForm, TopupForm
 from portal.web.ranges import today_for
 from portal.web.views.common import int_param, page
 
 TOP_TENANTS_DAYS = 30
+TOPUP_ACTION = "wallet.topup"  # what billing.services.topups audits
 AUDIT_PAGE_SIZE = 50
 CATALOG_MAX_BYTES = 64 * 1024 * 1024
 BUNDLED_CATALOG = "model_prices_and_context_window_backup.json"
@@ -118,7 +120,7 @@ def topup(request: HttpRequest, portal: PortalContext) -> HttpResponse:
         tenant = account_selectors.tenant_by_slug(form.cleaned_data["tenant"])
         assert tenant is not None
         try:
-            entry, created = topups.wallet_topup(
+            entry, created = wallet_topup(
                 tenant=tenant,
                 amount=form.cleaned_data["amount"],
                 reference=form.cleaned_data["reference"],
@@ -136,7 +138,7 @@ def topup(request: HttpRequest, portal: PortalContext) -> HttpResponse:
             else:
                 messages.info(request, _("A top-up with this reference was already recorded; nothing changed."))
             return redirect("ops-topup")
-    recent, _next = account_selectors.audit_log_page(action_prefix=topups.TOPUP_ACTION, limit=20)
+    recent, _next = account_selectors.audit_log_page(action_prefix=TOPUP_ACTION, limit=20)
     status = 400 if request.method == "POST" else 200
     return page(request, "portal/ops/topup.html", {"form": form, "recent": recent}, status=status)
 
