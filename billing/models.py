@@ -233,11 +233,12 @@ class Quota(models.Model):
 
 
 class QuotaCounter(models.Model):
-    """Settled usage per tenant (api_key_ref 0) or per key, per tenant-local day, month, lifetime.
+    """Usage per tenant (api_key_ref 0) or per key, per tenant-local day, month and lifetime.
 
-    Kept for every scope whether or not a quota exists, by the ingest transaction that stores
-    the events (one upsert per batch), so a quota added mid-month sees the whole month. Open
-    holds are not in here: they are the open Hold rows. Lifetime rows have period_start 1970-01-01.
+    Kept for every scope whether or not a quota exists, so a quota added mid-month sees the
+    whole month: settled usage by the ingest transaction that stores the events (one upsert per
+    batch); reservations of open holds (held_*) by the transactions that place, settle or release
+    them, in the windows of the hold's created_at. Lifetime rows have period_start 1970-01-01.
     """
 
     tenant = models.ForeignKey("accounts.Tenant", on_delete=models.CASCADE, related_name="+")
@@ -246,6 +247,8 @@ class QuotaCounter(models.Model):
     period_start = models.DateField()  # tenant-local
     tokens = models.BigIntegerField(default=0)  # input + output tokens
     micros = models.BigIntegerField(default=0)  # cost in ledger micro-units (see billing/money.py)
+    held_tokens = models.BigIntegerField(default=0)  # reserved by open holds
+    held_micros = models.BigIntegerField(default=0)
 
     class Meta:
         constraints = [

@@ -7,14 +7,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.db import connection
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
 from billing.models import Hold, LedgerEntry, Price, PricePlan, Quota, QuotaCounter, Wallet
 from billing.money import from_micros, to_micros
 from billing.rating import PriceTerms, terms_from_price
-from billing.windows import PERIODS, TENANT_SCOPE, Cell, cells_for, window_period, window_starts
+from billing.windows import PERIODS, TENANT_SCOPE, Cell, window_period, window_starts
 from portal.accounts.models import Tenant
 
 _GLOB_CHARS = ("*", "?", "[")
@@ -178,57 +177,20 @@ class CellUsage:
 
 
 def quota_cells_usage(*, tenant_id: int, tz_name: str, cells: Iterable[Cell]) -> dict[Cell, CellUsage]:
-    """Settled usage (QuotaCounter) plus open holds for each cell, read in ONE statement.
+    """Settled usage and open-hold reservations of each cell (QuotaCounter rows): one query.
 
-    One statement is one snapshot: a settlement that moves a hold's reservation into settled
-    usage is seen entirely or not at all. An open hold counts in the windows of its created_at.
+    `tz_name` is the tenant's zone, which the cells' start dates are already cut in.
     """
     cells = list(cells)
     if not cells:
         return {}
-    counters: list[tuple] = []
-    holds: list[tuple] = []
-    starts = sorted({cell.start for cell in cells})
-    refs = sorted({cell.api_key_ref for cell in cells})
-    if connection.vendor == "postgresql":
-        sql = (
-            f"SELECT 0, api_key_ref, period, period_start, tokens, micros::numeric, NULL::timestamptz "  # noqa: S608
-            f"FROM {QuotaCounter._meta.db_table} "
-            f"WHERE tenant_id = %s AND period_start = ANY(%s) AND api_key_ref = ANY(%s) "
-            f"UNION ALL SELECT 1, api_key_id, '', NULL, estimated_tokens, amount, created_at "
-            f"FROM {Hold._meta.db_table} WHERE tenant_id = %s AND status = 'open'"
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, [tenant_id, starts, refs, tenant_id])
-            for row in cursor.fetchall():
-                (holds if row[0] else counters).append(row[1:])
-    else:  # the embedded default serialises writers anyway
-        counters = [
-            (*row, None)
-            for row in QuotaCounter.objects.filter(
-                tenant_id=tenant_id, period_start__in=starts, api_key_ref__in=refs
-            ).values_list("api_key_ref", "period", "period_start", "tokens", "micros")
-        ]
-        holds = [
-            (key_id, "", None, tokens, amount, created)
-            for key_id, tokens, amount, created in Hold.objects.filter(
-                tenant_id=tenant_id, status=Hold.Status.OPEN
-            ).values_list("api_key_id", "estimated_tokens", "amount", "created_at")
-        ]
-    wanted = set(cells)
-    totals: dict[Cell, list[int]] = {cell: [0, 0, 0, 0] for cell in cells}
-    for ref, period, start, tokens, micros, _ in counters:
-        cell = Cell(ref, period, start)
-        if cell in wanted:
-            totals[cell][0] += int(tokens)
-            totals[cell][1] += int(micros)
-    for key_id, _, _, tokens, amount, created in holds:
-        micros = to_micros(Decimal(amount))
-        for cell in cells_for(created, tz_name, key_id):
-            if cell in wanted:
-                totals[cell][2] += int(tokens)
-                totals[cell][3] += micros
-    return {cell: CellUsage(*values) for cell, values in totals.items()}
+    rows = QuotaCounter.objects.filter(
+        tenant_id=tenant_id,
+        period_start__in={cell.start for cell in cells},
+        api_key_ref__in={cell.api_key_ref for cell in cells},
+    ).values_list("api_key_ref", "period", "period_start", "tokens", "micros", "held_tokens", "held_micros")
+    found = {Cell(ref, period, start): CellUsage(*values) for ref, period, start, *values in rows}
+    return {cell: found.get(cell, CellUsage()) for cell in cells}
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from billing.models import Hold, LedgerEntry
 from billing.money import from_micros, round_to_ledger, to_micros
 from billing.services.balances import Admission, Decision, HoldInfo, MirrorDelta, balance_backend
 from billing.services.ledger import LedgerLine, ledger_append, wallet_move
-from billing.windows import cells_for
+from billing.services.quota_counters import Deltas, quota_counters_add, reservation_deltas
 from portal.accounts.models import Tenant
 
 _HOLD = Hold._meta.db_table
@@ -63,6 +63,17 @@ def hold_persist(admission: Admission) -> HoldInfo | None:
         row = cursor.fetchone()
     if row is None:
         return None
+    reserved: Deltas = {}
+    reservation_deltas(
+        reserved,
+        moment=admission.now,
+        tz_name=admission.tz_name,
+        api_key_id=admission.api_key_id,
+        tokens=admission.estimate_tokens,
+        micros=admission.estimate_micros,
+        sign=+1,
+    )
+    quota_counters_add(tenant_id=admission.tenant_id, deltas=reserved)
     if amount:
         ledger_append(
             tenant_id=admission.tenant_id,
@@ -158,13 +169,18 @@ def release_lines(holds: list[ClosedHold]) -> list[LedgerLine]:
     return lines
 
 
-def unreserve(delta: MirrorDelta, holds: list[ClosedHold], tz_name: str) -> None:
-    """Add to `delta` what closing these holds frees: their reservations and their hold keys."""
+def unreserve(deltas: Deltas, holds: list[ClosedHold], tz_name: str) -> None:
+    """Add to `deltas` the reservations that closing these holds gives back."""
     for hold in holds:
-        micros = to_micros(hold.amount)
-        for cell in cells_for(hold.created_at, tz_name, hold.api_key_id):
-            delta.add(cell, held_tokens=-hold.estimated_tokens, held_micros=-micros)
-        delta.release.append(hold.request_id)
+        reservation_deltas(
+            deltas,
+            moment=hold.created_at,
+            tz_name=tz_name,
+            api_key_id=hold.api_key_id,
+            tokens=hold.estimated_tokens,
+            micros=to_micros(hold.amount),
+            sign=-1,
+        )
 
 
 @dataclass(frozen=True)
@@ -238,7 +254,11 @@ def _release_batch(*, tenant_id: int, now: dt.datetime, batch_size: int) -> list
         total = sum((line.amount for line in lines), Decimal(0))
         if total:
             wallet_move(tenant_id=tenant_id, currency=tenant.currency, delta=total)
-        delta = MirrorDelta(balance=to_micros(total))
-        unreserve(delta, holds, tenant.timezone)
-        backend.mirror(tenant_id, delta)
+        deltas: Deltas = {}
+        unreserve(deltas, holds, tenant.timezone)
+        quota_counters_add(tenant_id=tenant_id, deltas=deltas)
+        backend.mirror(
+            tenant_id,
+            MirrorDelta(balance=to_micros(total), cells=deltas, release=[hold.request_id for hold in holds]),
+        )
     return holds

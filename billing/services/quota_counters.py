@@ -1,29 +1,46 @@
-"""Settled usage per quota cell (QuotaCounter), kept by the ingest transaction, one upsert a batch."""
+"""Quota cells (QuotaCounter): settled usage and open-hold reservations, one upsert per change.
+
+Ingest adds a batch's usage and takes back the reservations of the holds it settles; placing
+a hold adds its reservation; releasing one takes it back. Each in the transaction that makes
+the change, so a cell always equals what the events and the open holds say.
+"""
 
 from django.db import connection
 
 from billing.models import QuotaCounter
-from billing.windows import Cell
+from billing.windows import Cell, cells_for
 
 _TABLE = QuotaCounter._meta.db_table
-_UPSERT_HEAD = f"INSERT INTO {_TABLE} (tenant_id, api_key_ref, period, period_start, tokens, micros) VALUES "  # noqa: S608
-_UPSERT_TAIL = (
-    " ON CONFLICT (tenant_id, api_key_ref, period, period_start) DO UPDATE SET "
-    f"tokens = {_TABLE}.tokens + EXCLUDED.tokens, micros = {_TABLE}.micros + EXCLUDED.micros"
+_COLUMNS = "tenant_id, api_key_ref, period, period_start, tokens, micros, held_tokens, held_micros"
+_UPSERT_HEAD = f"INSERT INTO {_TABLE} ({_COLUMNS}) VALUES "  # noqa: S608
+_UPSERT_TAIL = " ON CONFLICT (tenant_id, api_key_ref, period, period_start) DO UPDATE SET " + ", ".join(
+    f"{column} = {_TABLE}.{column} + EXCLUDED.{column}"
+    for column in ("tokens", "micros", "held_tokens", "held_micros")
 )
 
+Deltas = dict[Cell, tuple[int, int, int, int]]  # tokens, micros, held tokens, held micros
 
-def quota_counters_add(*, tenant_id: int, deltas: dict[Cell, tuple[int, int]]) -> None:
-    """Add (tokens, micros) to each cell's settled usage: one upsert statement.
 
-    Rows go in a fixed order so that two batches of one tenant lock them in the same order.
+def quota_counters_add(*, tenant_id: int, deltas: Deltas) -> None:
+    """Add the deltas to each cell: one upsert statement.
+
+    Rows go in a fixed order so that two transactions of one tenant lock them in the same order.
     """
-    rows = sorted((cell.api_key_ref, cell.period, cell.start, t, m) for cell, (t, m) in deltas.items() if t or m)
+    rows = sorted((cell.api_key_ref, cell.period, cell.start, *d) for cell, d in deltas.items() if any(d))
     if not rows:
         return
     params: list = []
-    for ref, period, start, tokens, micros in rows:
-        params += [tenant_id, ref, period, start, tokens, micros]
-    values = ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(rows))
+    for row in rows:
+        params += [tenant_id, *row]
+    values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
     with connection.cursor() as cursor:
         cursor.execute(_UPSERT_HEAD + values + _UPSERT_TAIL, params)
+
+
+def reservation_deltas(
+    deltas: Deltas, *, moment, tz_name: str, api_key_id: int, tokens: int, micros: int, sign: int
+) -> None:
+    """Add (sign=+1) or take back (-1) a hold's reservation in the six cells of its created_at."""
+    for cell in cells_for(moment, tz_name, api_key_id):
+        t, m, ht, hm = deltas.get(cell, (0, 0, 0, 0))
+        deltas[cell] = (t, m, ht + sign * tokens, hm + sign * micros)

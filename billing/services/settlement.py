@@ -21,7 +21,7 @@ from billing.money import round_to_ledger, to_micros
 from billing.services.balances import MirrorDelta, balance_backend
 from billing.services.holds import holds_claim_settled, release_lines, unreserve
 from billing.services.ledger import LedgerLine, ledger_append, wallet_move
-from billing.services.quota_counters import quota_counters_add
+from billing.services.quota_counters import Deltas, quota_counters_add
 from billing.windows import LIFETIME_START, TENANT_SCOPE, Cell
 
 
@@ -104,13 +104,11 @@ def usage_settle_batch(
             ):
                 used[cell][0] += tokens
                 used[cell][1] += cost
-    counted = {cell: (tokens, to_micros(cost)) for cell, (tokens, cost) in used.items()}
-    quota_counters_add(tenant_id=tenant_id, deltas=counted)
+    deltas: Deltas = {cell: (tokens, to_micros(cost), 0, 0) for cell, (tokens, cost) in used.items()}
+    unreserve(deltas, claimed, tz_name)
+    quota_counters_add(tenant_id=tenant_id, deltas=deltas)
 
-    delta = MirrorDelta(balance=to_micros(move))
-    for cell, (tokens, micros) in counted.items():
-        delta.add(cell, tokens=tokens, micros=micros)
-    unreserve(delta, claimed, tz_name)
-    backend.mirror(tenant_id, delta)
+    release = [hold.request_id for hold in claimed]
+    backend.mirror(tenant_id, MirrorDelta(balance=to_micros(move), cells=deltas, release=release))
     overage = sum((hold.overage for hold in claimed), Decimal(0))
     return SettleResult(charged=charge if charged else Decimal(0), holds_settled=len(claimed), overage=overage)
