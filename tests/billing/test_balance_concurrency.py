@@ -19,6 +19,7 @@ from billing.models import Hold, LedgerEntry, Wallet
 from billing.money import round_to_ledger
 from billing.selectors import ledger_sum
 from billing.services.balances.keys import balance_key
+from billing.services.quotas import quota_create
 from billing.services.reconcile import balances_reconcile
 from metering.models import UsageEvent
 from tests import factories
@@ -188,5 +189,39 @@ def test_overage_is_allowed_bounded_and_recorded(backend, tenant_a, redis_client
     max_error = Decimal(200) * Decimal("2.5") / 1_000_000
     assert spent - BALANCE <= THREADS * max_error
     assert sum(h.overage for h in holds) <= len(holds) * max_error
+    if backend == "redis":
+        assert balances_reconcile(tenant_id=tenant_a.pk, fix=False).clean
+
+
+def test_concurrent_holds_never_exceed_a_hard_quota(backend, tenant_a, redis_client):
+    """The quota gate is as race-free as the money gate: 50 threads, room for exactly 20 holds."""
+    factories.topup(tenant_a, "100.00")
+    quota_create(tenant=tenant_a, metric="tokens", window="day", limit=Decimal(20 * 1500), actor_label="t")
+    _, secret = factories.issue_api_key(tenant_a)
+    answers: list[int] = []
+    start = threading.Barrier(THREADS)
+
+    def one(index: int) -> None:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+        body = {"model": "gpt-4o", "estimated_input_tokens": EST_IN, "max_output_tokens": MAX_OUT, "hold": True}
+        try:
+            start.wait()
+            for n in range(2):
+                answer = client.post("/api/v1/authorize", {**body, "request_id": f"q-{index}-{n}"}, format="json")
+                answers.append(answer.status_code)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(THREADS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert sorted(set(answers)) == [200, 402]
+    assert answers.count(200) == 20 == Hold.objects.filter(tenant=tenant_a).count()
+    assert (
+        Wallet.objects.get(tenant=tenant_a).balance == Decimal(100) - 20 * ESTIMATE == ledger_sum(tenant_id=tenant_a.pk)
+    )
     if backend == "redis":
         assert balances_reconcile(tenant_id=tenant_a.pk, fix=False).clean
