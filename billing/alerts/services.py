@@ -424,10 +424,18 @@ def alert_delivery_send(*, delivery_id: int, now: dt.datetime | None = None) -> 
         )
         logger.warning("delivery %s %s (%s): %s", delivery_id, status, exc.kind, exc)
         return DeliveryOutcome(status, retry_in=retry_in, error=str(exc))
-    except BaseException:
+    except BaseException as exc:
         # Crashed between the claim and a known outcome: hand the delivery back so the rerun
-        # (task retry or the sweep) sends it, instead of waiting for the lease to lapse.
-        sending.update(status=AlertDelivery.Status.PENDING, lease_expires_at=None, updated_at=timezone.now())
+        # (task retry or the sweep) sends it, instead of waiting for the lease to lapse; a
+        # delivery that keeps crashing stops after MAX_ATTEMPTS.
+        exhausted = delivery.attempts >= MAX_ATTEMPTS
+        sending.update(
+            status=AlertDelivery.Status.FAILED if exhausted else AlertDelivery.Status.PENDING,
+            error=f"crashed: {exc!r}"[:2000],
+            error_kind=AlertDelivery.ErrorKind.TRANSIENT,
+            lease_expires_at=None,
+            updated_at=timezone.now(),
+        )
         raise
     sending.update(
         status=AlertDelivery.Status.DELIVERED,
