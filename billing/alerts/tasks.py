@@ -14,6 +14,8 @@ from redis.exceptions import RedisError
 
 from billing.alerts import services
 
+MAX_COUNTDOWN = 1800  # seconds; the service says again how long to wait if it is early
+
 ALERT_TASK_OPTIONS = {
     "acks_late": True,
     "reject_on_worker_lost": True,
@@ -39,8 +41,9 @@ def alerts_evaluate_tenant(tenant_id: int) -> int:
 def alert_delivery_send(self, delivery_id: int) -> str:
     outcome = services.alert_delivery_send(delivery_id=delivery_id)
     if outcome.retry_in is not None and not self.request.is_eager:
-        # Transient failure, rate limit or another worker's lease: come back when it is due.
-        raise self.retry(countdown=outcome.retry_in, max_retries=None)
+        # Transient failure, rate limit or another worker's lease: come back when it is due
+        # (at most half the visibility timeout away: a held ETA task is not redelivered early).
+        raise self.retry(countdown=min(outcome.retry_in, MAX_COUNTDOWN), max_retries=None)
     return outcome.status
 
 
