@@ -93,6 +93,7 @@ test: $(VENV)/.dev-installed lint system-deps messages pdf-deps
 
 bench: $(VENV)/.dev-installed
 	$(TEST_ENV) $(PY) bench/ingest.py
+	$(TEST_ENV) $(PY) bench/authorize.py
 	$(TEST_ENV) $(PY) bench/rollup.py
 
 clean:

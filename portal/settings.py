@@ -230,7 +230,7 @@ if not 1 <= INGEST_MAX_BATCH <= 10_000:
 # "redis": the authorize hot path runs Lua scripts on REDIS_URL (PostgreSQL stays the truth);
 # "db": the same interface on the database alone (row locks). Default: redis when configured.
 _IS_POSTGRES = "postgresql" in DATABASES["default"]["ENGINE"]
-BALANCE_BACKEND = env.str("BALANCE_BACKEND", default="redis" if REDIS_URL and _IS_POSTGRES else "db")
+BALANCE_BACKEND = env.str("BALANCE_BACKEND", default="") or ("redis" if REDIS_URL and _IS_POSTGRES else "db")
 if BALANCE_BACKEND not in ("redis", "db"):
     raise ImproperlyConfigured("BALANCE_BACKEND must be 'redis' or 'db'")
 if BALANCE_BACKEND == "redis" and not (REDIS_URL and _IS_POSTGRES):
