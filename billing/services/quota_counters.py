@@ -14,8 +14,7 @@ _TABLE = QuotaCounter._meta.db_table
 _COLUMNS = "tenant_id, api_key_ref, period, period_start, tokens, micros, held_tokens, held_micros"
 _UPSERT_HEAD = f"INSERT INTO {_TABLE} ({_COLUMNS}) VALUES "  # noqa: S608
 _UPSERT_TAIL = " ON CONFLICT (tenant_id, api_key_ref, period, period_start) DO UPDATE SET " + ", ".join(
-    f"{column} = {_TABLE}.{column} + EXCLUDED.{column}"
-    for column in ("tokens", "micros", "held_tokens", "held_micros")
+    f"{column} = {_TABLE}.{column} + EXCLUDED.{column}" for column in ("tokens", "micros", "held_tokens", "held_micros")
 )
 
 Deltas = dict[Cell, tuple[int, int, int, int]]  # tokens, micros, held tokens, held micros
