@@ -149,6 +149,8 @@ CELERY_BEAT_SCHEDULE = {
     "rollup-refresh": {"task": "metering.tasks.rollup_refresh", "schedule": ROLLUP_REFRESH_SECONDS},
     "rollup-finalize": {"task": "metering.tasks.rollup_finalize", "schedule": 3600},
     "alerts-sweep": {"task": "billing.alerts.tasks.alerts_sweep", "schedule": ALERTS_SWEEP_SECONDS},
+    # Monthly close: hourly refresh of last month's drafts; finalizes those past their grace.
+    "invoices-close-due": {"task": "billing.invoicing.tasks.invoices_close_due", "schedule": 3600},
 }
 
 # --- Rollups and alerts -------------------------------------------------------------------
