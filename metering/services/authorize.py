@@ -139,7 +139,7 @@ def _quotas(tenant_id: int) -> list[_QuotaDef]:
     def load() -> list[_QuotaDef]:
         return [
             _QuotaDef(q.pk, q.api_key_id, q.metric, q.window, q.limit, q.enforcement)
-            for q in Quota.objects.filter(tenant_id=tenant_id).order_by("api_key_id", "id")
+            for q in billing_selectors.tenant_quotas(tenant_id=tenant_id)
         ]
 
     return _quota_lists.get(tenant_id, load)
