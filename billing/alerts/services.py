@@ -555,3 +555,21 @@ def alert_rule_create(
         rule.channels.set(channels)
     _forget_rules_memo()
     return rule
+
+
+def alert_rule_set_enabled(*, rule: AlertRule, enabled: bool) -> AlertRule:
+    rule.enabled = enabled
+    rule.save(update_fields=["enabled"])
+    _forget_rules_memo()
+    return rule
+
+
+def alert_rule_delete(*, rule: AlertRule) -> None:
+    """Delete a rule with its alert history (events and their deliveries)."""
+    rule.delete()
+    _forget_rules_memo()
+
+
+def notification_channel_delete(*, channel: NotificationChannel) -> None:
+    """Delete a channel and its delivery records; rules keep their other channels."""
+    channel.delete()

@@ -463,3 +463,16 @@ def test_rules_and_channels_are_validated(tenant_a, tenant_b):
     theirs_quota = quota_create(tenant=tenant_b, metric="tokens", window="day", limit=Decimal(1), actor_label="t")
     with pytest.raises(services.AlertConfigError, match="No such quota"):
         services.alert_rule_create(tenant=tenant_a, kind="quota", quota_id=theirs_quota.pk, channels=[])
+
+
+def test_disabled_and_deleted_rules_stop_alerting(tenant_a, key_a):
+    rule = services.alert_rule_create(tenant=tenant_a, kind="spend", amount=Decimal(1), channels=[], window="day")
+    post_tokens(key_a, 1, input_tokens=400_000, output_tokens=0)  # 1.00: 100 %
+    services.alert_rule_set_enabled(rule=rule, enabled=False)
+    assert services.alerts_evaluate(tenant_id=tenant_a.pk).new_events == []
+    assert not services.tenant_has_rules(tenant_id=tenant_a.pk)
+    services.alert_rule_set_enabled(rule=rule, enabled=True)
+    assert len(services.alerts_evaluate(tenant_id=tenant_a.pk).new_events) == 2  # 80 % and 100 %
+    services.alert_rule_delete(rule=rule)
+    assert AlertEvent.objects.count() == 0
+    assert not services.tenant_has_rules(tenant_id=tenant_a.pk)
