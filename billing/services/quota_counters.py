@@ -20,12 +20,16 @@ _UPSERT_TAIL = " ON CONFLICT (tenant_id, api_key_ref, period, period_start) DO U
 Deltas = dict[Cell, tuple[int, int, int, int]]  # tokens, micros, held tokens, held micros
 
 
-def quota_counters_add(*, tenant_id: int, deltas: Deltas) -> None:
+def quota_counters_add(*, tenant_id: int, deltas: dict[Cell, tuple[int, ...]]) -> None:
     """Add the deltas to each cell: one upsert statement.
 
-    Rows go in a fixed order so that two transactions of one tenant lock them in the same order.
+    A delta is (tokens, micros[, held tokens, held micros]): settled usage alone may omit the
+    held part. Rows go in a fixed order so that two transactions of one tenant lock them in the
+    same order.
     """
-    rows = sorted((cell.api_key_ref, cell.period, cell.start, *d) for cell, d in deltas.items() if any(d))
+    rows = sorted(
+        (cell.api_key_ref, cell.period, cell.start, *d, *(0,) * (4 - len(d))) for cell, d in deltas.items() if any(d)
+    )
     if not rows:
         return
     params: list = []
