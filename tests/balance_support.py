@@ -35,3 +35,9 @@ def redis_backend(settings, redis_client) -> str:
     redis_client.flushdb()
     authorize_caches_clear()
     return "redis"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_authorize_caches():
+    """Authorize caches prices and quota lists per process; no test sees another's."""
+    authorize_caches_clear()
