@@ -56,8 +56,8 @@ def hold_persist(admission: Admission) -> HoldInfo | None:
                 admission.model,
                 amount,
                 admission.estimate_tokens,
-                admission.now,
-                admission.expires_at,
+                connection.ops.adapt_datetimefield_value(admission.now),
+                connection.ops.adapt_datetimefield_value(admission.expires_at),
             ],
         )
         row = cursor.fetchone()

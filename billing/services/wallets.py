@@ -28,11 +28,14 @@ def wallet_move(*, tenant_id: int, currency: str, delta: Decimal, floor: Decimal
     and it would not. The row stays locked until the transaction ends.
     """
     where = "tenant_id = %s"
-    params: list = [delta, timezone.now(), tenant_id]
+    params: list = [delta, connection.ops.adapt_datetimefield_value(timezone.now()), tenant_id]
     if floor is not None:
-        where += " AND balance + %s >= %s"
+        where += " AND balance + CAST(%s AS NUMERIC) >= CAST(%s AS NUMERIC)"
         params += [delta, floor]
-    sql = f"UPDATE {_WALLET} SET balance = balance + %s, updated_at = %s WHERE {where} RETURNING balance"  # noqa: S608
+    # CAST: SQLite (the embedded default) would compare a number with the text of a Decimal.
+    sql = (
+        f"UPDATE {_WALLET} SET balance = balance + CAST(%s AS NUMERIC), updated_at = %s WHERE {where} RETURNING balance"  # noqa: S608
+    )
     for _ in range(2):
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
