@@ -93,3 +93,82 @@ class CatalogImportForm(forms.Form):
     def __init__(self, *args, plans, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["plan"].choices = [(p.pk, f"{p.name} ({p.slug}, {p.currency})") for p in plans]
+
+
+# --- Alerts --------------------------------------------------------------------------------
+
+CHANNEL_KIND_CHOICES = [("email", _("Email")), ("dingtalk", _("DingTalk robot")), ("webhook", _("Webhook"))]
+RULE_KIND_CHOICES = [
+    ("quota", _("Quota used (% of a quota)")),
+    ("balance", _("Low balance")),
+    ("spend", _("Spend budget")),
+    ("forecast", _("Forecast: runs out within N days")),
+    ("spike", _("Spend spike")),
+]
+RULE_WINDOW_CHOICES = [("day", _("per day")), ("month", _("per month"))]
+THRESHOLD_UNIT_CHOICES = [("percent", _("% of the limit")), ("absolute", _("absolute amount"))]
+
+
+class ChannelForm(forms.Form):
+    """One form for every channel kind; `config()` builds what the kind's transport validates."""
+
+    kind = forms.ChoiceField(label=_("Kind"), choices=CHANNEL_KIND_CHOICES)
+    name = forms.CharField(label=_("Name"), max_length=100)
+    enabled = forms.BooleanField(label=_("Enabled"), required=False, initial=True)
+    recipients = forms.CharField(
+        label=_("Recipients"), required=False, help_text=_("Email addresses, separated by commas.")
+    )
+    webhook_url = forms.URLField(label=_("Robot webhook URL"), required=False, max_length=500, assume_scheme="https")
+    keyword = forms.CharField(label=_("Keyword (optional)"), required=False, max_length=50)
+    url = forms.URLField(label=_("Webhook URL"), required=False, max_length=500, assume_scheme="https")
+    secret = forms.CharField(
+        label=_("Signing secret"),
+        required=False,
+        max_length=200,
+        widget=forms.PasswordInput(render_value=False),
+        help_text=_("Leave empty to keep the current secret."),
+    )
+
+    def config(self, current: dict | None = None) -> dict:
+        data, current = self.cleaned_data, current or {}
+        secret = data.get("secret") or current.get("secret", "")
+        if data["kind"] == "email":
+            return {"recipients": data.get("recipients", "")}
+        if data["kind"] == "dingtalk":
+            return {"webhook_url": data.get("webhook_url", ""), "secret": secret, "keyword": data.get("keyword", "")}
+        return {"url": data.get("url", ""), "secret": secret}
+
+
+class AlertRuleForm(forms.Form):
+    name = forms.CharField(label=_("Name"), max_length=100, required=False)
+    kind = forms.ChoiceField(label=_("Alert when"), choices=RULE_KIND_CHOICES)
+    quota = forms.TypedChoiceField(label=_("Quota"), required=False, coerce=int, empty_value=None)
+    api_key = forms.TypedChoiceField(label=_("API key"), required=False, coerce=int, empty_value=None)
+    window = forms.ChoiceField(label=_("Window"), choices=RULE_WINDOW_CHOICES, initial="month")
+    amount = forms.DecimalField(
+        label=_("Amount"),
+        required=False,
+        min_value=Decimal(0),
+        max_digits=18,
+        decimal_places=6,
+        help_text=_("The spend budget, or the balance that counts as 100 %."),
+    )
+    threshold_unit = forms.ChoiceField(label=_("Thresholds in"), choices=THRESHOLD_UNIT_CHOICES)
+    thresholds = forms.CharField(label=_("Thresholds"), initial="80, 100", max_length=200)
+    forecast_days = forms.IntegerField(label=_("Forecast days"), min_value=1, max_value=365, initial=7)
+    spike_factor = forms.DecimalField(
+        label=_("Spike factor"), min_value=Decimal("1.01"), max_digits=8, decimal_places=2, initial=Decimal(3)
+    )
+    channels = forms.TypedMultipleChoiceField(
+        label=_("Notify"), coerce=int, required=False, widget=forms.CheckboxSelectMultiple
+    )
+
+    def __init__(self, *args, quotas, keys, channels, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["quota"].choices = [("", "\N{EN DASH}")] + [(q.pk, str(q)) for q in quotas]
+        self.fields["api_key"].choices = [("", _("All keys"))] + [(k.pk, k.name or k.prefix) for k in keys]
+        self.fields["channels"].choices = [(c.pk, f"{c.name} ({c.kind})") for c in channels]
+
+    def clean_thresholds(self) -> list[str]:
+        parts = [part.strip().rstrip("%").strip() for part in self.cleaned_data["thresholds"].split(",")]
+        return [part for part in parts if part]

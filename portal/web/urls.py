@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from portal.web.views import billing, dashboard, home, keys, ops, usage
+from portal.web.views import alerts, billing, dashboard, home, keys, ops, usage
 
 auth_patterns = [
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
@@ -31,6 +31,11 @@ tenant_patterns = [
     path("keys/<int:key_id>/quotas/", keys.key_quota_add, name="key-quota-add"),
     path("keys/<int:key_id>/quotas/<int:quota_id>/delete/", keys.key_quota_delete, name="key-quota-delete"),
     path("billing/", billing.billing, name="billing"),
+    path("alerts/", alerts.alerts, name="alerts"),
+    path("alerts/rules/new/", alerts.rule_create, name="alert-rule-create"),
+    path("alerts/channels/new/", alerts.channel_create, name="alert-channel-create"),
+    path("alerts/channels/<int:channel_id>/", alerts.channel_edit, name="alert-channel"),
+    path("alerts/channels/<int:channel_id>/test/", alerts.channel_test, name="alert-channel-test"),
 ]
 
 ops_patterns = [

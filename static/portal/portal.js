@@ -57,3 +57,20 @@
     document.documentElement.setAttribute("data-charts-ready", "true");
   }
 })();
+
+// Forms whose fields depend on a kind select: <select name="kind"> + <... data-kinds="a b">.
+(function () {
+  "use strict";
+  document.querySelectorAll("form").forEach(function (form) {
+    var kind = form.querySelector("select[name=kind]");
+    var parts = form.querySelectorAll("[data-kinds]");
+    if (!kind || !parts.length) { return; }
+    var update = function () {
+      parts.forEach(function (part) {
+        part.hidden = part.getAttribute("data-kinds").split(" ").indexOf(kind.value) < 0;
+      });
+    };
+    kind.addEventListener("change", update);
+    update();
+  });
+})();

@@ -121,3 +121,26 @@ def test_staff_see_all_tenants(page, tenant_a, tenant_b, operator, usage_a):
     top = chart_traces(page, "chart-top-tenants-tokens")[0]
     assert top["y"] == [tenant_a.name]
     assert top["x"] == [usage_a["input_tokens"] + usage_a["output_tokens"]]
+
+
+def test_add_an_alert_rule(page, tenant_a, owner_a):
+    login(page, "owner@acme.test", PASSWORD)
+    page.click("nav.mainnav >> text=Alerts")
+    page.click("#new-channel")
+    page.select_option("select[name=kind]", "email")
+    assert page.is_hidden("input[name=url]")  # only the email fields show
+    page.fill("input[name=name]", "finance inbox")
+    page.fill("input[name=recipients]", "cfo@acme.test")
+    page.click("#save-channel")
+    page.wait_for_selector("#channels >> text=finance inbox")
+    page.click("#new-rule")
+    page.select_option("select[name=kind]", "spend")
+    page.fill("input[name=name]", "monthly budget")
+    page.fill("input[name=amount]", "250")
+    page.fill("input[name=thresholds]", "50, 80, 100")
+    page.check("#rule-form input[name=channels]")
+    page.click("#save-rule")
+    page.wait_for_selector(".message-success")
+    row = page.inner_text("#rules tbody tr")
+    assert "monthly budget" in row and "250.00 USD" in row and "finance inbox" in row
+    assert [b.strip() for b in page.locator("#rules tbody tr .badge-info").all_inner_texts()] == ["50%", "80%", "100%"]

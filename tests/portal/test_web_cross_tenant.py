@@ -10,6 +10,7 @@ from decimal import Decimal
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
+from billing.alerts.services import notification_channel_create
 from billing.services.quotas import quota_create
 from tests import factories
 
@@ -39,9 +40,12 @@ def foreign(tenant_a, tenant_b, key_a, key_b):
     """Objects of tenant B (ids a user of A will try) and of A (to mix with B's)."""
     quota_b = quota_create(tenant=tenant_b, api_key=key_b.row, metric="tokens", window="month", limit=Decimal(10))
     quota_a = quota_create(tenant=tenant_a, api_key=key_a.row, metric="tokens", window="month", limit=Decimal(10))
+    email = {"recipients": ["x@example.test"]}
+    channel_b = notification_channel_create(tenant=tenant_b, kind="email", name="b", config=email)
+    channel_a = notification_channel_create(tenant=tenant_a, kind="email", name="a", config=email)
     return {
-        "b": {"key_id": key_b.row.pk, "quota_id": quota_b.pk},
-        "a": {"key_id": key_a.row.pk, "quota_id": quota_a.pk},
+        "b": {"key_id": key_b.row.pk, "quota_id": quota_b.pk, "channel_id": channel_b.pk},
+        "a": {"key_id": key_a.row.pk, "quota_id": quota_a.pk, "channel_id": channel_a.pk},
     }
 
 
@@ -78,8 +82,14 @@ def test_own_ids_under_foreign_tenant_are_404(client, tenant_a, tenant_b, owner_
             assert response.status_code == 404, (method, url, response.status_code)
 
 
-def test_nothing_changed_after_the_attempts(client, tenant_a, tenant_b, owner_a, key_b, foreign):
+def test_nothing_changed_after_the_attempts(client, tenant_a, tenant_b, owner_a, key_b, foreign, mailoutbox):
     client.force_login(owner_a)
+    channel_b = foreign["b"]["channel_id"]
+    client.post(reverse("alert-channel-test", kwargs={"slug": tenant_a.slug, "channel_id": channel_b}))
+    client.post(
+        reverse("alert-channel", kwargs={"slug": tenant_a.slug, "channel_id": channel_b}), {"recipients": "me@x.test"}
+    )
+    assert mailoutbox == []
     client.post(reverse("key-revoke", kwargs={"slug": tenant_a.slug, "key_id": key_b.row.pk}))
     client.post(reverse("key-revoke", kwargs={"slug": tenant_b.slug, "key_id": key_b.row.pk}))
     key_b.row.refresh_from_db()

@@ -1,0 +1,201 @@
+"""Alerts: rules, the channels they notify (add, edit, send a test), and what was sent."""
+
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
+
+from billing import selectors as billing_selectors
+from billing.alerts import selectors as alert_selectors
+from billing.alerts import services as alert_services
+from billing.alerts.models import AlertDelivery, NotificationChannel
+from portal.accounts import selectors as account_selectors
+from portal.accounts.models import Tenant
+from portal.accounts.services import audit_record
+from portal.web.access import PortalContext, portal_view, tenant_object
+from portal.web.forms import AlertRuleForm, ChannelForm
+from portal.web.views.common import page
+
+HISTORY_SIZE = 50
+
+
+def _tenant_channel(tenant: Tenant, channel_id: int) -> NotificationChannel | None:
+    return alert_selectors.channel_for_tenant(tenant_id=tenant.pk, channel_id=channel_id)
+
+
+with_channel = tenant_object("channel_id", _tenant_channel, name="channel")
+
+
+def _rule_form(tenant: Tenant, data=None) -> AlertRuleForm:
+    return AlertRuleForm(
+        data,
+        quotas=billing_selectors.tenant_quotas(tenant_id=tenant.pk),
+        keys=[k for k in account_selectors.api_keys_for_tenant(tenant_id=tenant.pk) if not k.revoked_at],
+        channels=alert_selectors.channels_for_tenant(tenant_id=tenant.pk),
+    )
+
+
+@portal_view("alerts.view")
+def alerts(request: HttpRequest, portal: PortalContext) -> HttpResponse:
+    tenant = portal.tenant
+    assert tenant is not None
+    return page(
+        request,
+        "portal/alerts.html",
+        {
+            "rules": alert_selectors.rules_for_tenant(tenant_id=tenant.pk),
+            "channels": alert_selectors.channels_for_tenant(tenant_id=tenant.pk),
+            "events": alert_selectors.alert_events_for_tenant(tenant_id=tenant.pk, limit=HISTORY_SIZE),
+            "tests": [
+                d
+                for d in alert_selectors.deliveries_for_tenant(tenant_id=tenant.pk, limit=HISTORY_SIZE)
+                if d.event_id is None
+            ][:10],
+        },
+    )
+
+
+@portal_view("alerts.manage")
+def rule_create(request: HttpRequest, portal: PortalContext) -> HttpResponse:
+    tenant = portal.tenant
+    assert tenant is not None
+    form = _rule_form(tenant, request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        channels = [c for c in alert_selectors.channels_for_tenant(tenant_id=tenant.pk) if c.pk in data["channels"]]
+        api_key = (
+            account_selectors.api_key_for_tenant(tenant_id=tenant.pk, api_key_id=data["api_key"])
+            if data["api_key"]
+            else None
+        )
+        try:
+            rule = alert_services.alert_rule_create(
+                tenant=tenant,
+                kind=data["kind"],
+                channels=channels,
+                name=data["name"],
+                quota_id=data["quota"],
+                api_key=api_key,
+                window=data["window"],
+                amount=data["amount"],
+                threshold_unit=data["threshold_unit"],
+                thresholds=data["thresholds"],
+                forecast_days=data["forecast_days"],
+                spike_factor=data["spike_factor"],
+            )
+        except alert_services.AlertConfigError as error:
+            form.add_error(None, str(error))
+        else:
+            audit_record(
+                action="alert_rule.create",
+                target=rule,
+                actor=request.user,
+                tenant=tenant,
+                changes={"kind": rule.kind, "thresholds": rule.thresholds, "channels": [c.name for c in channels]},
+            )
+            messages.success(request, _("Alert rule added."))
+            return redirect("alerts", slug=tenant.slug)
+    status = 400 if request.method == "POST" else 200
+    return page(request, "portal/alert_rule_form.html", {"form": form}, status=status)
+
+
+@portal_view("alerts.manage")
+def channel_create(request: HttpRequest, portal: PortalContext) -> HttpResponse:
+    tenant = portal.tenant
+    assert tenant is not None
+    form = ChannelForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            channel = alert_services.notification_channel_create(
+                tenant=tenant,
+                kind=form.cleaned_data["kind"],
+                name=form.cleaned_data["name"],
+                config=form.config(),
+                enabled=form.cleaned_data["enabled"],
+            )
+        except alert_services.AlertConfigError as error:
+            form.add_error(None, str(error))
+        else:
+            audit_record(
+                action="notification_channel.create",
+                target=channel,
+                actor=request.user,
+                tenant=tenant,
+                changes={"kind": channel.kind, "name": channel.name},
+            )
+            messages.success(request, _("Channel added. Send it a test to check it works."))
+            return redirect("alerts", slug=tenant.slug)
+    status = 400 if request.method == "POST" else 200
+    return page(request, "portal/alert_channel_form.html", {"form": form, "channel": None}, status=status)
+
+
+def _channel_initial(channel: NotificationChannel) -> dict:
+    config = channel.config
+    return {
+        "kind": channel.kind,
+        "name": channel.name,
+        "enabled": channel.enabled,
+        "recipients": ", ".join(config.get("recipients", [])),
+        "webhook_url": config.get("webhook_url", ""),
+        "keyword": config.get("keyword", ""),
+        "url": config.get("url", ""),
+    }
+
+
+@portal_view("alerts.view")
+@with_channel
+def channel_edit(request: HttpRequest, portal: PortalContext, channel: NotificationChannel) -> HttpResponse:
+    """The channel's settings (kind and name fixed) and its recent deliveries."""
+    tenant = portal.tenant
+    assert tenant is not None
+    form = ChannelForm(request.POST or None, initial=_channel_initial(channel))
+    form.fields["kind"].disabled = True
+    form.fields["name"].disabled = True
+    if request.method == "POST":
+        if not portal.can("alerts.manage"):
+            return page(request, "403.html", status=403)
+        if form.is_valid():
+            try:
+                alert_services.notification_channel_update(
+                    channel=channel, config=form.config(current=channel.config), enabled=form.cleaned_data["enabled"]
+                )
+            except alert_services.AlertConfigError as error:
+                form.add_error(None, str(error))
+            else:
+                audit_record(
+                    action="notification_channel.update",
+                    target=channel,
+                    actor=request.user,
+                    tenant=tenant,
+                    changes={"enabled": channel.enabled},
+                )
+                messages.success(request, _("Channel saved."))
+                return redirect("alert-channel", slug=tenant.slug, channel_id=channel.pk)
+    deliveries = alert_selectors.deliveries_for_tenant(tenant_id=tenant.pk, channel_id=channel.pk, limit=20)
+    status = 400 if request.method == "POST" else 200
+    return page(
+        request,
+        "portal/alert_channel_form.html",
+        {"form": form, "channel": channel, "deliveries": deliveries},
+        status=status,
+    )
+
+
+@portal_view("alerts.manage")
+@with_channel
+@require_POST
+def channel_test(request: HttpRequest, portal: PortalContext, channel: NotificationChannel) -> HttpResponse:
+    """Send a test message now and say how it went (it is recorded like any delivery)."""
+    delivery = alert_services.notification_channel_send_test(channel=channel)
+    if delivery.status == AlertDelivery.Status.DELIVERED:
+        messages.success(request, _("Test sent to %(name)s.") % {"name": channel.name})
+    elif delivery.status == AlertDelivery.Status.RETRY:
+        messages.warning(
+            request, _("The test could not be sent yet; it will be retried: %(error)s") % {"error": delivery.error}
+        )
+    else:
+        messages.error(request, _("The test failed: %(error)s") % {"error": delivery.error or delivery.status})
+    if request.POST.get("back") == "list":
+        return redirect("alerts", slug=channel.tenant.slug)
+    return redirect("alert-channel", slug=channel.tenant.slug, channel_id=channel.pk)

@@ -1,0 +1,146 @@
+"""Alerts in the portal: channels (add, edit, send test), rules, and the history of sent alerts."""
+
+from decimal import Decimal
+
+import pytest
+from django.urls import reverse
+from django.utils import timezone
+
+from billing.alerts.models import AlertDelivery, AlertRule, NotificationChannel
+from billing.alerts.services import alerts_evaluate, notification_channel_create
+from billing.services.quotas import quota_create
+from portal.accounts.models import AuditLog
+from tests.portal.web_support import event, record, rollup
+
+pytestmark = pytest.mark.django_db
+
+
+def add_email_channel(client, tenant, name="finance team", recipients="cfo@acme.test, ops@acme.test"):
+    return client.post(
+        reverse("alert-channel-create", kwargs={"slug": tenant.slug}),
+        {"kind": "email", "name": name, "recipients": recipients, "enabled": "on"},
+    )
+
+
+def email_channel(tenant):
+    return notification_channel_create(tenant=tenant, kind="email", name="ops", config={"recipients": ["o@a.test"]})
+
+
+RULE_DEFAULTS = {"window": "month", "threshold_unit": "percent", "forecast_days": 7, "spike_factor": "3"}
+
+
+def test_add_an_email_channel_and_send_a_test(client, tenant_a, owner_a, mailoutbox):
+    client.force_login(owner_a)
+    response = add_email_channel(client, tenant_a)
+    assert response.status_code == 302
+    channel = NotificationChannel.objects.get(tenant=tenant_a)
+    assert channel.config == {"recipients": ["cfo@acme.test", "ops@acme.test"]}
+    assert AuditLog.objects.filter(action="notification_channel.create", actor=owner_a).exists()
+
+    tested = client.post(
+        reverse("alert-channel-test", kwargs={"slug": tenant_a.slug, "channel_id": channel.pk}), follow=True
+    )
+    assert tested.status_code == 200
+    assert len(mailoutbox) == 1
+    assert mailoutbox[0].to == ["cfo@acme.test", "ops@acme.test"]
+    delivery = AlertDelivery.objects.get(channel=channel)
+    assert delivery.status == "delivered" and delivery.event_id is None
+    page = tested.content.decode()
+    assert "Test sent to finance team." in page
+    assert "delivered" in page  # the channel page lists its deliveries
+
+
+def test_bad_channel_config_is_explained(client, tenant_a, owner_a):
+    client.force_login(owner_a)
+    response = add_email_channel(client, tenant_a, recipients="not-an-email")
+    assert response.status_code == 400
+    assert "is not an email address" in response.content.decode()
+    dingtalk = client.post(
+        reverse("alert-channel-create", kwargs={"slug": tenant_a.slug}),
+        {"kind": "dingtalk", "name": "robot", "webhook_url": "https://oapi.dingtalk.com/robot/send", "enabled": "on"},
+    )
+    assert dingtalk.status_code == 400
+    assert "access_token" in dingtalk.content.decode()
+    assert not NotificationChannel.objects.exists()
+
+
+def test_edit_a_channel_keeps_its_secret(client, tenant_a, owner_a):
+    channel = notification_channel_create(
+        tenant=tenant_a, kind="webhook", name="hook", config={"url": "https://example.test/a", "secret": "s" * 20}
+    )
+    client.force_login(owner_a)
+    url = reverse("alert-channel", kwargs={"slug": tenant_a.slug, "channel_id": channel.pk})
+    page = client.get(url).content.decode()
+    assert "s" * 20 not in page  # the secret is never shown back
+    response = client.post(url, {"url": "https://example.test/b", "secret": ""})
+    assert response.status_code == 302
+    channel.refresh_from_db()
+    assert channel.config == {"url": "https://example.test/b", "secret": "s" * 20}
+    assert channel.enabled is False  # the unchecked box turned it off
+    assert channel.name == "hook" and channel.kind == "webhook"
+
+
+def test_add_rules(client, tenant_a, owner_a, key_a):
+    quota = quota_create(tenant=tenant_a, metric="tokens", window="month", limit=Decimal(5000))
+    channel = notification_channel_create(
+        tenant=tenant_a, kind="email", name="ops", config={"recipients": ["o@a.test"]}
+    )
+    client.force_login(owner_a)
+    url = reverse("alert-rule-create", kwargs={"slug": tenant_a.slug})
+    assert client.get(url).status_code == 200
+    base = RULE_DEFAULTS
+    response = client.post(
+        url,
+        {
+            **base,
+            "kind": "quota",
+            "name": "monthly tokens",
+            "quota": quota.pk,
+            "thresholds": "80, 100%",
+            "channels": [channel.pk],
+        },
+    )
+    assert response.status_code == 302, response.content
+    rule = AlertRule.objects.get(name="monthly tokens")
+    assert rule.kind == "quota" and rule.quota_id == quota.pk
+    assert rule.thresholds == ["80", "100"]
+    assert list(rule.channels.all()) == [channel]
+    spend = client.post(url, {**base, "kind": "spend", "thresholds": "50, 90", "api_key": key_a.row.pk})
+    assert spend.status_code == 400
+    assert "budget" in spend.content.decode()
+    spend = client.post(url, {**base, "kind": "spend", "amount": "25", "thresholds": "50, 90", "api_key": key_a.row.pk})
+    assert spend.status_code == 302
+    listing = client.get(reverse("alerts", kwargs={"slug": tenant_a.slug})).content.decode()
+    assert "monthly tokens" in listing and "25.00 USD" in listing
+    assert AuditLog.objects.filter(action="alert_rule.create", tenant=tenant_a).count() == 2
+
+
+def test_history_shows_sent_alerts_with_status(client, tenant_a, owner_a, key_a):
+    quota = quota_create(tenant=tenant_a, metric="tokens", window="lifetime", limit=Decimal(1000))
+    channel = notification_channel_create(
+        tenant=tenant_a, kind="email", name="ops", config={"recipients": ["o@a.test"]}
+    )
+    client.force_login(owner_a)
+    client.post(
+        reverse("alert-rule-create", kwargs={"slug": tenant_a.slug}),
+        {**RULE_DEFAULTS, "kind": "quota", "name": "lifetime tokens", "quota": quota.pk, "thresholds": "80, 100"}
+        | {"channels": [channel.pk]},
+    )
+
+    record(key_a.row, [event("over-1", timezone.now())])  # 1500 tokens > 100 % of 1000
+    rollup(tenant_a)
+    alerts_evaluate(tenant_id=tenant_a.pk)
+    page = client.get(reverse("alerts", kwargs={"slug": tenant_a.slug}))
+    events = page.context["events"]
+    assert sorted(e.threshold for e in events) == ["100%", "80%"]
+    html = page.content.decode()
+    assert "lifetime tokens" in html
+    assert html.count('class="badge badge-warn">80%') == 1
+
+
+def test_roles_on_alert_pages(client, tenant_a, viewer_a, finance_a):
+    client.force_login(viewer_a)
+    assert client.get(reverse("alerts", kwargs={"slug": tenant_a.slug})).status_code == 403
+    client.force_login(finance_a)
+    assert client.get(reverse("alerts", kwargs={"slug": tenant_a.slug})).status_code == 200
+    assert add_email_channel(client, tenant_a).status_code == 302
