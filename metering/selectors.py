@@ -329,10 +329,8 @@ def usage_so_far(
     today = now.astimezone(zoneinfo.ZoneInfo(tz_name)).date()
     totals = _rollup_row({})
     if start_day is None or start_day < today:
-        past = _rollups(
-            tenant_id=tenant_id, start_day=start_day, end_day=today - dt.timedelta(days=1), api_key_id=api_key_id
-        )
-        totals = _rollup_row(past.aggregate(**_sums()))
+        yesterday = today - dt.timedelta(days=1)
+        totals = usage_totals(tenant_id=tenant_id, start_day=start_day, end_day=yesterday, api_key_id=api_key_id)
     today_start = dt.datetime.combine(today, dt.time.min, tzinfo=zoneinfo.ZoneInfo(tz_name))
     events = UsageEvent.objects.filter(tenant_id=tenant_id, occurred_at__gte=today_start, occurred_at__lte=now)
     if api_key_id is not None:
