@@ -95,6 +95,7 @@ bench: $(VENV)/.dev-installed
 	$(TEST_ENV) $(PY) bench/ingest.py
 	$(TEST_ENV) $(PY) bench/authorize.py
 	$(TEST_ENV) $(PY) bench/rollup.py
+	$(TEST_ENV) $(PY) bench/dashboard.py
 
 clean:
 	rm -rf $(VENV) staticfiles db.sqlite3
