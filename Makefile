@@ -71,6 +71,7 @@ run: SYSTEM_PACKAGES = fonts-wqy-microhei gettext
 run: $(VENV)/.runtime-installed system-deps messages pdf-deps
 	$(RUN_ENV) $(PY) manage.py migrate --noinput -v0
 	$(RUN_ENV) $(PY) manage.py seed_demo
+	$(RUN_ENV) $(PY) manage.py rollup >/dev/null  # the dashboards read the rollup; beat keeps it fresh
 	@mkdir -p .celery/queue
 	@echo "Portal: http://127.0.0.1:8000/  API docs: http://127.0.0.1:8000/api/docs/  (Ctrl-C to stop)"
 	$(RUN_ENV) $(BIN)/celery -A portal worker --beat --pool=solo --loglevel=WARNING & worker=$$!; \
