@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from billing.alerts.models import AlertDelivery, AlertRule, NotificationChannel
-from billing.alerts.services import alerts_evaluate, notification_channel_create
+from billing.alerts.services import alert_rule_create, alerts_evaluate, notification_channel_create
 from billing.services.quotas import quota_create
 from portal.accounts.models import AuditLog
 from tests.portal.web_support import event, record, rollup
@@ -144,3 +144,23 @@ def test_roles_on_alert_pages(client, tenant_a, viewer_a, finance_a):
     client.force_login(finance_a)
     assert client.get(reverse("alerts", kwargs={"slug": tenant_a.slug})).status_code == 200
     assert add_email_channel(client, tenant_a).status_code == 302
+
+
+def test_pause_resume_and_delete_a_rule(client, tenant_a, owner_a):
+    quota = quota_create(tenant=tenant_a, metric="tokens", window="month", limit=Decimal(100))
+    rule = alert_rule_create(tenant=tenant_a, kind="quota", channels=[], quota_id=quota.pk, name="r1")
+    client.force_login(owner_a)
+    toggle = reverse("alert-rule-toggle", kwargs={"slug": tenant_a.slug, "rule_id": rule.pk})
+    assert client.post(toggle).status_code == 302
+    rule.refresh_from_db()
+    assert rule.enabled is False
+    client.post(toggle)
+    rule.refresh_from_db()
+    assert rule.enabled is True
+    assert client.get(toggle).status_code == 405
+    client.post(reverse("alert-rule-delete", kwargs={"slug": tenant_a.slug, "rule_id": rule.pk}))
+    assert not AlertRule.objects.filter(pk=rule.pk).exists()
+    actions = list(
+        AuditLog.objects.filter(tenant=tenant_a, action__startswith="alert_rule.").values_list("action", flat=True)
+    )
+    assert sorted(actions) == ["alert_rule.delete", "alert_rule.disable", "alert_rule.enable"]

@@ -10,7 +10,8 @@ from decimal import Decimal
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from billing.alerts.services import notification_channel_create
+from billing.alerts.models import AlertRule
+from billing.alerts.services import alert_rule_create, notification_channel_create
 from billing.services.quotas import quota_create
 from tests import factories
 
@@ -43,9 +44,11 @@ def foreign(tenant_a, tenant_b, key_a, key_b):
     email = {"recipients": ["x@example.test"]}
     channel_b = notification_channel_create(tenant=tenant_b, kind="email", name="b", config=email)
     channel_a = notification_channel_create(tenant=tenant_a, kind="email", name="a", config=email)
+    rule_b = alert_rule_create(tenant=tenant_b, kind="quota", channels=[channel_b], quota_id=quota_b.pk)
+    rule_a = alert_rule_create(tenant=tenant_a, kind="quota", channels=[channel_a], quota_id=quota_a.pk)
     return {
-        "b": {"key_id": key_b.row.pk, "quota_id": quota_b.pk, "channel_id": channel_b.pk},
-        "a": {"key_id": key_a.row.pk, "quota_id": quota_a.pk, "channel_id": channel_a.pk},
+        "b": {"key_id": key_b.row.pk, "quota_id": quota_b.pk, "channel_id": channel_b.pk, "rule_id": rule_b.pk},
+        "a": {"key_id": key_a.row.pk, "quota_id": quota_a.pk, "channel_id": channel_a.pk, "rule_id": rule_a.pk},
     }
 
 
@@ -90,6 +93,9 @@ def test_nothing_changed_after_the_attempts(client, tenant_a, tenant_b, owner_a,
         reverse("alert-channel", kwargs={"slug": tenant_a.slug, "channel_id": channel_b}), {"recipients": "me@x.test"}
     )
     assert mailoutbox == []
+    for name in ("alert-rule-toggle", "alert-rule-delete"):
+        client.post(reverse(name, kwargs={"slug": tenant_a.slug, "rule_id": foreign["b"]["rule_id"]}))
+    assert AlertRule.objects.get(pk=foreign["b"]["rule_id"]).enabled is True
     client.post(reverse("key-revoke", kwargs={"slug": tenant_a.slug, "key_id": key_b.row.pk}))
     client.post(reverse("key-revoke", kwargs={"slug": tenant_b.slug, "key_id": key_b.row.pk}))
     key_b.row.refresh_from_db()

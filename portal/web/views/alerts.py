@@ -9,7 +9,7 @@ from django.views.decorators.http import require_POST
 from billing import selectors as billing_selectors
 from billing.alerts import selectors as alert_selectors
 from billing.alerts import services as alert_services
-from billing.alerts.models import AlertDelivery, NotificationChannel
+from billing.alerts.models import AlertDelivery, AlertRule, NotificationChannel
 from portal.accounts import selectors as account_selectors
 from portal.accounts.models import Tenant
 from portal.accounts.services import audit_record
@@ -24,7 +24,12 @@ def _tenant_channel(tenant: Tenant, channel_id: int) -> NotificationChannel | No
     return alert_selectors.channel_for_tenant(tenant_id=tenant.pk, channel_id=channel_id)
 
 
+def _tenant_rule(tenant: Tenant, rule_id: int) -> AlertRule | None:
+    return alert_selectors.rule_for_tenant(tenant_id=tenant.pk, rule_id=rule_id)
+
+
 with_channel = tenant_object("channel_id", _tenant_channel, name="channel")
+with_rule = tenant_object("rule_id", _tenant_rule, name="rule")
 
 
 def _rule_form(tenant: Tenant, data=None) -> AlertRuleForm:
@@ -199,3 +204,33 @@ def channel_test(request: HttpRequest, portal: PortalContext, channel: Notificat
     if request.POST.get("back") == "list":
         return redirect("alerts", slug=channel.tenant.slug)
     return redirect("alert-channel", slug=channel.tenant.slug, channel_id=channel.pk)
+
+
+@portal_view("alerts.manage")
+@with_rule
+@require_POST
+def rule_toggle(request: HttpRequest, portal: PortalContext, rule: AlertRule) -> HttpResponse:
+    """Pause or resume a rule (its history stays)."""
+    enabled = not rule.enabled
+    alert_services.alert_rule_set_enabled(rule=rule, enabled=enabled)
+    audit_record(
+        action="alert_rule.enable" if enabled else "alert_rule.disable",
+        target=rule,
+        actor=request.user,
+        tenant=portal.tenant,
+    )
+    messages.success(request, _("Rule resumed.") if enabled else _("Rule paused."))
+    return redirect("alerts", slug=rule.tenant.slug)
+
+
+@portal_view("alerts.manage")
+@with_rule
+@require_POST
+def rule_delete(request: HttpRequest, portal: PortalContext, rule: AlertRule) -> HttpResponse:
+    """Delete a rule and its alert history."""
+    slug, label = rule.tenant.slug, str(rule)
+    changes = {"kind": rule.kind, "name": rule.name}
+    audit_record(action="alert_rule.delete", target=rule, actor=request.user, tenant=portal.tenant, changes=changes)
+    alert_services.alert_rule_delete(rule=rule)
+    messages.success(request, _("Rule %(name)s deleted.") % {"name": label})
+    return redirect("alerts", slug=slug)
