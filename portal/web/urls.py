@@ -38,6 +38,7 @@ tenant_patterns = [
     path("alerts/channels/new/", alerts.channel_create, name="alert-channel-create"),
     path("alerts/channels/<int:channel_id>/", alerts.channel_edit, name="alert-channel"),
     path("alerts/channels/<int:channel_id>/test/", alerts.channel_test, name="alert-channel-test"),
+    path("alerts/channels/<int:channel_id>/delete/", alerts.channel_delete, name="alert-channel-delete"),
 ]
 
 ops_patterns = [

@@ -138,6 +138,16 @@ def test_history_shows_sent_alerts_with_status(client, tenant_a, owner_a, key_a)
     assert html.count('class="badge badge-warn">80%') == 1
 
 
+def test_delete_a_channel(client, tenant_a, owner_a):
+    channel = email_channel(tenant_a)
+    client.force_login(owner_a)
+    url = reverse("alert-channel-delete", kwargs={"slug": tenant_a.slug, "channel_id": channel.pk})
+    assert client.get(url).status_code == 405
+    assert client.post(url).status_code == 302
+    assert not NotificationChannel.objects.filter(pk=channel.pk).exists()
+    assert AuditLog.objects.filter(action="notification_channel.delete", actor=owner_a).exists()
+
+
 def test_roles_on_alert_pages(client, tenant_a, viewer_a, finance_a):
     client.force_login(viewer_a)
     assert client.get(reverse("alerts", kwargs={"slug": tenant_a.slug})).status_code == 403

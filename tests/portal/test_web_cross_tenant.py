@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from billing.alerts.models import AlertRule
+from billing.alerts.models import AlertRule, NotificationChannel
 from billing.alerts.services import alert_rule_create, notification_channel_create
 from billing.services.quotas import quota_create
 from tests import factories
@@ -93,6 +93,8 @@ def test_nothing_changed_after_the_attempts(client, tenant_a, tenant_b, owner_a,
         reverse("alert-channel", kwargs={"slug": tenant_a.slug, "channel_id": channel_b}), {"recipients": "me@x.test"}
     )
     assert mailoutbox == []
+    client.post(reverse("alert-channel-delete", kwargs={"slug": tenant_a.slug, "channel_id": channel_b}))
+    assert NotificationChannel.objects.filter(pk=channel_b).exists()
     for name in ("alert-rule-toggle", "alert-rule-delete"):
         client.post(reverse(name, kwargs={"slug": tenant_a.slug, "rule_id": foreign["b"]["rule_id"]}))
     assert AlertRule.objects.get(pk=foreign["b"]["rule_id"]).enabled is True

@@ -234,3 +234,18 @@ def rule_delete(request: HttpRequest, portal: PortalContext, rule: AlertRule) ->
     alert_services.alert_rule_delete(rule=rule)
     messages.success(request, _("Rule %(name)s deleted.") % {"name": label})
     return redirect("alerts", slug=slug)
+
+
+@portal_view("alerts.manage")
+@with_channel
+@require_POST
+def channel_delete(request: HttpRequest, portal: PortalContext, channel: NotificationChannel) -> HttpResponse:
+    """Delete a channel and its delivery records; rules keep their other channels."""
+    slug = channel.tenant.slug
+    changes = {"kind": channel.kind, "name": channel.name}
+    audit_record(
+        action="notification_channel.delete", target=channel, actor=request.user, tenant=portal.tenant, changes=changes
+    )
+    alert_services.notification_channel_delete(channel=channel)
+    messages.success(request, _("Channel %(name)s deleted.") % {"name": changes["name"]})
+    return redirect("alerts", slug=slug)
