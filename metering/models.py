@@ -16,8 +16,16 @@ class UsageEvent(models.Model):
         REPORTED = "reported"  # counts sent by the caller
         COUNTED = "counted"  # counted here from text with tiktoken
 
-    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.PROTECT, related_name="+")
-    api_key = models.ForeignKey("accounts.ApiKey", on_delete=models.PROTECT, related_name="+")
+    # No database-level foreign keys on this append-only table: PostgreSQL checks each one per
+    # inserted row (three lookups and a row lock on the hot tenant, key and price rows), which
+    # cost about as much as the insert itself (docs/scaling.md). Every id comes from a row the
+    # request just read, deletes stay PROTECTed by the ORM, and a partitioned or distributed
+    # usage table is simpler without them. tenant_id leads both composite indexes, so it needs
+    # no index of its own.
+    tenant = models.ForeignKey(
+        "accounts.Tenant", on_delete=models.PROTECT, related_name="+", db_constraint=False, db_index=False
+    )
+    api_key = models.ForeignKey("accounts.ApiKey", on_delete=models.PROTECT, related_name="+", db_constraint=False)
     request_id = models.CharField(max_length=128)
     model = models.CharField(max_length=200)
     input_tokens = models.BigIntegerField()
@@ -33,7 +41,9 @@ class UsageEvent(models.Model):
     # Rating: null cost means no price matched yet (stored anyway, rated when one arrives).
     cost = models.DecimalField(**COST_FIELD, null=True, blank=True)
     currency = models.CharField(max_length=3)
-    price = models.ForeignKey("billing.Price", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    price = models.ForeignKey(
+        "billing.Price", null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_constraint=False
+    )
     # SHA-256 of the canonical body (without api_key) and the consuming key id: a replay with the
     # same hash is a duplicate, else a conflict (metering/validation.py, keyed_body_hash).
     body_hash = models.CharField(max_length=64)
