@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 
 import pytest
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from rest_framework.test import APIClient
 
 from billing.models import Hold, LedgerEntry, Wallet
 from billing.money import round_to_ledger
 from billing.selectors import ledger_sum
 from billing.services.balances.keys import balance_key
+from billing.services.ledger import ledger_post
 from billing.services.quotas import quota_create
 from billing.services.reconcile import balances_reconcile
 from metering.models import UsageEvent
@@ -225,3 +226,49 @@ def test_concurrent_holds_never_exceed_a_hard_quota(backend, tenant_a, redis_cli
     )
     if backend == "redis":
         assert balances_reconcile(tenant_id=tenant_a.pk, fix=False).clean
+
+
+def test_seeding_waits_for_a_money_change_in_flight(redis_backend, redis_client, tenant_a):
+    """The seeding race, deterministically: a top-up has moved PostgreSQL and found bal:{t} absent
+    (so mirrored nothing) but not committed yet. A concurrent authorize finds the key cold and
+    seeds; the seed must wait for that commit and include it, neither missing nor doubling it."""
+    factories.topup(tenant_a, "1.00")
+    _, secret = factories.issue_api_key(tenant_a)
+    in_flight, release = threading.Event(), threading.Event()
+    answer: dict = {}
+
+    def top_up() -> None:
+        try:
+            with transaction.atomic():
+                ledger_post(
+                    tenant_id=tenant_a.pk, currency="USD", kind="topup", amount=Decimal(2), idempotency_key="slow"
+                )
+                in_flight.set()
+                release.wait(timeout=30)
+        finally:
+            connection.close()
+
+    def authorize() -> None:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+        try:
+            body = {"model": "gpt-4o", "estimated_input_tokens": EST_IN, "max_output_tokens": MAX_OUT}
+            answer["response"] = client.post("/api/v1/authorize", body, format="json")
+        finally:
+            connections.close_all()
+
+    writer = threading.Thread(target=top_up)
+    writer.start()
+    assert in_flight.wait(timeout=30)
+    assert redis_client.get(balance_key(tenant_a.pk)) is None  # cold: the top-up mirrored nothing
+    reader = threading.Thread(target=authorize)
+    reader.start()
+    reader.join(timeout=0.5)
+    assert reader.is_alive(), "the seed must wait for the transaction in flight"
+    release.set()
+    writer.join(timeout=30)
+    reader.join(timeout=30)
+    assert answer["response"].status_code == 200
+    assert answer["response"].json()["balance"] == "3.00"
+    assert int(redis_client.get(balance_key(tenant_a.pk))) == 3_000_000
+    assert balances_reconcile(tenant_id=tenant_a.pk, fix=False).clean
