@@ -7,6 +7,7 @@ from django.utils.translation import gettext_lazy as _
 
 from billing.models import Quota
 from portal.accounts.models import ApiKey
+from portal.web.dashboard import quota_label
 
 SCOPE_CHOICES = [
     (ApiKey.Scope.INGEST, _("ingest: post usage")),
@@ -139,6 +140,12 @@ class ChannelForm(forms.Form):
         return {"url": data.get("url", ""), "secret": secret}
 
 
+def quota_choice_label(quota: Quota, key_names: dict[int, str]) -> str:
+    limit = f"{quota.limit.normalize():,f}"
+    unit = _("tokens") if quota.metric == Quota.Metric.TOKENS else quota.tenant.currency
+    return f"{quota_label(quota, key_names)} \N{EM DASH} {limit} {unit}"
+
+
 class AlertRuleForm(forms.Form):
     name = forms.CharField(label=_("Name"), max_length=100, required=False)
     kind = forms.ChoiceField(label=_("Alert when"), choices=RULE_KIND_CHOICES)
@@ -165,7 +172,8 @@ class AlertRuleForm(forms.Form):
 
     def __init__(self, *args, quotas, keys, channels, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.fields["quota"].choices = [("", "\N{EN DASH}")] + [(q.pk, str(q)) for q in quotas]
+        labels = {k.pk: k.name or k.prefix for k in keys}
+        self.fields["quota"].choices = [("", "\N{EN DASH}")] + [(q.pk, quota_choice_label(q, labels)) for q in quotas]
         self.fields["api_key"].choices = [("", _("All keys"))] + [(k.pk, k.name or k.prefix) for k in keys]
         self.fields["channels"].choices = [(c.pk, f"{c.name} ({c.kind})") for c in channels]
 

@@ -99,6 +99,15 @@ def test_revoke_is_post_only(client, tenant_a, owner_a, key_a):
     assert client.get(reverse("key-revoke", kwargs={"slug": tenant_a.slug, "key_id": key_a.row.pk})).status_code == 405
 
 
+def test_key_detail_shows_its_usage(client, tenant_a, owner_a, key_a, usage_a):
+    client.force_login(owner_a)
+    response = client.get(reverse("key-detail", kwargs={"slug": tenant_a.slug, "key_id": key_a.row.pk}))
+    usage = response.context["usage"]
+    assert usage["requests"] == 6  # key_a's gpt-4o requests; the mini ones are on another key
+    assert usage["cost"] == 6 * Decimal("0.00725")
+    assert f"tbk_{key_a.row.prefix}_" in response.content.decode()
+
+
 def test_key_list_shows_last_use(client, tenant_a, owner_a, key_a):
     client.force_login(owner_a)
     page = client.get(reverse("keys", kwargs={"slug": tenant_a.slug})).content.decode()

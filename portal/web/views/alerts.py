@@ -14,7 +14,7 @@ from portal.accounts import selectors as account_selectors
 from portal.accounts.models import Tenant
 from portal.accounts.services import audit_record
 from portal.web.access import PortalContext, portal_view, tenant_object
-from portal.web.forms import AlertRuleForm, ChannelForm
+from portal.web.forms import AlertRuleForm, ChannelForm, quota_choice_label
 from portal.web.views.common import page
 
 HISTORY_SIZE = 50
@@ -45,11 +45,15 @@ def _rule_form(tenant: Tenant, data=None) -> AlertRuleForm:
 def alerts(request: HttpRequest, portal: PortalContext) -> HttpResponse:
     tenant = portal.tenant
     assert tenant is not None
+    key_names = {k.pk: k.name or k.prefix for k in account_selectors.api_keys_for_tenant(tenant_id=tenant.pk)}
+    rules = alert_selectors.rules_for_tenant(tenant_id=tenant.pk)
+    for rule in rules:
+        rule.quota_label = quota_choice_label(rule.quota, key_names) if rule.quota else ""  # type: ignore[attr-defined]
     return page(
         request,
         "portal/alerts.html",
         {
-            "rules": alert_selectors.rules_for_tenant(tenant_id=tenant.pk),
+            "rules": rules,
             "channels": alert_selectors.channels_for_tenant(tenant_id=tenant.pk),
             "events": alert_selectors.alert_events_for_tenant(tenant_id=tenant.pk, limit=HISTORY_SIZE),
             "tests": [

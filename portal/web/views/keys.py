@@ -1,5 +1,7 @@
 """API keys: list, create (the secret shown once), per-key quotas, revoke."""
 
+import datetime as dt
+
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -11,12 +13,16 @@ from django.views.decorators.http import require_POST
 from billing import selectors as billing_selectors
 from billing.models import Quota
 from billing.services import quotas
+from metering import selectors as usage_selectors
 from portal.accounts import selectors as account_selectors
 from portal.accounts import services as account_services
 from portal.accounts.models import ApiKey, Tenant
 from portal.web.access import PortalContext, portal_view, tenant_object
 from portal.web.forms import ApiKeyCreateForm, QuotaForm
+from portal.web.ranges import today_for
 from portal.web.views.common import page
+
+KEY_USAGE_DAYS = 30
 
 
 def _tenant_key(tenant: Tenant, key_id: int) -> ApiKey | None:
@@ -87,6 +93,11 @@ def key_detail(request: HttpRequest, portal: PortalContext, key: ApiKey) -> Http
         {
             "key": key,
             "quotas": billing_selectors.tenant_quotas(tenant_id=portal.tenant.pk, api_key_id=key.pk),
+            "usage": usage_selectors.usage_totals(
+                tenant_id=portal.tenant.pk,
+                api_key_id=key.pk,
+                start_day=today_for(portal.tenant.timezone) - dt.timedelta(days=KEY_USAGE_DAYS - 1),
+            ),
             "quota_form": QuotaForm(),
         },
     )

@@ -54,7 +54,12 @@ def tenants(request: HttpRequest, portal: PortalContext) -> HttpResponse:
         "top-tenants-tokens": charts.top_tenants(top["tokens"], names, metric="tokens"),
         "top-tenants-cost": charts.top_tenants(top["cost"], names, metric="cost"),
     }
-    return page(request, "portal/ops/tenants.html", {"rows": table, "charts": figures, "days": TOP_TENANTS_DAYS})
+    last_month = (today.replace(day=1) - dt.timedelta(days=1)).strftime("%Y-%m")
+    return page(
+        request,
+        "portal/ops/tenants.html",
+        {"rows": table, "charts": figures, "days": TOP_TENANTS_DAYS, "last_month": last_month},
+    )
 
 
 @portal_view("ops.view")
