@@ -11,7 +11,9 @@ from django.utils import timezone
 
 from billing.services.ledger import ledger_post, wallet_ensure
 from billing.services.pricing import plan_get_or_create, price_add
+from billing.services.quotas import quota_create
 from metering.services.ingest import usage_record_batch
+from metering.services.rollup import rollup_tenant
 from portal.accounts import selectors, services
 from portal.accounts.models import Membership
 
@@ -74,7 +76,12 @@ class Command(BaseCommand):
         self._user(OPERATOR_EMAIL, password, tenant=None, staff=True)
         key, secret = services.api_key_create(tenant=tenant, name="demo key", actor_label="seed_demo")
         if fresh:
-            self._usage(key, days=options["days"], per_day=options["per_day"])
+            batch_key, _ = services.api_key_create(tenant=tenant, name="batch jobs", actor_label="seed_demo")
+            self._usage([key, batch_key], days=options["days"], per_day=options["per_day"])
+            # The dashboard reads the daily rollups: build them now rather than at the next beat.
+            rollup_tenant(tenant_id=tenant.pk)
+            quota_create(tenant=tenant, metric="tokens", window="month", limit=Decimal(20_000_000),
+                         enforcement="soft", actor_label="seed_demo")  # fmt: skip
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
         self.stdout.write(f"  Portal login:   {OWNER_EMAIL} / {password}   (tenant owner)")
         self.stdout.write(f"  Operator login: {OPERATOR_EMAIL} / {password}   (staff)")
@@ -91,7 +98,7 @@ class Command(BaseCommand):
             user.set_password(password)
             user.save(update_fields=["password"])
 
-    def _usage(self, key, *, days: int, per_day: int) -> None:
+    def _usage(self, keys, *, days: int, per_day: int) -> None:
         rng = random.Random(20261123)  # noqa: S311 - demo data, not security
         now = timezone.now()
         models, weights = zip(*DEMO_TRAFFIC, strict=True)
@@ -113,6 +120,8 @@ class Command(BaseCommand):
                         "latency_ms": int(rng.uniform(200, 4000)),
                     }
                 )
-        for start in range(0, len(events), 500):
-            usage_record_batch(raw_events=events[start : start + 500], api_key=key)
+        for index, key in enumerate(keys):  # the first key takes two thirds of the traffic
+            mine = [e for n, e in enumerate(events) if (n % 3 != 2) == (index == 0)]
+            for start in range(0, len(mine), 500):
+                usage_record_batch(raw_events=mine[start : start + 500], api_key=key)
         self.stdout.write(f"  {len(events)} usage events over {days} days recorded.")
