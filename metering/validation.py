@@ -136,10 +136,18 @@ def _metadata(raw: dict) -> dict:
     for key, item in value.items():
         if len(key) > MAX_METADATA_KEY_LENGTH:
             raise EventInvalid("metadata", f"metadata key {key[:20]!r}... is longer than {MAX_METADATA_KEY_LENGTH}.")
-        if isinstance(item, (dict, list)):
+        kind = type(item)
+        if kind is str:
+            if len(item) > MAX_METADATA_VALUE_LENGTH:
+                raise EventInvalid("metadata", f"metadata.{key} is longer than {MAX_METADATA_VALUE_LENGTH} characters.")
+            if "\x00" in item:
+                raise EventInvalid(
+                    "metadata", f"metadata.{key} contains a NUL character (\\u0000), which cannot be stored."
+                )
+        elif kind is dict or kind is list:
             raise EventInvalid("metadata", f"metadata.{key} must be a string, number, boolean or null (flat).")
-        if isinstance(item, str) and len(item) > MAX_METADATA_VALUE_LENGTH:
-            raise EventInvalid("metadata", f"metadata.{key} is longer than {MAX_METADATA_VALUE_LENGTH} characters.")
+        if "\x00" in key:
+            raise EventInvalid("metadata", "A metadata key contains a NUL character (\\u0000), which cannot be stored.")
     return value
 
 

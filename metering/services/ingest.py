@@ -102,24 +102,30 @@ def usage_record_batch(
     if resolve_key is not None:
         resolve_key = _once_per_ref(resolve_key)
 
+    allow_api_key = api_key is None
     for index, raw in enumerate(raw_events):
-        request_id = raw.get("request_id") if isinstance(raw, dict) else None
         try:
-            event = parse_event(raw, now=now, max_future=max_future, allow_api_key=api_key is None)
+            event = parse_event(raw, now=now, max_future=max_future, allow_api_key=allow_api_key)
             key = api_key if api_key is not None else _resolve(event, resolve_key)
-            event.body_hash = keyed_body_hash(event.body_hash, key.pk)
+            event.body_hash = keyed_body_hash(event.body_hash, key.id)
         except EventInvalid as exc:
             results[index] = _reject(
-                index, request_id, code=exc.code, message=exc.message, field_name=exc.field, http_status=400
+                index, _request_id(raw), code=exc.code, message=exc.message, field_name=exc.field, http_status=400
             )
             continue
         except KeyRejected as exc:
             results[index] = _reject(
-                index, request_id, code=exc.code, message=exc.message, field_name="api_key", http_status=exc.http_status
+                index,
+                _request_id(raw),
+                code=exc.code,
+                message=exc.message,
+                field_name="api_key",
+                http_status=exc.http_status,
             )
             continue
-        keys[key.pk] = key
-        by_key[key.pk].append((index, event))
+        if key.id not in keys:
+            keys[key.id] = key
+        by_key[key.id].append((index, event))
 
     by_tenant: dict[int, list[tuple[int, EventInput, ApiKey]]] = defaultdict(list)
     for key_id, items in by_key.items():
@@ -147,6 +153,10 @@ def usage_record_batch(
         if stored:
             events_out.update((event.pk, event) for event in UsageEvent.objects.filter(pk__in=stored))
     return BatchResult(items=final, events=events_out)
+
+
+def _request_id(raw: Any) -> Any:
+    return raw.get("request_id") if isinstance(raw, dict) else None
 
 
 def _as_model(pk: int, new: NewEvent) -> UsageEvent:
@@ -184,24 +194,25 @@ def _record_for_tenant(
 ) -> list[ItemResult]:
     """Store, charge and answer one tenant's events; `fresh` (when given) gets {id: event} of those stored now."""
     tenant = items[0][2].tenant
+    tenant_id = tenant.id
     out: list[ItemResult] = []
     # Repeats inside one batch: the first occurrence is the one stored.
-    first_by_request: dict[str, tuple[int, EventInput]] = {}
-    repeats: list[tuple[int, EventInput]] = []
-    for index, event, _ in items:
-        if event.request_id in first_by_request:
-            repeats.append((index, event))
+    first_by_request: dict[str, tuple[int, EventInput, ApiKey]] = {}
+    repeats: list[tuple[int, EventInput, ApiKey]] = []
+    for item in items:
+        if item[1].request_id in first_by_request:
+            repeats.append(item)
         else:
-            first_by_request[event.request_id] = (index, event)
-    key_of = {index: key for index, _, key in items}
+            first_by_request[item[1].request_id] = item
 
     book = billing_selectors.price_book_for(
-        plan_id=tenant.price_plan_id, tenant_id=tenant.pk, models={event.model for _, event, _ in items}
+        plan_id=tenant.price_plan_id, tenant_id=tenant_id, models={event.model for _, event, _ in items}
     )
     currency = book.currency if book is not None else tenant.currency
+    terms_for = book.terms_for if book is not None else None
     new_events: list[NewEvent] = []
-    for index, event in first_by_request.values():
-        terms = book.terms_for(event.model, event.occurred_at) if book is not None else None
+    for _, event, key in first_by_request.values():
+        terms = terms_for(event.model, event.occurred_at) if terms_for is not None else None
         cost = (
             rate(
                 terms,
@@ -215,8 +226,8 @@ def _record_for_tenant(
         )
         new_events.append(
             NewEvent(
-                tenant_id=tenant.pk,
-                api_key_id=key_of[index].pk,
+                tenant_id=tenant_id,
+                api_key_id=key.id,
                 request_id=event.request_id,
                 model=event.model,
                 input_tokens=event.input_tokens,
@@ -238,52 +249,51 @@ def _record_for_tenant(
 
     with transaction.atomic():
         inserted = insert_new(new_events)
-        unpriced = sum(1 for e in new_events if e.request_id in inserted and e.cost is None)
-        if inserted:
+        stored_now = [e for e in new_events if e.request_id in inserted] if inserted else []
+        unpriced = sum(1 for e in stored_now if e.cost is None)
+        if stored_now:
             # One call per tenant batch: the usage charge, the holds these events settle, the
             # quota counters and the hot balance counters, in this transaction.
             usage_settle_batch(
-                tenant_id=tenant.pk,
+                tenant_id=tenant_id,
                 tz_name=tenant.timezone,
                 currency=currency,
-                events=[e for e in new_events if e.request_id in inserted],
+                events=stored_now,
                 first_event_id=min(inserted.values()),
                 now=now,
             )
-            usage_recorded_on_commit(tenant_id=tenant.pk)  # alerts evaluate after commit, debounced
+            usage_recorded_on_commit(tenant_id=tenant_id)  # alerts evaluate after commit, debounced
         existing = {}
         missing = [rid for rid in first_by_request if rid not in inserted]
         if missing:
             existing = {
                 row["request_id"]: row
-                for row in UsageEvent.objects.filter(tenant_id=tenant.pk, request_id__in=missing).values(
+                for row in UsageEvent.objects.filter(tenant_id=tenant_id, request_id__in=missing).values(
                     "id", "request_id", "body_hash"
                 )
             }
     if unpriced:
         metrics.UNPRICED.inc(unpriced)
+    if fresh is not None:
+        fresh.update((inserted[event.request_id], event) for event in stored_now)
 
-    stored_hash: dict[str, tuple[int, str]] = {}
-    for event in new_events:
-        if event.request_id in inserted:
-            stored_hash[event.request_id] = (inserted[event.request_id], event.body_hash)
-            if fresh is not None:
-                fresh[inserted[event.request_id]] = event
+    # Stored now: accepted. Stored before (or by a concurrent request): duplicate or conflict.
+    stored_hash: dict[str, tuple[int, str]] = {rid: (row["id"], row["body_hash"]) for rid, row in existing.items()}
+    for index, event, _ in first_by_request.values():
+        event_id = inserted.get(event.request_id)
+        if event_id is not None:
+            out.append(ItemResult(index, ACCEPTED, event.request_id, event_id, None, 201))
+            stored_hash[event.request_id] = (event_id, event.body_hash)
         else:
-            row = existing[event.request_id]
-            stored_hash[event.request_id] = (row["id"], row["body_hash"])
-
-    for index, event in first_by_request.values():
-        out.append(_outcome(index, event, stored_hash, fresh=event.request_id in inserted))
-    for index, event in repeats:
-        out.append(_outcome(index, event, stored_hash, fresh=False))
+            out.append(_outcome(index, event, stored_hash))
+    for index, event, _ in repeats:
+        out.append(_outcome(index, event, stored_hash))
     return out
 
 
-def _outcome(index: int, event: EventInput, stored: dict[str, tuple[int, str]], *, fresh: bool) -> ItemResult:
+def _outcome(index: int, event: EventInput, stored: dict[str, tuple[int, str]]) -> ItemResult:
+    """An event whose request_id was stored before this item: a duplicate, or a conflict."""
     event_id, stored_body_hash = stored[event.request_id]
-    if fresh:
-        return ItemResult(index=index, status=ACCEPTED, request_id=event.request_id, event_id=event_id, http_status=201)
     if stored_body_hash == event.body_hash:
         return ItemResult(index=index, status=DUPLICATE, request_id=event.request_id, event_id=event_id)
     return _reject(
