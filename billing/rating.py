@@ -9,14 +9,23 @@ The rules (docs/billing-rules.md has worked examples):
 """
 
 import decimal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 
-from billing.money import COST_QUANTUM
+from billing.money import COST_PLACES, COST_QUANTUM
 
 # Enough digits that tokens (<= 1e12) x rate (<= 1e12, 12 places) never rounds.
 _EXACT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN, traps=[decimal.Overflow, decimal.InvalidOperation])
 _PER_MILLION = Decimal(1_000_000)
+# A per-1M-token rate with at most this many decimal places, as an integer of 10^-12 units,
+# times a token count, is the cost as an integer of 10^-18 units (COST_PLACES): exact.
+_UNIT_PLACES = COST_PLACES - 6
+
+
+def _as_units(rate: Decimal) -> int | None:
+    if not isinstance(rate, Decimal) or not rate.is_finite() or rate.as_tuple().exponent < -_UNIT_PLACES:
+        return None
+    return int(rate.scaleb(_UNIT_PLACES, context=_EXACT))
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +36,14 @@ class Rates:
     output: Decimal
     cached_input: Decimal
     cache_write: Decimal
+    # The same rates as integers of 10^-12 (input, cached_input, cache_write, output), when all
+    # fit: rating then multiplies integers, several times faster than Decimal and as exact.
+    units: tuple[int, int, int, int] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        units = tuple(_as_units(r) for r in (self.input, self.cached_input, self.cache_write, self.output))
+        if None not in units:
+            object.__setattr__(self, "units", units)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +101,15 @@ def rate(
         raise ValueError("cached_input_tokens + cache_write_tokens exceed input_tokens")
     r = terms.rates_for(input_tokens)
     ctx = _EXACT
+    units = r.units
+    if units is not None:
+        in_units = (
+            uncached * units[0]
+            + cached_input_tokens * units[1]
+            + cache_write_tokens * units[2]
+            + output_tokens * units[3]
+        )
+        return Decimal(in_units).scaleb(-COST_PLACES, context=ctx)
     total = ctx.add(
         ctx.add(ctx.multiply(uncached, r.input), ctx.multiply(cached_input_tokens, r.cached_input)),
         ctx.add(ctx.multiply(cache_write_tokens, r.cache_write), ctx.multiply(output_tokens, r.output)),
