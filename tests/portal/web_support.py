@@ -87,19 +87,21 @@ def usage_a(tenant_a, key_a):
     cached) + 500 out; and one gpt-4o-mini request of 2000 in + 1000 out on a second key.
     """
     other_key, _ = factories.issue_api_key(tenant_a, name="batch jobs")
+    # Halfway through today (tenant_a is UTC), so that no event strays over a midnight.
     now = timezone.now()
+    anchor = now - (now - now.replace(hour=0, minute=0, second=0, microsecond=0)) / 2
     for day in range(3):
-        when = now - dt.timedelta(days=day)
+        when = anchor - dt.timedelta(days=day)
         record(
             key_a.row,
-            [event(f"a-{day}-{n}", when - dt.timedelta(minutes=n), cached_input_tokens=200) for n in range(day + 1)],
+            [event(f"a-{day}-{n}", when - dt.timedelta(seconds=n), cached_input_tokens=200) for n in range(day + 1)],
         )
         record(
             other_key,
             [
                 event(
                     f"b-{day}",
-                    when - dt.timedelta(minutes=30),
+                    when - dt.timedelta(seconds=30),
                     model="gpt-4o-mini",
                     input_tokens=2000,
                     output_tokens=1000,
