@@ -80,14 +80,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--worker-class", default="sync", help="gunicorn worker class (sync, gthread)")
     parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker (gthread)")
     parser.add_argument("--events", type=int, default=0, help="stop the batch phase after this many events (0: time)")
-    parser.add_argument("--skip", default="", help="comma-separated phases to skip: copy,batch,single,rate")
+    parser.add_argument("--tenants", type=int, default=1, help="tenants (one key each) the clients are spread over")
+    parser.add_argument("--skip", default="", help="comma-separated phases to skip: copy,batch,gateway,single,rate")
     parser.add_argument("--keep-server", action="store_true", help="leave gunicorn running for profiling (prints pid)")
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.duration > 60:
         parser.error("--duration must be in (0, 60] seconds (the whole run stays under 3 minutes)")
     if not 1 <= args.batch_size <= 10_000:
         parser.error("--batch-size must be 1..10000")
-    if min(args.batch_clients, args.single_clients, args.rate_clients, args.workers, args.threads) < 1:
+    if min(args.batch_clients, args.single_clients, args.rate_clients, args.workers, args.threads, args.tenants) < 1:
         parser.error("client, worker and thread counts must be >= 1")
     if not args.database.replace("_", "").isalnum():
         parser.error("--database must be letters, digits and underscores")
@@ -122,13 +123,15 @@ def recreate_database(maintenance_url: str, name: str) -> None:
 
 @dataclass
 class Fixture:
-    tenant_id: int
-    api_key_id: int
-    api_key: str
+    tenants: list[tuple[int, int, str]]  # (tenant id, api key id, api key secret)
     service_token: str
 
+    def key_for(self, index: int) -> tuple[int, int, str]:
+        """Client `index`'s tenant: clients are spread over the tenants round-robin."""
+        return self.tenants[index % len(self.tenants)]
 
-def create_fixture() -> Fixture:
+
+def create_fixture(tenants: int) -> Fixture:
     from billing.services.ledger import ledger_post  # noqa: PLC0415
     from billing.services.pricing import plan_get_or_create, price_add  # noqa: PLC0415
     from portal.accounts import services  # noqa: PLC0415
@@ -167,13 +170,38 @@ def create_fixture() -> Fixture:
         actor_label="bench",
     )
     price_add(plan=plan, model_pattern="o1*", input_per_mtok=Decimal("15"), output_per_mtok=Decimal("60"))
-    tenant = services.tenant_create(name="Bench Tenant", slug="bench", price_plan_id=plan.pk, actor_label="bench")
-    key, secret = services.api_key_create(tenant=tenant, name="bench", scopes=["ingest", "read"], actor_label="bench")
+    rows = []
+    for number in range(tenants):
+        slug = "bench" if number == 0 else f"bench-{number}"
+        tenant = services.tenant_create(name=f"Bench {number}", slug=slug, price_plan_id=plan.pk, actor_label="bench")
+        key, secret = services.api_key_create(
+            tenant=tenant, name="bench", scopes=["ingest", "read"], actor_label="bench"
+        )
+        ledger_post(
+            tenant_id=tenant.pk, currency="USD", kind="topup", amount=Decimal("1000000"), idempotency_key="bench-topup"
+        )
+        rows.append((tenant.pk, key.pk, secret))
     _, token = services.service_token_create(name="bench-gateway", actor_label="bench")
-    ledger_post(
-        tenant_id=tenant.pk, currency="USD", kind="topup", amount=Decimal("1000000"), idempotency_key="bench-topup"
-    )
-    return Fixture(tenant_id=tenant.pk, api_key_id=key.pk, api_key=secret, service_token=token)
+    for tenant_id, _, _ in rows:
+        forget_redis_keys(tenant_id)
+    return Fixture(tenants=rows, service_token=token)
+
+
+def forget_redis_keys(tenant_id: int) -> None:
+    """Delete this tenant's keys in REDIS_URL's database (a fresh database reuses tenant ids)."""
+    from django.conf import settings  # noqa: PLC0415
+
+    if not settings.REDIS_URL:
+        return
+    import redis  # noqa: PLC0415
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    tag = f"[{{]{tenant_id}[}}]"
+    for pattern in (f"bal:{tag}", f"qk:{tag}", f"hold:{tag}:*", f"q:{tag}:*", f"*alerts-debounce:{tag}"):
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        if keys:
+            client.delete(*keys)
+    client.close()
 
 
 # --- Event shapes (shared by COPY rows and HTTP bodies) --------------------------------------
@@ -220,11 +248,12 @@ def measure_copy(bench_url: str, fixture: Fixture, rows: int) -> dict:
         "metadata", "token_source", "encoding", "cost", "currency", "price_id", "body_hash",
     )  # fmt: skip
     received = dt.datetime.now(dt.UTC).isoformat()
+    tenant_id, api_key_id, _ = fixture.key_for(0)
     lines = []
     for event in make_events(os.urandom(4).hex(), 0, rows, now_iso()):
         metadata = orjson.dumps(event["metadata"]).decode()
         lines.append(
-            f"{fixture.tenant_id}\t{fixture.api_key_id}\t{event['request_id']}\t{event['model']}\t"
+            f"{tenant_id}\t{api_key_id}\t{event['request_id']}\t{event['model']}\t"
             f"{event['input_tokens']}\t{event['output_tokens']}\t{event['cached_input_tokens']}\t0\t"
             f"{event['timestamp']}\t{received}\t{event['latency_ms']}\t{metadata}\treported\t\t"
             f"0.001234567890123456\tUSD\t\\N\t{os.urandom(32).hex()}\n"
@@ -416,7 +445,8 @@ def load_worker(spec: dict, queue: mp.Queue) -> None:
     """One load process: `mode` is batch, single (closed loop) or rate (open loop)."""
     cpu0 = _cpu()
     conn = Connection(spec["port"])
-    headers = {"Authorization": f"Bearer {spec['key']}", "Content-Type": "application/json"}
+    credential = spec["service_token"] if spec["mode"] == "gateway" else spec["key"]
+    headers = {"Authorization": f"Bearer {credential}", "Content-Type": "application/json"}
     tag = os.urandom(4).hex()
     mode, size = spec["mode"], spec["batch_size"]
     latencies = array.array("d")
@@ -444,8 +474,12 @@ def load_worker(spec: dict, queue: mp.Queue) -> None:
             scheduled += interval
         else:
             sent = time.monotonic()
-        if mode == "batch":
-            body = orjson.dumps({"events": make_events(tag, seq, size, stamp)})
+        if mode in ("batch", "gateway"):
+            events = make_events(tag, seq, size, stamp)
+            if mode == "gateway":  # a gateway names the consuming key (the id authorize returned)
+                for event in events:
+                    event["api_key"] = spec["api_key_id"]
+            body = orjson.dumps({"events": events})
             seq += size
             path, count = BATCH_PATH, size
         else:
@@ -463,14 +497,14 @@ def load_worker(spec: dict, queue: mp.Queue) -> None:
         latencies.append(done - sent)
         result.requests += 1
         result.events += count
-        if mode == "batch" and status == 200:
+        if mode in ("batch", "gateway") and status == 200:
             summary = orjson.loads(payload)
             result.accepted += summary["accepted"]
             result.duplicates += summary["duplicates"]
             result.rejected += summary["rejected"]
-        elif mode != "batch" and status == 201:
+        elif mode in ("single", "rate") and status == 201:
             result.accepted += 1
-        elif mode != "batch" and status == 200:
+        elif mode in ("single", "rate") and status == 200:
             result.duplicates += 1
         else:
             result.errors += 1
@@ -550,9 +584,12 @@ def run_phase(
     queue: mp.Queue = mp.get_context("fork").Queue()
     specs = []
     for index in range(clients):
+        _, api_key_id, secret = ctx["fixture"].key_for(index)
         spec = {
             "port": server.port,
-            "key": ctx["fixture"].api_key,
+            "key": secret,
+            "api_key_id": api_key_id,
+            "service_token": ctx["fixture"].service_token,
             "mode": mode,
             "batch_size": args.batch_size,
             "start_at": start_at,
@@ -611,7 +648,7 @@ def run_phase(
 def check_semantics(ctx: dict) -> list[tuple[str, bool, str]]:
     """Replays over HTTP against the running server: duplicate, conflict, per-item results."""
     conn = Connection(ctx["server"].port)
-    headers = {"Authorization": f"Bearer {ctx['fixture'].api_key}", "Content-Type": "application/json"}
+    headers = {"Authorization": f"Bearer {ctx['fixture'].key_for(0)[2]}", "Content-Type": "application/json"}
     events = make_events("chk" + os.urandom(3).hex(), 0, 10, now_iso())
     checks = []
     status, payload = conn.request("POST", BATCH_PATH, orjson.dumps({"events": events}), headers)
@@ -643,6 +680,7 @@ def check_semantics(ctx: dict) -> list[tuple[str, bool, str]]:
 
 
 def check_totals(ctx: dict, accepted: int) -> list[tuple[str, bool, str]]:
+    from django.conf import settings  # noqa: PLC0415
     from django.db import connection  # noqa: PLC0415
     from django.db.models import Count, Sum  # noqa: PLC0415
 
@@ -651,21 +689,43 @@ def check_totals(ctx: dict, accepted: int) -> list[tuple[str, bool, str]]:
     from metering.models import UsageEvent  # noqa: PLC0415
 
     connection.close()
-    tenant_id = ctx["fixture"].tenant_id
-    stored = UsageEvent.objects.filter(tenant_id=tenant_id).aggregate(n=Count("id"), cost=Sum("cost"))
-    wallet, ledger = selectors.wallet_balance(tenant_id=tenant_id), selectors.ledger_sum(tenant_id=tenant_id)
-    usage = LedgerEntry.objects.filter(tenant_id=tenant_id, kind="usage").aggregate(n=Count("id"), total=Sum("amount"))
-    charged = -(usage["total"] or Decimal(0))
-    cost = stored["cost"] or Decimal(0)
-    # Each charge is one batch's summed cost rounded once to 6 places: at most half a micro-unit off.
-    bound = Decimal("0.0000005") * (usage["n"] or 0)
+    stored_total, wallets_ok, charges_ok, details = 0, True, True, []
+    for tenant_id, _, _ in ctx["fixture"].tenants:
+        stored = UsageEvent.objects.filter(tenant_id=tenant_id).aggregate(n=Count("id"), cost=Sum("cost"))
+        wallet, ledger = selectors.wallet_balance(tenant_id=tenant_id), selectors.ledger_sum(tenant_id=tenant_id)
+        usage = LedgerEntry.objects.filter(tenant_id=tenant_id, kind="usage").aggregate(
+            n=Count("id"), total=Sum("amount")
+        )
+        charged = -(usage["total"] or Decimal(0))
+        cost = stored["cost"] or Decimal(0)
+        # Each charge is one batch's summed cost rounded once to 6 places: at most half a micro-unit off.
+        bound = Decimal("0.0000005") * (usage["n"] or 0)
+        stored_total += stored["n"]
+        wallets_ok &= wallet == ledger
+        charges_ok &= abs(charged - cost) <= bound
+        details.append((wallet, ledger, charged, cost, usage["n"]))
+    wallet, ledger, charged, cost, charges = details[0]
+    more = f" (first of {len(details)} tenants)" if len(details) > 1 else ""
+    mirror = []
+    if settings.BALANCE_BACKEND == "redis":
+        from billing.services.reconcile import balances_reconcile  # noqa: PLC0415
+
+        drifts = [balances_reconcile(tenant_id=tenant_id, fix=False) for tenant_id, _, _ in ctx["fixture"].tenants]
+        mirror.append(
+            (
+                "Redis balances and quota cells == PostgreSQL",
+                all(report.clean for report in drifts),
+                f"{sum(len(r.drifts) + len(r.wallets) for r in drifts)} drifts",
+            )
+        )
     return [
-        ("stored events == accepted", stored["n"] == accepted, f"{stored['n']} stored, {accepted} accepted"),
-        ("wallet == sum(ledger)", wallet == ledger, f"{wallet} vs {ledger}"),
+        *mirror,
+        ("stored events == accepted", stored_total == accepted, f"{stored_total} stored, {accepted} accepted"),
+        ("wallet == sum(ledger)", wallets_ok, f"{wallet} vs {ledger}{more}"),
         (
             "usage charges == stored cost (within rounding)",
-            abs(charged - cost) <= bound,
-            f"charged {charged}, cost {cost:.9f}, {usage['n']} charges",
+            charges_ok,
+            f"charged {charged}, cost {cost:.9f}, {charges} charges{more}",
         ),
     ]
 
@@ -682,8 +742,8 @@ def report(copy: dict | None, phases: dict[str, PhaseResult], checks: list, args
     if copy:
         print(f"COPY baseline: {copy['rows']:,} rows in {copy['seconds']:.2f} s = {copy_rate:,.0f} rows/s")
     header = (
-        f"{'phase':<26}{'clients':>8}{'rate':>12}{'unit':>10}{'vs COPY':>9}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'client':>8}{'gunicorn':>9}{'pg':>6}{'machine':>8}"
+        f"{'phase':<30}{'clients':>8}{'rate':>10}{'unit':>9}{'vs COPY':>8}{'p50 ms':>8}{'p99 ms':>8}"
+        f"{'client':>7}{'gunicorn':>9}{'pg':>5}{'machine':>8}{'py ms':>7}{'pg ms':>7}"
     )
     print()
     print(header)
@@ -693,13 +753,19 @@ def report(copy: dict | None, phases: dict[str, PhaseResult], checks: list, args
             rate, unit = phase.events / phase.seconds, "events/s"
         else:
             rate, unit = phase.requests / phase.seconds, "req/s"
+        per_request = 1000 / max(phase.requests, 1)
         print(
-            f"{phase.name:<26}{phase.clients:>8}{rate:>12,.0f}{unit:>10}{rate / copy_rate:>8.1%} "
-            f"{phase.pct(50):>8.1f}{phase.pct(99):>9.1f}"
-            f"{phase.cores(phase.client_cpu):>8.2f}{phase.cores(phase.server_cpu):>9.2f}"
-            f"{phase.cores(phase.postgres_cpu):>6.2f}{phase.cores(phase.machine_cpu):>8.2f}"
+            f"{phase.name:<30}{phase.clients:>8}{rate:>10,.0f}{unit:>9}{rate / copy_rate:>8.1%}"
+            f"{phase.pct(50):>8.1f}{phase.pct(99):>8.1f}"
+            f"{phase.cores(phase.client_cpu):>7.2f}{phase.cores(phase.server_cpu):>9.2f}"
+            f"{phase.cores(phase.postgres_cpu):>5.2f}{phase.cores(phase.machine_cpu):>8.2f}"
+            f"{phase.server_cpu * per_request:>7.2f}{phase.postgres_cpu * per_request:>7.2f}"
         )
-    print("(CPU columns are cores used on average: load generator, gunicorn, PostgreSQL backends, whole machine)")
+    print(
+        "(client, gunicorn, pg, machine: cores busy on average (load generator, web workers, PostgreSQL\n"
+        " backends, the whole machine); py ms, pg ms: CPU milliseconds per request in gunicorn and in\n"
+        " PostgreSQL (a batch request carries --batch-size events))"
+    )
     for phase in phases.values():
         line = f"  {phase.name}: {phase.requests:,} requests in {phase.seconds:.1f} s, {phase.accepted:,} accepted"
         line += f", {phase.duplicates} duplicates, {phase.rejected} rejected, {phase.errors} errors"
@@ -731,7 +797,7 @@ def main(argv: list[str] | None = None) -> int:
     from django.db import connections  # noqa: PLC0415
 
     call_command("migrate", verbosity=0, interactive=False)
-    fixture = create_fixture()
+    fixture = create_fixture(args.tenants)
     connections.close_all()
     print(f"setup: database {args.database} migrated in {time.monotonic() - began:.1f} s", flush=True)
 
@@ -754,7 +820,14 @@ def main(argv: list[str] | None = None) -> int:
             warm = run_phase("warmup", mode="single", clients=args.workers, duration=1.0, args=args, ctx=ctx)
             ctx["accepted_extra"] += warm.accepted
         plan = [
-            ("batch", "batch 1,000 (saturation)", "batch", args.batch_clients, {"max_events": args.events}),
+            (
+                "batch",
+                f"batch {args.batch_size:,} (saturation)",
+                "batch",
+                args.batch_clients,
+                {"max_events": args.events},
+            ),
+            ("gateway", f"batch {args.batch_size:,}, service token", "gateway", args.batch_clients, {}),
             ("single", "single (saturation)", "single", args.single_clients, {}),
             ("rate", f"single @ {args.rate:,.0f} req/s offered", "rate", args.rate_clients, {"rate": args.rate}),
         ]
@@ -771,7 +844,7 @@ def main(argv: list[str] | None = None) -> int:
             checks.append((f"{phase.name}: no transport or HTTP errors", phase.errors == 0, f"{phase.errors} errors"))
     finally:
         if args.keep_server:
-            print(f"gunicorn left running: pid {server.process.pid}, port {server.port}, key {fixture.api_key}")
+            print(f"gunicorn left running: pid {server.process.pid}, port {server.port}, key {fixture.key_for(0)[2]}")
         else:
             server.stop()
     report(copy, phases, checks, args)
