@@ -519,15 +519,21 @@ def load_worker(spec: dict, queue: mp.Queue) -> None:
 # --- CPU accounting --------------------------------------------------------------------------
 
 
-def proc_cpu(pids: list[int]) -> float:
-    total = 0
+def proc_cpu(pids: list[int]) -> dict[int, float]:
+    """CPU seconds so far of each live process (utime + stime)."""
+    seconds = {}
     for pid in pids:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / CLK_TCK
+        seconds[pid] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return seconds
+
+
+def cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU used in between by the processes alive at the end (a new one counts from zero)."""
+    return sum(value - before.get(pid, 0.0) for pid, value in after.items())
 
 
 def machine_busy() -> float:
@@ -609,7 +615,11 @@ def run_phase(
     while time.monotonic() < start_at:
         time.sleep(0.005)
     cpu_server0, cpu_pg0, busy0 = proc_cpu(server_pids), proc_cpu(pg_pids), machine_busy()
+    pg_started = set(cpu_pg0)
     results = [queue.get(timeout=duration + 60) for _ in processes]
+    # Backends opened during the phase (a recycled connection) count from zero; those that
+    # closed during it are lost, so the figure can only be low, never negative.
+    pg_pids = sorted(pg_started | set(postgres_pids(ctx["bench_url"], ctx["database"])))
     cpu_server1, cpu_pg1, busy1 = proc_cpu(server_pids), proc_cpu(pg_pids), machine_busy()
     for process in processes:
         process.join(timeout=10)
@@ -635,8 +645,8 @@ def run_phase(
         first_error=errors[0] if errors else "",
         latencies=latencies,
         client_cpu=sum(r.cpu for r in results),
-        server_cpu=cpu_server1 - cpu_server0,
-        postgres_cpu=cpu_pg1 - cpu_pg0,
+        server_cpu=cpu_delta(cpu_server0, cpu_server1),
+        postgres_cpu=cpu_delta(cpu_pg0, cpu_pg1),
         machine_cpu=busy1 - busy0,
         extra=extra,
     )
