@@ -54,6 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up load per server")
     parser.add_argument("--clients", type=int, default=8, help="load generator processes sharing the rate")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers per server")
+    parser.add_argument("--worker-class", default="sync", help="gunicorn worker class (sync, gthread)")
+    parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker (gthread)")
     args = parser.parse_args(argv)
     if not 0 < args.duration <= 60 or not 0 < args.rate <= 5000:
         parser.error("--duration must be in (0, 60] s and --rate in (0, 5000] req/s")
@@ -205,7 +207,8 @@ def start_server(backend: str, args: argparse.Namespace, bench_url: str) -> Serv
     env.setdefault("SECRET_KEY", "bench-only-secret")
     command = [
         sys.executable, "-m", "gunicorn", "portal.wsgi:application", "-c", str(ROOT / "gunicorn.conf.py"),
-        "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers), "--log-level", "warning",
+        "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers), "--worker-class", args.worker_class,
+        "--threads", str(args.threads), "--log-level", "warning",
     ]  # fmt: skip
     with log.open("wb") as out:
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -385,7 +388,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"authorize at {args.rate:.0f} req/s offered, {args.duration:.0f} s per phase, "
-        f"{args.workers} gunicorn sync workers per server, {args.clients} client processes, "
+        f"{args.workers} gunicorn {args.worker_class} workers x {args.threads} thread(s) per server, "
+        f"{args.clients} client processes, "
         f"load average {os.getloadavg()[0]:.2f}"
     )
     print(

@@ -40,9 +40,11 @@ def balance_authorize(*, admission: Admission, hold: bool) -> Decision:
 
 
 def hold_persist(admission: Admission) -> HoldInfo | None:
-    """Record a hold the backend admitted (the caller already moved the wallet by -estimate).
+    """Record a hold the backend admitted: its row and its `hold` ledger entry (rows of its own).
 
-    Returns None when the request_id has a hold row already (the caller rolls back).
+    The backend moves the wallet by -estimate and reserves the quota cells in the same
+    transaction (shared rows, touched last, wallet first). Returns None when the request_id has
+    a hold row already (the caller rolls back).
     """
     assert admission.request_id is not None
     amount = from_micros(admission.estimate_micros)
@@ -63,17 +65,6 @@ def hold_persist(admission: Admission) -> HoldInfo | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    reserved: Deltas = {}
-    reservation_deltas(
-        reserved,
-        moment=admission.now,
-        tz_name=admission.tz_name,
-        api_key_id=admission.api_key_id,
-        tokens=admission.estimate_tokens,
-        micros=admission.estimate_micros,
-        sign=+1,
-    )
-    quota_counters_add(tenant_id=admission.tenant_id, deltas=reserved)
     if amount:
         ledger_append(
             tenant_id=admission.tenant_id,

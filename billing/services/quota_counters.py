@@ -47,3 +47,12 @@ def reservation_deltas(
     for cell in cells_for(moment, tz_name, api_key_id):
         t, m, ht, hm = deltas.get(cell, (0, 0, 0, 0))
         deltas[cell] = (t, m, ht + sign * tokens, hm + sign * micros)
+
+
+def quota_cells_reserve(*, tenant_id: int, moment, tz_name: str, api_key_id: int, tokens: int, micros: int) -> None:
+    """Add a new hold's reservation to the six cells of its created_at: one upsert."""
+    deltas: Deltas = {}
+    reservation_deltas(
+        deltas, moment=moment, tz_name=tz_name, api_key_id=api_key_id, tokens=tokens, micros=micros, sign=+1
+    )
+    quota_counters_add(tenant_id=tenant_id, deltas=deltas)

@@ -302,3 +302,21 @@ def test_redis_down_is_a_clear_503(settings, key_a, tenant_a):
     response = key_a.post("/api/v1/authorize", {"model": "gpt-4o", "estimated_input_tokens": 1, "max_output_tokens": 1})
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "balance_unavailable"
+
+
+def test_postgres_refuses_what_a_drifted_cache_admits(redis_backend, redis_client, key_a, tenant_a):
+    """The wallet UPDATE is conditional in the Redis backend too: PostgreSQL has the last word."""
+    factories.topup(tenant_a, "0.005")
+    key_a.post("/api/v1/authorize", {"model": "gpt-4o", "estimated_input_tokens": 1, "max_output_tokens": 1})
+    redis_client.set(balance_key(tenant_a.pk), 5_000_000)  # drifted far above the ledger
+    response = key_a.post(
+        "/api/v1/authorize",
+        {"model": "gpt-4o", "estimated_input_tokens": 1000, "max_output_tokens": 500, "hold": True, "request_id": "d"},
+    )
+    assert response.status_code == 402
+    assert response.json()["error"]["details"]["balance"] == "0.005"
+    assert not Hold.objects.exists() and not LedgerEntry.objects.filter(kind="hold").exists()
+    assert int(redis_client.get(balance_key(tenant_a.pk))) == 5_000_000  # the reservation was undone
+    assert not redis_client.exists(f"hold:{{{tenant_a.pk}}}:d")
+    balances_reconcile(tenant_id=tenant_a.pk, fix=True)
+    assert int(redis_client.get(balance_key(tenant_a.pk))) == 5000

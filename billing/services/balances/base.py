@@ -22,6 +22,7 @@ from billing import selectors
 from billing.models import Hold, Quota
 from billing.money import to_micros
 from billing.selectors import CellUsage
+from billing.services.quota_counters import quota_cells_reserve
 from billing.windows import Cell, cells_for
 
 INSUFFICIENT_BALANCE = "insufficient_balance"
@@ -191,6 +192,17 @@ def decide(admission: Admission, balance: int, states: list[CellUsage]) -> Decis
         if used + wanted > check.limit:
             return Decision(False, QUOTA_EXCEEDED, balance, states, failed=index)
     return Decision(True, None, balance, states)
+
+
+def reserve_cells(admission: Admission) -> None:
+    quota_cells_reserve(
+        tenant_id=admission.tenant_id,
+        moment=admission.now,
+        tz_name=admission.tz_name,
+        api_key_id=admission.api_key_id,
+        tokens=admission.estimate_tokens,
+        micros=admission.estimate_micros,
+    )
 
 
 def pg_states(admission: Admission) -> list[CellUsage]:

@@ -23,6 +23,7 @@ from billing.services.balances.base import (
     decide,
     existing_hold,
     pg_states,
+    reserve_cells,
 )
 from billing.services.wallets import wallet_move
 
@@ -56,6 +57,7 @@ class DatabaseBackend(BalanceBackend):
                 return decision
             info = persist(admission)
             if info is not None:
+                reserve_cells(admission)
                 return decision.with_hold(admission, info, to_micros(after))
             transaction.set_rollback(True)  # the request_id already has a hold
         return existing_hold(admission)

@@ -44,6 +44,7 @@ from billing.services.balances.base import (
     Persist,
     existing_hold,
     lock_tenant,
+    reserve_cells,
 )
 from billing.services.wallets import wallet_move
 from billing.windows import LIFETIME, Cell, window_period
@@ -151,6 +152,13 @@ class RedisBackend(BalanceBackend):
         for cell in admission.cells:
             undo.add(cell, held_tokens=-admission.estimate_tokens, held_micros=-admission.estimate_micros)
         try:
+            # The hold's own rows first; the tenant's shared rows (wallet, then quota cells, the
+            # order every writer uses) last, so they stay locked only until the commit.
+            info = persist(admission)
+            if info is None:
+                self.mirror(admission.tenant_id, undo)
+                transaction.set_rollback(True)
+                return None
             after = wallet_move(
                 tenant_id=admission.tenant_id,
                 currency=admission.currency,
@@ -160,14 +168,11 @@ class RedisBackend(BalanceBackend):
             if after is None:
                 # PostgreSQL, the truth, refuses what Redis admitted: the cache was above it.
                 self.mirror(admission.tenant_id, undo)
-                logger.warning("balance cache above the ledger", extra={"tenant_id": admission.tenant_id})
                 balance = selectors.wallet_balance_micros(tenant_id=admission.tenant_id)
+                transaction.set_rollback(True)  # the hold row and its entry go too
+                logger.warning("balance cache above the ledger", extra={"tenant_id": admission.tenant_id})
                 return Decision(False, INSUFFICIENT_BALANCE, balance, decision.states)
-            info = persist(admission)
-            if info is None:
-                self.mirror(admission.tenant_id, undo)
-                transaction.set_rollback(True)
-                return None
+            reserve_cells(admission)
         except BaseException:
             with contextlib.suppress(BalanceUnavailable):
                 self.mirror(admission.tenant_id, undo)
