@@ -240,6 +240,9 @@ if BALANCE_BACKEND == "redis" and not (REDIS_URL and _IS_POSTGRES):
 BALANCE_REDIS_TIMEOUT = env.float("BALANCE_REDIS_TIMEOUT", default=0.5)  # seconds per Redis call
 # An authorization's hold is released this long after it was placed if no usage settles it.
 HOLD_TTL_SECONDS = env.int("HOLD_TTL_SECONDS", default=600)
+# Off: a hold's COMMIT does not wait for the WAL flush (several times more holds per second
+# for one tenant; a PostgreSQL crash may lose the last moments of holds). docs/scaling.md.
+HOLD_SYNCHRONOUS_COMMIT = env.bool("HOLD_SYNCHRONOUS_COMMIT", default=True)
 # Authorize caches a model's price and a tenant's quota list in-process this long (0: never).
 AUTHORIZE_CACHE_SECONDS = env.int("AUTHORIZE_CACHE_SECONDS", default=30)
 if not 10 <= HOLD_TTL_SECONDS <= 7 * 86_400:

@@ -320,3 +320,12 @@ def test_postgres_refuses_what_a_drifted_cache_admits(redis_backend, redis_clien
     assert not redis_client.exists(f"hold:{{{tenant_a.pk}}}:d")
     balances_reconcile(tenant_id=tenant_a.pk, fix=True)
     assert int(redis_client.get(balance_key(tenant_a.pk))) == 5000
+
+
+def test_holds_without_waiting_for_the_wal_flush(backend, settings, key_a, tenant_a):
+    settings.HOLD_SYNCHRONOUS_COMMIT = False
+    factories.topup(tenant_a, "1.00")
+    hold(key_a, "nf")
+    event(key_a, "nf", input_tokens=100, output_tokens=10)
+    assert Hold.objects.get().status == "settled"
+    assert assert_books_balance(tenant_a, backend) == Decimal("1.00") - Decimal("0.00035")

@@ -14,6 +14,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from django.conf import settings
 from django.db import connection
 from rest_framework import status
 from rest_framework.exceptions import APIException
@@ -176,6 +177,18 @@ def lock_tenant(tenant_id: int, *, exclusive: bool = False) -> None:
     function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT {function}(%s::int4, %s::int4)", [LOCK_CLASS, tenant_id])
+
+
+def hold_commit_mode() -> None:
+    """With HOLD_SYNCHRONOUS_COMMIT off, this hold's COMMIT does not wait for the WAL flush.
+
+    The wallet row stays locked until COMMIT returns, so the flush bounds one tenant's holds per
+    second; without it a PostgreSQL crash can lose the last moments of holds (whole transactions,
+    in order), and only under-reserve for requests then in flight (docs/scaling.md).
+    """
+    if not settings.HOLD_SYNCHRONOUS_COMMIT and connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('synchronous_commit', 'off', true)")
 
 
 def decide(admission: Admission, balance: int, states: list[CellUsage]) -> Decision:

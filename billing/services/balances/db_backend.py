@@ -22,6 +22,7 @@ from billing.services.balances.base import (
     Persist,
     decide,
     existing_hold,
+    hold_commit_mode,
     pg_states,
     reserve_cells,
 )
@@ -44,6 +45,7 @@ class DatabaseBackend(BalanceBackend):
     def reserve(self, admission: Admission, persist: Persist) -> Decision:
         estimate = from_micros(admission.estimate_micros)
         with transaction.atomic():
+            hold_commit_mode()
             after = wallet_move(
                 tenant_id=admission.tenant_id, currency=admission.currency, delta=-estimate, floor=Decimal(0)
             )

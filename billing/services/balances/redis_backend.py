@@ -43,6 +43,7 @@ from billing.services.balances.base import (
     MirrorDelta,
     Persist,
     existing_hold,
+    hold_commit_mode,
     lock_tenant,
     reserve_cells,
 )
@@ -151,6 +152,7 @@ class RedisBackend(BalanceBackend):
         undo = MirrorDelta(balance=admission.estimate_micros, release=[admission.request_id or "-"])
         for cell in admission.cells:
             undo.add(cell, held_tokens=-admission.estimate_tokens, held_micros=-admission.estimate_micros)
+        hold_commit_mode()
         try:
             # The hold's own rows first; the tenant's shared rows (wallet, then quota cells, the
             # order every writer uses) last, so they stay locked only until the commit.
