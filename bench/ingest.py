@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description="Benchmark usage ingest over HTTP against PostgreSQL's own COPY rate (see module docstring).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--database", default="tokenbill_bench", help="database to drop, create and use")
+    parser.add_argument("--database", default="tokenbill_bench_ingest", help="database to drop, create and use")
     parser.add_argument("--copy-rows", type=int, default=200_000, help="rows for the COPY baseline")
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per measured phase")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up load before measuring")
