@@ -2,9 +2,9 @@
 
 One run, bounded in time (about 80 s with the defaults), loopback traffic only:
 
-1. drops and recreates its own database (`--database`, default tokenbill_bench) on the server
-   that DATABASE_URL names, migrates it, and creates a tenant with a price plan (exact names,
-   a glob, a context tier), an API key and a service token;
+1. drops and recreates its own database (`--database`, default tokenbill_bench_ingest) on
+   the server that DATABASE_URL names, migrates it, and creates a tenant with a price plan
+   (exact names, a glob, a context tier), an API key and a service token;
 2. COPY baseline: N rows into `LIKE metering_usageevent INCLUDING ALL` (same columns, unique
    key, checks and indexes) with psycopg's COPY, from text prepared before the clock starts;
 3. starts gunicorn (portal.wsgi, DEBUG=0, LOG_LEVEL=WARNING, Prometheus multiprocess mode as
