@@ -12,11 +12,13 @@ One run, bounded in time (about 80 s with the defaults), loopback traffic only:
 4. load generator: separate processes, one blocking HTTP/1.1 connection each (raw sockets,
    keep-alive when the server offers it), bodies built on the fly with fresh request_ids;
    its own CPU time is measured and reported next to the server's;
-5. batch ingest (1,000-event batches) at saturation; single-event ingest at saturation and
-   at a fixed offered rate (open loop: latency counts from the scheduled send time, so a
-   slow server cannot hide its queueing);
+5. batch ingest (1,000-event batches) at saturation, with an API key and with a service token
+   naming the key in every event; single-event ingest at saturation and at a fixed offered
+   rate (open loop: latency counts from the scheduled send time, so a slow server cannot hide
+   its queueing);
 6. checks: replays are duplicates, a changed body is a conflict, stored == accepted,
-   wallet == sum(ledger), and the usage charges match the stored costs; prints a table.
+   wallet == sum(ledger), the usage charges match the stored costs, and Redis's balances
+   and quota cells match PostgreSQL; prints a table (docs/scaling.md explains it).
 
 Run with `make bench` (the test environment) or directly:
     DEBUG=0 SECRET_KEY=x DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \\
