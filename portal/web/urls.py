@@ -37,6 +37,7 @@ tenant_patterns = [
     path("alerts/rules/<int:rule_id>/delete/", alerts.rule_delete, name="alert-rule-delete"),
     path("alerts/channels/new/", alerts.channel_create, name="alert-channel-create"),
     path("alerts/channels/<int:channel_id>/", alerts.channel_edit, name="alert-channel"),
+    path("alerts/channels/<int:channel_id>/edit/", alerts.channel_update, name="alert-channel-update"),
     path("alerts/channels/<int:channel_id>/test/", alerts.channel_test, name="alert-channel-test"),
     path("alerts/channels/<int:channel_id>/delete/", alerts.channel_delete, name="alert-channel-delete"),
 ]

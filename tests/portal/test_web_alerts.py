@@ -72,7 +72,9 @@ def test_edit_a_channel_keeps_its_secret(client, tenant_a, owner_a):
     url = reverse("alert-channel", kwargs={"slug": tenant_a.slug, "channel_id": channel.pk})
     page = client.get(url).content.decode()
     assert "s" * 20 not in page  # the secret is never shown back
-    response = client.post(url, {"url": "https://example.test/b", "secret": ""})
+    update = reverse("alert-channel-update", kwargs={"slug": tenant_a.slug, "channel_id": channel.pk})
+    assert client.post(update, {"url": "not a url"}).status_code == 400
+    response = client.post(update, {"url": "https://example.test/b", "secret": ""})
     assert response.status_code == 302
     channel.refresh_from_db()
     assert channel.config == {"url": "https://example.test/b", "secret": "s" * 20}
@@ -148,7 +150,13 @@ def test_delete_a_channel(client, tenant_a, owner_a):
     assert AuditLog.objects.filter(action="notification_channel.delete", actor=owner_a).exists()
 
 
-def test_roles_on_alert_pages(client, tenant_a, viewer_a, finance_a):
+def test_roles_on_alert_pages(client, tenant_a, viewer_a, finance_a, operator):
+    channel = email_channel(tenant_a)
+    client.force_login(operator)  # operators read, never change
+    page = reverse("alert-channel", kwargs={"slug": tenant_a.slug, "channel_id": channel.pk})
+    assert client.get(page).status_code == 200
+    update = reverse("alert-channel-update", kwargs={"slug": tenant_a.slug, "channel_id": channel.pk})
+    assert client.post(update, {"recipients": "evil@x.test", "enabled": "on"}).status_code == 403
     client.force_login(viewer_a)
     assert client.get(reverse("alerts", kwargs={"slug": tenant_a.slug})).status_code == 403
     client.force_login(finance_a)

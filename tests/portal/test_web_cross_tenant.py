@@ -89,9 +89,8 @@ def test_nothing_changed_after_the_attempts(client, tenant_a, tenant_b, owner_a,
     client.force_login(owner_a)
     channel_b = foreign["b"]["channel_id"]
     client.post(reverse("alert-channel-test", kwargs={"slug": tenant_a.slug, "channel_id": channel_b}))
-    client.post(
-        reverse("alert-channel", kwargs={"slug": tenant_a.slug, "channel_id": channel_b}), {"recipients": "me@x.test"}
-    )
+    update = reverse("alert-channel-update", kwargs={"slug": tenant_a.slug, "channel_id": channel_b})
+    client.post(update, {"recipients": "me@x.test"})
     assert mailoutbox == []
     client.post(reverse("alert-channel-delete", kwargs={"slug": tenant_a.slug, "channel_id": channel_b}))
     assert NotificationChannel.objects.filter(pk=channel_b).exists()

@@ -152,43 +152,56 @@ def _channel_initial(channel: NotificationChannel) -> dict:
     }
 
 
-@portal_view("alerts.view")
-@with_channel
-def channel_edit(request: HttpRequest, portal: PortalContext, channel: NotificationChannel) -> HttpResponse:
-    """The channel's settings (kind and name fixed) and its recent deliveries."""
-    tenant = portal.tenant
-    assert tenant is not None
-    form = ChannelForm(request.POST or None, initial=_channel_initial(channel))
-    form.fields["kind"].disabled = True
-    form.fields["name"].disabled = True
-    if request.method == "POST":
-        if not portal.can("alerts.manage"):
-            return page(request, "403.html", status=403)
-        if form.is_valid():
-            try:
-                alert_services.notification_channel_update(
-                    channel=channel, config=form.config(current=channel.config), enabled=form.cleaned_data["enabled"]
-                )
-            except alert_services.AlertConfigError as error:
-                form.add_error(None, str(error))
-            else:
-                audit_record(
-                    action="notification_channel.update",
-                    target=channel,
-                    actor=request.user,
-                    tenant=tenant,
-                    changes={"enabled": channel.enabled},
-                )
-                messages.success(request, _("Channel saved."))
-                return redirect("alert-channel", slug=tenant.slug, channel_id=channel.pk)
-    deliveries = alert_selectors.deliveries_for_tenant(tenant_id=tenant.pk, channel_id=channel.pk, limit=20)
-    status = 400 if request.method == "POST" else 200
+def _channel_page(
+    request: HttpRequest, portal: PortalContext, channel: NotificationChannel, form: ChannelForm, status: int = 200
+) -> HttpResponse:
+    assert portal.tenant is not None
+    deliveries = alert_selectors.deliveries_for_tenant(tenant_id=portal.tenant.pk, channel_id=channel.pk, limit=20)
     return page(
         request,
         "portal/alert_channel_form.html",
         {"form": form, "channel": channel, "deliveries": deliveries},
         status=status,
     )
+
+
+def _channel_form(channel: NotificationChannel, data=None) -> ChannelForm:
+    form = ChannelForm(data, initial=_channel_initial(channel))
+    form.fields["kind"].disabled = True  # a channel keeps its kind and name
+    form.fields["name"].disabled = True
+    return form
+
+
+@portal_view("alerts.view")
+@with_channel
+def channel_edit(request: HttpRequest, portal: PortalContext, channel: NotificationChannel) -> HttpResponse:
+    """The channel's settings and its recent deliveries (the form posts to channel_update)."""
+    return _channel_page(request, portal, channel, _channel_form(channel))
+
+
+@portal_view("alerts.manage")
+@with_channel
+@require_POST
+def channel_update(request: HttpRequest, portal: PortalContext, channel: NotificationChannel) -> HttpResponse:
+    form = _channel_form(channel, request.POST)
+    if form.is_valid():
+        try:
+            alert_services.notification_channel_update(
+                channel=channel, config=form.config(current=channel.config), enabled=form.cleaned_data["enabled"]
+            )
+        except alert_services.AlertConfigError as error:
+            form.add_error(None, str(error))
+        else:
+            audit_record(
+                action="notification_channel.update",
+                target=channel,
+                actor=request.user,
+                tenant=portal.tenant,
+                changes={"enabled": channel.enabled},
+            )
+            messages.success(request, _("Channel saved."))
+            return redirect("alert-channel", slug=channel.tenant.slug, channel_id=channel.pk)
+    return _channel_page(request, portal, channel, form, status=400)
 
 
 @portal_view("alerts.manage")
