@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 
-# Embedded default: SQLite next to manage.py, no Redis, Celery tasks run in-process.
+# Embedded default: SQLite next to manage.py, no Redis; Celery on a file queue (.celery/).
 RUN_ENV := DEBUG=1 DATABASE_URL=sqlite:///$(CURDIR)/db.sqlite3 REDIS_URL= LOG_FORMAT=console
 # Tests: real PostgreSQL and Redis on loopback; pytest-django creates its own test databases.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tokenbill
@@ -88,7 +88,7 @@ format: $(VENV)/.dev-installed
 	$(BIN)/ruff check --fix .
 
 test: $(VENV)/.dev-installed lint system-deps messages pdf-deps
-	$(TEST_ENV) $(PY) manage.py makemigrations --check --dry-run -v0
+	$(TEST_ENV) DATABASE_URL=sqlite://:memory: $(PY) manage.py makemigrations --check --dry-run -v0
 	$(TEST_ENV) $(PY) manage.py collectstatic --noinput -v0
 	$(TEST_ENV) $(BIN)/pytest --create-db $(PYTEST_ARGS)
 
@@ -99,4 +99,4 @@ bench: $(VENV)/.dev-installed
 	$(TEST_ENV) $(PY) bench/dashboard.py
 
 clean:
-	rm -rf $(VENV) staticfiles db.sqlite3
+	rm -rf $(VENV) staticfiles db.sqlite3 .celery test-output
