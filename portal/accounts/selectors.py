@@ -16,11 +16,18 @@ _KEY_WITH_TENANT_SQL = (
 
 
 def _from_row(model, fields, values):
-    values = [
-        field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
-        for field, value in zip(fields, values, strict=True)
-    ]
-    return model.from_db(connection.alias, [field.attname for field in fields], values)
+    """Build a model instance from raw values with the converters the ORM would apply.
+
+    The backend's converters matter: SQLite returns datetimes as naive strings that only
+    Django's converter makes aware (UTC); PostgreSQL's are already aware.
+    """
+    converted = []
+    for field, value in zip(fields, values, strict=True):
+        column = field.get_col(model._meta.db_table)
+        for converter in connection.ops.get_db_converters(column) + field.get_db_converters(connection):
+            value = converter(value, column, connection)  # noqa: PLW2901 - applying the chain
+        converted.append(value)
+    return model.from_db(connection.alias, [field.attname for field in fields], converted)
 
 
 def _key_with_tenant(column: str, value: str | int) -> ApiKey | None:
