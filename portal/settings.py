@@ -146,10 +146,13 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 # idempotent and safe to run from two schedulers at once.
 ROLLUP_REFRESH_SECONDS = env.int("ROLLUP_REFRESH_SECONDS", default=300)
 ALERTS_SWEEP_SECONDS = env.int("ALERTS_SWEEP_SECONDS", default=300)
+RECONCILE_SECONDS = env.int("RECONCILE_SECONDS", default=600)
 CELERY_BEAT_SCHEDULE = {
     "rollup-refresh": {"task": "metering.tasks.rollup_refresh", "schedule": ROLLUP_REFRESH_SECONDS},
     "rollup-finalize": {"task": "metering.tasks.rollup_finalize", "schedule": 3600},
     "alerts-sweep": {"task": "billing.alerts.tasks.alerts_sweep", "schedule": ALERTS_SWEEP_SECONDS},
+    "holds-release-expired": {"task": "billing.tasks.holds_release_expired", "schedule": 60},
+    "balances-reconcile": {"task": "billing.tasks.balances_reconcile", "schedule": RECONCILE_SECONDS},
     # Monthly close: hourly refresh of last month's drafts; finalizes those past their grace.
     "invoices-close-due": {"task": "billing.invoicing.tasks.invoices_close_due", "schedule": 3600},
 }

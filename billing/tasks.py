@@ -1,0 +1,49 @@
+"""Balance upkeep tasks (beat runs them; see CELERY_BEAT_SCHEDULE): thin calls into services.
+
+Options for this family, declared once: acks_late + reject_on_worker_lost so a lost worker's
+run is redelivered (both services are idempotent and safe in two schedulers at once: expired
+holds are claimed with a conditional UPDATE, and reconciling SETs values read under the
+tenant's balance lock); transient database or Redis errors retry with backoff; short time
+limits because both run every few minutes anyway.
+"""
+
+import structlog
+from celery import shared_task
+from django.db import DatabaseError
+from redis.exceptions import RedisError
+
+from billing.services.holds import holds_release_expired
+from billing.services.reconcile import balances_reconcile
+
+log = structlog.get_logger(__name__)
+
+BALANCE_TASK_OPTIONS = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": (DatabaseError, RedisError),
+    "retry_backoff": True,
+    "retry_backoff_max": 120,
+    "retry_jitter": True,
+    "max_retries": 5,
+    "soft_time_limit": 5 * 60,
+    "time_limit": 6 * 60,
+}
+
+
+@shared_task(name="billing.tasks.holds_release_expired", **BALANCE_TASK_OPTIONS)
+def release_expired_holds() -> int:
+    """Give back the reservation of every hold whose usage never came."""
+    result = holds_release_expired()
+    if result.released:
+        log.info("holds.released", holds=result.released, tenants=result.tenants, amount=str(result.amount))
+    return result.released
+
+
+@shared_task(name="billing.tasks.balances_reconcile", **BALANCE_TASK_OPTIONS)
+def reconcile_balances() -> int:
+    """Compare the hot counters with the ledger, fix drift, and report it (0 when clean)."""
+    report = balances_reconcile(fix=True)
+    drifted = len(report.wallets) + len(report.drifts)
+    if drifted:
+        log.warning("balances.drift_fixed", wallets=len(report.wallets), counters=len(report.drifts))
+    return drifted
