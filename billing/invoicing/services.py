@@ -15,6 +15,7 @@ The rules (docs/billing-rules.md, "Invoices and monthly close"):
   and the rest is due.
 """
 
+import dataclasses
 import datetime as dt
 import decimal
 import re
@@ -130,6 +131,9 @@ class LineData:
             self.description, self.requests, self.quantity, self.unit_price_per_mtok.normalize(),
             self.amount_unrounded.normalize(), self.amount.normalize(),
         )  # fmt: skip
+
+
+_LINE_FIELDS = tuple(f.name for f in dataclasses.fields(LineData))
 
 
 @dataclass
@@ -294,21 +298,7 @@ def _write_lines(invoice: Invoice, computed: Computed, *, cutoff: dt.datetime) -
     """Replace a draft's lines and totals when they differ. Returns whether anything changed."""
     assert invoice.is_draft
     existing = [
-        LineData(
-            kind=line.kind,
-            usage_period=line.usage_period,
-            model=line.model,
-            token_kind=line.token_kind,
-            price_id=line.price_id,
-            price_effective_from=line.price_effective_from,
-            long_context=line.long_context,
-            description=line.description,
-            requests=line.requests,
-            quantity=line.quantity,
-            unit_price_per_mtok=line.unit_price_per_mtok,
-            amount_unrounded=line.amount_unrounded,
-            amount=line.amount,
-        ).key()
+        LineData(**{name: getattr(line, name) for name in _LINE_FIELDS}).key()
         for line in invoice.lines.order_by("position")
     ]
     subtotal = computed.subtotal
@@ -322,23 +312,7 @@ def _write_lines(invoice: Invoice, computed: Computed, *, cutoff: dt.datetime) -
         return False
     InvoiceLine.objects.filter(invoice=invoice).delete()
     InvoiceLine.objects.bulk_create(
-        InvoiceLine(
-            invoice=invoice,
-            position=position,
-            kind=line.kind,
-            usage_period=line.usage_period,
-            model=line.model,
-            token_kind=line.token_kind,
-            price_id=line.price_id,
-            price_effective_from=line.price_effective_from,
-            long_context=line.long_context,
-            description=line.description,
-            requests=line.requests,
-            quantity=line.quantity,
-            unit_price_per_mtok=line.unit_price_per_mtok,
-            amount_unrounded=line.amount_unrounded,
-            amount=line.amount,
-        )
+        InvoiceLine(invoice=invoice, position=position, **dataclasses.asdict(line))
         for position, line in enumerate(computed.lines, start=1)
     )
     invoice.unrounded_total = computed.unrounded_total
