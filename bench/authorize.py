@@ -35,13 +35,15 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchdb import database_urls, recreate_database  # noqa: E402 - bench/ is on sys.path
+
 PATH = "/api/v1/authorize"
 
 
@@ -69,24 +71,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # --- Setup -------------------------------------------------------------------------------------
-
-
-def database_urls(name: str) -> tuple[str, str]:
-    base = os.environ.get("DATABASE_URL", "")
-    parts = urllib.parse.urlsplit(base)
-    if parts.scheme not in ("postgres", "postgresql", "pgsql"):
-        raise SystemExit(f"DATABASE_URL must name a PostgreSQL server (got {base!r}); try `make bench`.")
-    return parts._replace(path="/postgres").geturl(), parts._replace(path=f"/{name}").geturl()
-
-
-def recreate_database(maintenance_url: str, name: str) -> None:
-    import psycopg  # noqa: PLC0415
-
-    parts = urllib.parse.urlsplit(maintenance_url)
-    info = urllib.parse.urlunsplit(("postgresql", parts.netloc, parts.path, parts.query, ""))
-    with psycopg.connect(info, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 @dataclass

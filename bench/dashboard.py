@@ -24,11 +24,12 @@ import os
 import statistics
 import sys
 import time
-import urllib.parse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchdb import conninfo, database_exists, database_urls, recreate_database  # noqa: E402 - bench/ is on sys.path
 
 MODELS = (
     "gpt-4o",
@@ -62,31 +63,21 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def database_url(base: str, name: str) -> str:
-    parts = urllib.parse.urlsplit(base)
-    return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
-
-
 def prepare_database(args: argparse.Namespace) -> bool:
     """Point DATABASE_URL at the bench database; True when an existing one is reused as it is."""
     import psycopg  # noqa: PLC0415
 
-    base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
-    if not base.startswith("postgres"):
-        sys.exit("bench/dashboard.py needs DATABASE_URL to name a PostgreSQL server")
-    os.environ["DATABASE_URL"] = database_url(base, args.database)
-    with psycopg.connect(database_url(base, "postgres"), autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [args.database]).fetchone()
-        if exists and args.reuse:
-            with psycopg.connect(os.environ["DATABASE_URL"]) as bench:
-                try:
-                    (count,) = bench.execute("SELECT count(*) FROM metering_usageevent").fetchone()
-                except psycopg.errors.UndefinedTable:
-                    count = None
-            if count == args.events + args.other_events:
-                return True
-        conn.execute(f'DROP DATABASE IF EXISTS "{args.database}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{args.database}"')
+    maintenance_url, bench_url = database_urls(args.database)
+    os.environ["DATABASE_URL"] = bench_url
+    if args.reuse and database_exists(maintenance_url, args.database):
+        with psycopg.connect(conninfo(bench_url)) as bench:
+            try:
+                (count,) = bench.execute("SELECT count(*) FROM metering_usageevent").fetchone()
+            except psycopg.errors.UndefinedTable:
+                count = None
+        if count == args.events + args.other_events:
+            return True
+    recreate_database(maintenance_url, args.database)
     return False
 
 

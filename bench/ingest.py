@@ -39,7 +39,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.parse
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -48,6 +47,8 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from benchdb import conninfo, database_urls, recreate_database  # noqa: E402 - bench/ is on sys.path
 
 MODELS = (
     # (model, weight): exact prices, a glob, a tiered price and a little unpriced traffic.
@@ -99,28 +100,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # --- Database setup --------------------------------------------------------------------------
-
-
-def database_urls(name: str) -> tuple[str, str]:
-    """(maintenance URL, bench URL) on the server that DATABASE_URL names."""
-    base = os.environ.get("DATABASE_URL", "")
-    parts = urllib.parse.urlsplit(base)
-    if parts.scheme not in ("postgres", "postgresql", "pgsql"):
-        raise SystemExit(f"DATABASE_URL must name a PostgreSQL server (got {base!r}); try `make bench`.")
-    return parts._replace(path="/postgres").geturl(), parts._replace(path=f"/{name}").geturl()
-
-
-def conninfo(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    return urllib.parse.urlunsplit(("postgresql", parts.netloc, parts.path, parts.query, ""))
-
-
-def recreate_database(maintenance_url: str, name: str) -> None:
-    import psycopg  # noqa: PLC0415
-
-    with psycopg.connect(conninfo(maintenance_url), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{name}"')
 
 
 @dataclass
