@@ -93,6 +93,7 @@ test: $(VENV)/.dev-installed lint system-deps messages pdf-deps
 	$(TEST_ENV) $(BIN)/pytest --create-db $(PYTEST_ARGS)
 
 bench: $(VENV)/.dev-installed
+	$(PY) bench/rating.py
 	$(TEST_ENV) $(PY) bench/ingest.py
 	$(TEST_ENV) $(PY) bench/authorize.py
 	$(TEST_ENV) $(PY) bench/rollup.py
