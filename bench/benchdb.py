@@ -32,3 +32,25 @@ def recreate_database(maintenance_url: str, name: str) -> None:
     with psycopg.connect(conninfo(maintenance_url), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def drop_secondary_indexes(cursor) -> list[str]:
+    """Drop the usage table's indexes and unique constraints but the primary key; return the
+    statements that put them back (bulk loading then sorting once beats millions of random
+    index inserts)."""
+    cursor.execute(
+        """
+        SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid), c.conname, pg_get_constraintdef(c.oid)
+        FROM pg_index i LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid
+        WHERE i.indrelid = 'metering_usageevent'::regclass AND NOT i.indisprimary
+        """
+    )
+    rebuild = []
+    for index_name, index_def, constraint, constraint_def in cursor.fetchall():
+        if constraint:
+            cursor.execute(f'ALTER TABLE metering_usageevent DROP CONSTRAINT "{constraint}"')
+            rebuild.append(f'ALTER TABLE metering_usageevent ADD CONSTRAINT "{constraint}" {constraint_def}')
+        else:
+            cursor.execute(f"DROP INDEX {index_name}")
+            rebuild.append(index_def)
+    return rebuild

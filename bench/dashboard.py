@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchdb import conninfo, database_exists, database_urls, recreate_database  # noqa: E402 - bench/ is on sys.path
+from benchdb import conninfo, database_exists, database_urls, drop_secondary_indexes, recreate_database  # noqa: E402 - bench/ is on sys.path
 
 MODELS = (
     "gpt-4o",
@@ -172,26 +172,6 @@ def load_events(args: argparse.Namespace) -> None:
             cursor.execute(statement)
         cursor.execute("VACUUM ANALYZE metering_usageevent")
     print(f"  load + indexes + analyze: {time.perf_counter() - started:.1f} s")
-
-
-def drop_secondary_indexes(cursor) -> list[str]:
-    """Drop every index but the primary key (and the unique constraints); return how to rebuild them."""
-    cursor.execute(
-        """
-        SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid), c.conname, pg_get_constraintdef(c.oid)
-        FROM pg_index i LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid
-        WHERE i.indrelid = 'metering_usageevent'::regclass AND NOT i.indisprimary
-        """
-    )
-    rebuild = []
-    for index_name, index_def, constraint, constraint_def in cursor.fetchall():
-        if constraint:
-            cursor.execute(f'ALTER TABLE metering_usageevent DROP CONSTRAINT "{constraint}"')
-            rebuild.append(f'ALTER TABLE metering_usageevent ADD CONSTRAINT "{constraint}" {constraint_def}')
-        else:
-            cursor.execute(f"DROP INDEX {index_name}")
-            rebuild.append(index_def)
-    return rebuild
 
 
 def build_rollups() -> None:

@@ -33,7 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchdb import conninfo, database_exists, database_urls, recreate_database  # noqa: E402 - bench/ is on sys.path
+from benchdb import conninfo, database_exists, database_urls, drop_secondary_indexes, recreate_database  # noqa: E402 - bench/ is on sys.path
 
 ZONES = ("UTC", "Asia/Shanghai", "America/New_York", "Asia/Kolkata")
 MODELS = ("gpt-4o", "gpt-4o-mini", "claude-sonnet-4", "o3-mini", "gemini-2.5-pro", "local-llama")
@@ -139,27 +139,6 @@ def load(args: argparse.Namespace) -> None:
         print(f"  indexes rebuilt ({time.perf_counter() - started:6.1f} s)", flush=True)
         cursor.execute("VACUUM ANALYZE metering_usageevent")  # as autovacuum would have, hint bits set
     print(f"  load + analyze: {time.perf_counter() - started:.1f} s", flush=True)
-
-
-def drop_secondary_indexes(cursor) -> list[str]:
-    """Drop the event table's indexes and unique constraints but the primary key; return the
-    statements that put them back (bulk loading then sorting once beats 10M random inserts)."""
-    cursor.execute(
-        """
-        SELECT i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid), c.conname, pg_get_constraintdef(c.oid)
-        FROM pg_index i LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid
-        WHERE i.indrelid = 'metering_usageevent'::regclass AND NOT i.indisprimary
-        """
-    )
-    rebuild = []
-    for index_name, index_def, constraint, constraint_def in cursor.fetchall():
-        if constraint:
-            cursor.execute(f'ALTER TABLE metering_usageevent DROP CONSTRAINT "{constraint}"')
-            rebuild.append(f'ALTER TABLE metering_usageevent ADD CONSTRAINT "{constraint}" {constraint_def}')
-        else:
-            cursor.execute(f"DROP INDEX {index_name}")
-            rebuild.append(index_def)
-    return rebuild
 
 
 def check_sums() -> None:
