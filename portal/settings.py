@@ -91,7 +91,9 @@ TEMPLATES = [
 # Embedded default: SQLite next to manage.py. Production: postgres://user:pass@host:5432/db
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# A health check costs a round trip (SELECT 1) at the start of every request. Off by default:
+# a connection the server dropped fails one request, which closes it for the next one.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=False)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

@@ -27,9 +27,7 @@ def quota_counters_add(*, tenant_id: int, deltas: dict[Cell, tuple[int, ...]]) -
     held part. Rows go in a fixed order so that two transactions of one tenant lock them in the
     same order.
     """
-    rows = sorted(
-        (cell.api_key_ref, cell.period, cell.start, *d, *(0,) * (4 - len(d))) for cell, d in deltas.items() if any(d)
-    )
+    rows = quota_rows(deltas)
     if not rows:
         return
     params: list = []
@@ -38,6 +36,13 @@ def quota_counters_add(*, tenant_id: int, deltas: dict[Cell, tuple[int, ...]]) -
     values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
     with connection.cursor() as cursor:
         cursor.execute(_UPSERT_HEAD + values + _UPSERT_TAIL, params)
+
+
+def quota_rows(deltas: dict[Cell, tuple[int, ...]]) -> list[tuple]:
+    """(api_key_ref, period, start, tokens, micros, held tokens, held micros) per changed cell, in lock order."""
+    return sorted(
+        (cell.api_key_ref, cell.period, cell.start, *d, *(0,) * (4 - len(d))) for cell, d in deltas.items() if any(d)
+    )
 
 
 def reservation_deltas(

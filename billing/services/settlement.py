@@ -1,9 +1,9 @@
 """Charging usage: what one ingest batch of one tenant does to money, holds and quotas.
 
 Called once per tenant batch inside the ingest transaction that stores the events, so a
-batch costs a fixed handful of statements whatever its size: the balance lock (Redis backend
-only), one claim of the batch's open holds, one ledger insert, one wallet update, one quota
-counter upsert, and one Redis script call mirroring all of it. Never one query per event.
+batch costs a fixed number of statements whatever its size: the claim of the batch's open
+holds (ingest folds it into the insert), one statement for the ledger entries, the wallet and
+the quota counters, and one Redis script call mirroring all of it. Never one query per event.
 """
 
 import datetime as dt
@@ -19,9 +19,9 @@ from django.utils import timezone
 from billing.models import LedgerEntry
 from billing.money import round_to_ledger, to_micros
 from billing.services.balances import MirrorDelta, balance_backend
-from billing.services.holds import holds_claim_settled, release_lines, unreserve
-from billing.services.ledger import LedgerLine, ledger_append, wallet_move
-from billing.services.quota_counters import Deltas, quota_counters_add
+from billing.services.holds import ClosedHold, holds_claim_settled, release_lines, unreserve
+from billing.services.ledger import LedgerLine, ledger_apply
+from billing.services.quota_counters import Deltas
 from billing.windows import LIFETIME_START, TENANT_SCOPE, Cell
 
 
@@ -51,17 +51,19 @@ def usage_settle_batch(
     events: Sequence[RatedUsage],
     first_event_id: int,
     now: dt.datetime | None = None,
+    claimed: list[ClosedHold] | None = None,
 ) -> SettleResult:
     """Charge newly stored events, settle their holds and count them against quotas.
 
-    Must run inside the transaction that stored the events (ingest); all events are the
-    tenant's and were inserted just now. The usage entry keeps ingest's key
+    Must run inside the transaction that stored the events (ingest), under the balance lock
+    (`balance_backend().lock`, taken before the events were stored); all events are the
+    tenant's and were inserted just now. `claimed`: the holds the insert already claimed
+    (event_store.insert_new), else they are claimed here. The usage entry keeps ingest's key
     `usage:<first event id>:<count>`; each settled hold posts `release:<hold id>`.
     """
     assert events
     now = now or timezone.now()
     backend = balance_backend()
-    backend.lock(tenant_id)
 
     zone = zoneinfo.ZoneInfo(tz_name)
     charged = Decimal(0)
@@ -75,7 +77,8 @@ def usage_settle_batch(
             charged += event.cost
             group[1] += event.cost
 
-    claimed = holds_claim_settled(tenant_id=tenant_id, costs=costs, now=now)
+    if claimed is None:
+        claimed = holds_claim_settled(tenant_id=tenant_id, costs=costs, now=now)
 
     lines = release_lines(claimed)
     charge = round_to_ledger(charged)
@@ -89,11 +92,6 @@ def usage_settle_batch(
                 metadata={"events": len(events), "first_event_id": first_event_id},
             ),
         )
-    ledger_append(tenant_id=tenant_id, lines=lines)
-    move = sum((line.amount for line in lines), Decimal(0))
-    if move:
-        wallet_move(tenant_id=tenant_id, currency=currency, delta=move)
-
     used: dict[Cell, list] = defaultdict(lambda: [0, Decimal(0)])
     for (api_key_id, day), (tokens, cost) in groups.items():
         for ref in (TENANT_SCOPE, api_key_id):
@@ -106,7 +104,7 @@ def usage_settle_batch(
                 used[cell][1] += cost
     deltas: Deltas = {cell: (tokens, to_micros(cost), 0, 0) for cell, (tokens, cost) in used.items()}
     unreserve(deltas, claimed, tz_name)
-    quota_counters_add(tenant_id=tenant_id, deltas=deltas)
+    move = ledger_apply(tenant_id=tenant_id, currency=currency, lines=lines, cells=deltas, now=now)
 
     release = [hold.request_id for hold in claimed]
     backend.mirror(tenant_id, MirrorDelta(balance=to_micros(move), cells=deltas, release=release))

@@ -5,6 +5,10 @@ another process that committed first). PostgreSQL gets one statement with one pa
 rows as a JSON array that `json_to_recordset` turns into typed columns: orjson writes it in
 about a microsecond per row, where binding 18 arrays element by element cost tens
 (bench/ingest.py, docs/scaling.md). SQLite gets a multi-row VALUES list.
+
+The same statement claims the open holds that the inserted events settle (a data-modifying
+CTE joined to the inserted rows), so a duplicate never touches a hold and ingest pays one
+round trip for both.
 """
 
 import datetime as dt
@@ -15,6 +19,13 @@ from decimal import Decimal
 import orjson
 from django.db import connection
 
+from billing.services.holds import (
+    CLAIMED_COLUMN_TYPES,
+    ClosedHold,
+    claim_settled_statement,
+    claimed_holds,
+    holds_claim_settled,
+)
 from metering.models import UsageEvent
 
 TABLE = UsageEvent._meta.db_table
@@ -81,29 +92,64 @@ class NewEvent:
         }  # fmt: skip
 
 
-def insert_new(events: list[NewEvent]) -> dict[str, int]:
-    """Insert what is not stored yet. Returns {request_id: id} of the rows inserted now.
+@dataclass(frozen=True, slots=True)
+class Stored:
+    inserted: dict[str, int]  # {request_id: id} of the rows inserted now
+    claimed: list[ClosedHold]  # the open holds those events settled
 
-    All events must belong to one tenant (the caller groups them).
+
+# (kind, event id, request_id, then a claimed hold's columns): one result for both CTEs.
+_HOLD_NULLS = ", ".join(f"NULL::{pg_type}" for pg_type in CLAIMED_COLUMN_TYPES[2:])
+_PG_INSERT_AND_CLAIM = (
+    f"WITH ins AS ({_PG_INSERT}), claimed AS ({{claim}}) "  # noqa: S608
+    f"SELECT 'e', id, request_id, {_HOLD_NULLS} FROM ins UNION ALL SELECT 'h', * FROM claimed"
+)
+
+
+def insert_new(events: list[NewEvent], *, settle_holds_at: dt.datetime | None = None) -> Stored:
+    """Insert what is not stored yet; with `settle_holds_at`, claim the holds the new rows settle.
+
+    All events must belong to one tenant (the caller groups them). Each hold is claimed at
+    its event's cost (see billing.services.holds.holds_claim_settled).
     """
     if not events:
-        return {}
+        return Stored({}, [])
     # Rows are inserted (and their unique-index entries locked) in this order. One order for
     # every transaction, so two batches sharing ids in opposite orders wait instead of deadlocking.
     events = sorted(events, key=_BY_REQUEST_ID)
+    if connection.vendor != "postgresql":
+        inserted = _insert_portable(events)
+        claimed = []
+        if settle_holds_at is not None and inserted:
+            costs = {e.request_id: e.cost for e in events if e.request_id in inserted}
+            claimed = holds_claim_settled(tenant_id=events[0].tenant_id, costs=costs, now=settle_holds_at)
+        return Stored(inserted, claimed)
+    rows = orjson.dumps([event.record() for event in events]).decode()
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(_PG_INSERT, [orjson.dumps([event.record() for event in events]).decode()])
-        else:
-            ops = connection.ops
-            rows = []
-            for event in events:
-                values = list(event.values())
-                values[8] = ops.adapt_datetimefield_value(values[8])
-                values[9] = ops.adapt_datetimefield_value(values[9])
-                if values[14] is not None:
-                    values[14] = str(values[14])
-                rows.extend(values)
-            placeholders = ", ".join(["(" + ", ".join(["%s"] * len(COLUMNS)) + ")"] * len(events))
-            cursor.execute(f"{_INSERT} VALUES {placeholders} {_ON_CONFLICT}", rows)
+        if settle_holds_at is None:
+            cursor.execute(_PG_INSERT, [rows])
+            return Stored({request_id: pk for pk, request_id in cursor.fetchall()}, [])
+        costs = {event.request_id: event.cost for event in events}
+        claim, claim_params = claim_settled_statement(
+            tenant_id=events[0].tenant_id, costs=costs, now=settle_holds_at, among="ins"
+        )
+        cursor.execute(_PG_INSERT_AND_CLAIM.format(claim=claim), [rows, *claim_params])
+        result = cursor.fetchall()
+    inserted = {row[2]: row[1] for row in result if row[0] == "e"}
+    return Stored(inserted, claimed_holds([row[1:] for row in result if row[0] == "h"]))
+
+
+def _insert_portable(events: list[NewEvent]) -> dict[str, int]:
+    ops = connection.ops
+    rows = []
+    for event in events:
+        values = list(event.values())
+        values[8] = ops.adapt_datetimefield_value(values[8])
+        values[9] = ops.adapt_datetimefield_value(values[9])
+        if values[14] is not None:
+            values[14] = str(values[14])
+        rows.extend(values)
+    placeholders = ", ".join(["(" + ", ".join(["%s"] * len(COLUMNS)) + ")"] * len(events))
+    with connection.cursor() as cursor:
+        cursor.execute(f"{_INSERT} VALUES {placeholders} {_ON_CONFLICT}", rows)
         return {request_id: pk for pk, request_id in cursor.fetchall()}

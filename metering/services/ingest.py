@@ -17,6 +17,8 @@ from django.utils import timezone
 
 from billing import selectors as billing_selectors
 from billing.rating import rate
+from billing.services.balances import balance_backend
+from billing.services.pipelining import pipelined
 from billing.services.settlement import usage_settle_batch
 from metering import metrics
 from metering.models import UsageEvent
@@ -248,11 +250,15 @@ def _record_for_tenant(
         )
 
     with transaction.atomic():
-        inserted = insert_new(new_events)
+        # The balance lock, the insert and the claim of the holds it settles: one round trip.
+        with pipelined():
+            balance_backend().lock(tenant_id)
+            stored = insert_new(new_events, settle_holds_at=now)
+        inserted = stored.inserted
         stored_now = [e for e in new_events if e.request_id in inserted] if inserted else []
         unpriced = sum(1 for e in stored_now if e.cost is None)
         if stored_now:
-            # One call per tenant batch: the usage charge, the holds these events settle, the
+            # One call per tenant batch: the usage charge, the holds these events settled, the
             # quota counters and the hot balance counters, in this transaction.
             usage_settle_batch(
                 tenant_id=tenant_id,
@@ -261,6 +267,7 @@ def _record_for_tenant(
                 events=stored_now,
                 first_event_id=min(inserted.values()),
                 now=now,
+                claimed=stored.claimed,
             )
             usage_recorded_on_commit(tenant_id=tenant_id)  # alerts evaluate after commit, debounced
         existing = {}

@@ -53,7 +53,7 @@ def record(
     )
     request_id = f"req-{next(_ids)}"
     currency = book.currency if book is not None else tenant.currency
-    inserted = insert_new(
+    stored = insert_new(
         [
             NewEvent(
                 tenant_id=tenant.pk,
@@ -77,7 +77,7 @@ def record(
             )
         ]
     )
-    event_id = inserted[request_id]
+    event_id = stored.inserted[request_id]
     if charge and cost:
         entry, _ = ledger_post(
             tenant_id=tenant.pk,
