@@ -21,6 +21,10 @@ class PricePlan(models.Model):
     # unpriced either way and rated when a price arrives).
     allow_unpriced_models = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set by PostgreSQL triggers (migration 0004) from a sequence whenever the plan's prices,
+    # currency or allow_unpriced_models change: read with each API key, it tells a process
+    # whether the price book it keeps for the plan is still the plan's (billing/selectors.py).
+    version = models.BigIntegerField(default=0, editable=False)
 
     class Meta:
         ordering = ["name"]

@@ -2,11 +2,13 @@
 
 import datetime as dt
 import fnmatch
-from collections import defaultdict
+import threading
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from django.db import connection
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
@@ -15,6 +17,7 @@ from billing.money import from_micros, to_micros
 from billing.rating import PriceTerms, terms_from_price
 from billing.windows import PERIODS, TENANT_SCOPE, Cell, window_period, window_starts
 from portal.accounts.models import Tenant
+from portal.db import hot_cursor, instance_from_row
 
 _GLOB_CHARS = ("*", "?", "[")
 
@@ -53,6 +56,12 @@ class PriceBook:
         self._candidates[model] = result
         return result
 
+    def add_versions(self, other: "PriceBook") -> None:
+        """Take the price versions `other` read that this book lacks (other models' exact names)."""
+        for key, versions in other._versions.items():
+            self._versions.setdefault(key, versions)
+        self._candidates.clear()
+
     def terms_for(self, model: str, at: dt.datetime) -> PriceTerms | None:
         for key in self._candidates_for(model):
             for effective_from, terms in self._versions[key]:
@@ -61,44 +70,107 @@ class PriceBook:
         return None
 
 
-# Written out once rather than built by the ORM per call: ingest reads the price book on every
-# request, and compiling the equivalent queryset (OR-ed lookups, a join) cost more CPU than the
-# query itself. Portable SQL (the embedded default runs on SQLite); `[` is literal in LIKE.
-_PRICE_BOOK_SQL = (
-    f"SELECT p.*, pl.currency AS plan_currency, pl.allow_unpriced_models AS plan_allow_unpriced "  # noqa: S608
-    f"FROM {Price._meta.db_table} p JOIN {PricePlan._meta.db_table} pl ON pl.id = p.plan_id "
-    "WHERE p.plan_id = %s AND (p.tenant_id IS NULL OR p.tenant_id = %s) "
-    "AND (p.model_pattern IN ({models}) OR "
-    + " OR ".join(f"p.model_pattern LIKE '%%{ch}%%'" for ch in _GLOB_CHARS)
-    + ") ORDER BY p.effective_from DESC, p.id DESC"
-)
+def price_book_for(
+    *, plan_id: int | None, tenant_id: int, models: set[str], version: int | None = None
+) -> PriceBook | None:
+    """The price book of `models` for a tenant on a plan (None: no plan).
 
-
-def price_book_for(*, plan_id: int | None, tenant_id: int, models: set[str]) -> PriceBook | None:
-    """One query: every version of the exact names in `models` and of every glob in the plan.
-
-    The plan's own fields ride along on each price row; only when no price matches at all is
-    the plan read on its own (ingest calls this once per request, so a round trip counts).
+    With the plan's `version` as just read from the database (the API key lookup loads the
+    plan), a process reuses the book it built for the same plan, tenant and version, and reads
+    only the models it has not seen; PostgreSQL's triggers move the version on any change to
+    the plan's prices (migration 0004), so a reused book is never older than that read.
     """
     if plan_id is None:
         return None
+    if version is None or connection.vendor != "postgresql":
+        return _price_book_read(plan_id=plan_id, tenant_id=tenant_id, models=models)
+    return _BOOKS.get(plan_id=plan_id, tenant_id=tenant_id, version=version, models=models)
+
+
+def price_book_for_tenant(*, tenant: Tenant, models: set[str]) -> PriceBook | None:
+    """`price_book_for` the tenant's plan, reusing a cached book when the tenant came with its
+    plan loaded (the API key lookup loads it): that plan's version is then as fresh as the key."""
+    version = None
+    if Tenant.price_plan.is_cached(tenant):
+        plan = tenant.price_plan
+        version = plan.version if plan is not None else None
+    return price_book_for(plan_id=tenant.price_plan_id, tenant_id=tenant.pk, models=models, version=version)
+
+
+# Written out once rather than built by the ORM per call: ingest reads the price book on every
+# request, and compiling the equivalent queryset (OR-ed lookups, a join) cost more CPU than the
+# query itself. Portable SQL (the embedded default runs on SQLite); `[` is literal in LIKE.
+_PRICE_FIELDS = Price._meta.concrete_fields
+_PRICE_BOOK_SQL = (
+    f"SELECT pl.currency, pl.allow_unpriced_models, {', '.join(f'p.{f.column}' for f in _PRICE_FIELDS)} "  # noqa: S608
+    f"FROM {PricePlan._meta.db_table} pl LEFT JOIN {Price._meta.db_table} p ON p.plan_id = pl.id "
+    "AND (p.tenant_id IS NULL OR p.tenant_id = %s) AND (p.model_pattern IN ({models}) OR "
+    + " OR ".join(f"p.model_pattern LIKE '%%{ch}%%'" for ch in _GLOB_CHARS)
+    + ") WHERE pl.id = %s ORDER BY p.effective_from DESC, p.id DESC"
+)
+
+
+def _price_book_read(*, plan_id: int, tenant_id: int, models: set[str]) -> PriceBook | None:
+    """One query: the plan, every version of the exact names in `models` and of every glob."""
     names = sorted(models) or [""]
     sql = _PRICE_BOOK_SQL.format(models=", ".join(["%s"] * len(names)))
-    rows = list(Price.objects.raw(sql, [plan_id, tenant_id, *names]))
-    if rows:
-        book = PriceBook(currency=rows[0].plan_currency, allow_unpriced=bool(rows[0].plan_allow_unpriced))
-    else:
-        plan = PricePlan.objects.filter(pk=plan_id).only("currency", "allow_unpriced_models").first()
-        if plan is None:
-            return None
-        book = PriceBook(currency=plan.currency, allow_unpriced=plan.allow_unpriced_models)
+    with hot_cursor() as cursor:
+        cursor.execute(sql, [tenant_id, *names, plan_id])
+        rows = cursor.fetchall()
+    if not rows:
+        return None
+    book = PriceBook(currency=rows[0][0], allow_unpriced=bool(rows[0][1]))
     versions: dict[tuple[bool, str], list] = defaultdict(list)
-    for price in rows:
+    for row in rows:
+        if row[2] is None:  # the plan has none of these prices (the LEFT JOIN's empty row)
+            continue
+        price = instance_from_row(Price, _PRICE_FIELDS, row[2:])
         versions[(price.tenant_id is not None, price.model_pattern)].append(
             (price.effective_from, terms_from_price(price))
         )
     book._versions = dict(versions)
     return book
+
+
+class _BookCache:
+    """Price books per (plan, tenant), each valid for one plan version; least recently used out."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[int, int], tuple[int, PriceBook, frozenset[str]]] = OrderedDict()
+        self._lock = threading.Lock()  # gthread workers share the process's cache
+
+    def get(self, *, plan_id: int, tenant_id: int, version: int, models: set[str]) -> PriceBook | None:
+        key = (plan_id, tenant_id)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+        if entry is not None and entry[0] == version and models <= entry[2]:
+            return entry[1]
+        if entry is not None and entry[0] == version:
+            # Same version, new models: read only those (every read carries all the globs).
+            book = _price_book_read(plan_id=plan_id, tenant_id=tenant_id, models=models - entry[2])
+            if book is None:
+                return None
+            book.add_versions(entry[1])
+        else:
+            book = _price_book_read(plan_id=plan_id, tenant_id=tenant_id, models=models)
+            if book is None:
+                return None
+        seen = models | entry[2] if entry is not None and entry[0] == version else frozenset(models)
+        with self._lock:
+            self._entries[key] = (version, book, frozenset(seen))
+            if len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return book
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_BOOKS = _BookCache(size=1024)
 
 
 def wallet_balance(*, tenant_id: int) -> Decimal:

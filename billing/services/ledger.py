@@ -20,6 +20,7 @@ from billing.services.balances import MirrorDelta, balance_backend
 from billing.services.quota_counters import Deltas, quota_counters_add, quota_rows
 from billing.services.wallets import wallet_ensure, wallet_move
 from billing.windows import Cell
+from portal.db import hot_cursor
 
 __all__ = ["LedgerLine", "ledger_append", "ledger_apply", "ledger_post", "wallet_ensure", "wallet_move"]
 
@@ -164,6 +165,6 @@ def ledger_apply(
         "lines": orjson.dumps(entries).decode(),
         "cells": orjson.dumps([dict(zip(_CELL_FIELDS, row, strict=True)) for row in rows]).decode(),
     }
-    with connection.cursor() as cursor:
+    with hot_cursor() as cursor:
         cursor.execute(_APPLY, params)
     return move

@@ -5,8 +5,9 @@ to the ledger's micro-unit. With `hold`, the estimate is reserved until the usag
 the same request_id settles it (ingest) or the hold expires (`release_expired_holds`).
 
 Steady state (Redis backend): the key lookup (authentication, one query) and one Lua script.
-The model's price book and the tenant's quota list are cached in-process for
-AUTHORIZE_CACHE_SECONDS, so a new price or quota takes effect within that time; the money
+The model's price book is cached in-process per plan version (the key lookup reads the
+version, so a new price applies at once; billing.selectors.price_book_for); the tenant's quota
+list for AUTHORIZE_CACHE_SECONDS, so a new quota takes effect within that time. The money
 itself is never cached here.
 """
 
@@ -25,7 +26,7 @@ from billing.models import Quota
 from billing.money import MICROS, from_micros, to_micros
 from billing.money import format_ledger_amount as format_amount
 from billing.rating import rate
-from billing.selectors import PriceBook, QuotaUsage, quota_cell_index, quota_usage_from_cell
+from billing.selectors import QuotaUsage, quota_cell_index, quota_usage_from_cell
 from billing.services.balances import INSUFFICIENT_BALANCE, Admission, Decision, HoldInfo, QuotaCheck
 from billing.services.holds import balance_authorize
 from metering import metrics
@@ -84,7 +85,7 @@ class AuthorizeResult:
         return data
 
 
-# --- In-process caches (price books, quota lists), bounded and short-lived --------------------
+# --- In-process cache of quota lists, bounded and short-lived ----------------------------------
 
 
 @dataclass
@@ -109,12 +110,10 @@ class _Cache:
         return value
 
 
-_price_books = _Cache()
 _quota_lists = _Cache()
 
 
 def authorize_caches_clear() -> None:
-    _price_books.entries.clear()
     _quota_lists.entries.clear()
 
 
@@ -126,13 +125,6 @@ class _QuotaDef:
     window: str
     limit: Decimal
     enforcement: str
-
-
-def _price_book(plan_id: int | None, tenant_id: int, model: str) -> PriceBook | None:
-    return _price_books.get(
-        (plan_id, tenant_id, model),
-        lambda: billing_selectors.price_book_for(plan_id=plan_id, tenant_id=tenant_id, models={model}),
-    )
 
 
 def _quotas(tenant_id: int) -> list[_QuotaDef]:
@@ -170,7 +162,7 @@ def authorize_request(
         raise AuthorizeRefused(
             400, "request_id_required", "A hold needs the request_id that the usage event will carry."
         )
-    book = _price_book(tenant.price_plan_id, tenant.pk, model)
+    book = billing_selectors.price_book_for_tenant(tenant=tenant, models={model})
     currency = book.currency if book is not None else tenant.currency
     terms = book.terms_for(model, now) if book is not None else None
     if terms is None and not (book is not None and book.allow_unpriced):

@@ -27,6 +27,7 @@ from billing.services.holds import (
     holds_claim_settled,
 )
 from metering.models import UsageEvent
+from portal.db import hot_cursor
 
 TABLE = UsageEvent._meta.db_table
 COLUMNS = (
@@ -125,7 +126,7 @@ def insert_new(events: list[NewEvent], *, settle_holds_at: dt.datetime | None = 
             claimed = holds_claim_settled(tenant_id=events[0].tenant_id, costs=costs, now=settle_holds_at)
         return Stored(inserted, claimed)
     rows = orjson.dumps([event.record() for event in events]).decode()
-    with connection.cursor() as cursor:
+    with hot_cursor() as cursor:
         if settle_holds_at is None:
             cursor.execute(_PG_INSERT, [rows])
             return Stored({request_id: pk for pk, request_id in cursor.fetchall()}, [])

@@ -18,7 +18,6 @@ from django.utils import timezone
 from billing import selectors as billing_selectors
 from billing.rating import rate
 from billing.services.balances import balance_backend
-from billing.services.pipelining import pipelined
 from billing.services.settlement import usage_settle_batch
 from metering import metrics
 from metering.models import UsageEvent
@@ -26,6 +25,7 @@ from metering.services.event_store import NewEvent, insert_new
 from metering.signals import usage_recorded_on_commit
 from metering.validation import EventInput, EventInvalid, keyed_body_hash, parse_event
 from portal.accounts.models import ApiKey
+from portal.db import pipelined
 
 ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
 
@@ -207,9 +207,7 @@ def _record_for_tenant(
         else:
             first_by_request[item[1].request_id] = item
 
-    book = billing_selectors.price_book_for(
-        plan_id=tenant.price_plan_id, tenant_id=tenant_id, models={event.model for _, event, _ in items}
-    )
+    book = billing_selectors.price_book_for_tenant(tenant=tenant, models={event.model for _, event, _ in items})
     currency = book.currency if book is not None else tenant.currency
     terms_for = book.terms_for if book is not None else None
     new_events: list[NewEvent] = []

@@ -1,44 +1,47 @@
 """Read paths of the tenancy layer."""
 
-from django.db import connection
+import functools
 
 from portal.accounts import credentials
 from portal.accounts.models import ApiKey, AuditLog, Membership, ServiceToken, Tenant
+from portal.db import hot_cursor, instance_from_row
 
 # Every API request authenticates, so the key lookup is written out once: the equivalent
-# select_related queryset cost several times more CPU to compile than the query takes to run.
+# select_related("tenant__price_plan") queryset cost several times more CPU to compile than the
+# query takes to run. The plan rides along because ingest and /authorize need it next (its
+# version tells whether a cached price book is current); the model comes from the foreign key.
 _KEY_FIELDS = ApiKey._meta.concrete_fields
 _TENANT_FIELDS = Tenant._meta.concrete_fields
-_KEY_WITH_TENANT_SQL = (
-    f"SELECT {', '.join(f'k.{f.column}' for f in _KEY_FIELDS)}, {', '.join(f't.{f.column}' for f in _TENANT_FIELDS)} "  # noqa: S608
-    f"FROM {ApiKey._meta.db_table} k JOIN {Tenant._meta.db_table} t ON t.id = k.tenant_id WHERE k.{{column}} = %s"
-)
 
 
-def _from_row(model, fields, values):
-    """Build a model instance from raw values with the converters the ORM would apply.
-
-    The backend's converters matter: SQLite returns datetimes as naive strings that only
-    Django's converter makes aware (UTC); PostgreSQL's are already aware.
-    """
-    converted = []
-    for field, value in zip(fields, values, strict=True):
-        column = field.get_col(model._meta.db_table)
-        for converter in connection.ops.get_db_converters(column) + field.get_db_converters(connection):
-            value = converter(value, column, connection)  # noqa: PLW2901 - applying the chain
-        converted.append(value)
-    return model.from_db(connection.alias, [field.attname for field in fields], converted)
+@functools.cache
+def _key_lookup() -> tuple[type, tuple, str]:
+    """(plan model, its fields, the SQL): built on first use, when every app's models are loaded."""
+    plan_model = Tenant._meta.get_field("price_plan").related_model
+    plan_fields = plan_model._meta.concrete_fields
+    sql = (
+        f"SELECT {', '.join(f'k.{f.column}' for f in _KEY_FIELDS)}, "  # noqa: S608
+        f"{', '.join(f't.{f.column}' for f in _TENANT_FIELDS)}, {', '.join(f'p.{f.column}' for f in plan_fields)} "
+        f"FROM {ApiKey._meta.db_table} k JOIN {Tenant._meta.db_table} t ON t.id = k.tenant_id "
+        f"LEFT JOIN {plan_model._meta.db_table} p ON p.id = t.price_plan_id WHERE k.{{column}} = %s"
+    )
+    return plan_model, plan_fields, sql
 
 
 def _key_with_tenant(column: str, value: str | int) -> ApiKey | None:
-    """One query for the key and its tenant (what select_related("tenant") would load)."""
-    with connection.cursor() as cursor:
-        cursor.execute(_KEY_WITH_TENANT_SQL.format(column=column), [value])
+    """One query for the key, its tenant and the tenant's price plan (all cached on the key)."""
+    plan_model, plan_fields, sql = _key_lookup()
+    with hot_cursor() as cursor:
+        cursor.execute(sql.format(column=column), [value])
         row = cursor.fetchone()
     if row is None:
         return None
-    key = _from_row(ApiKey, _KEY_FIELDS, row[: len(_KEY_FIELDS)])
-    ApiKey.tenant.field.set_cached_value(key, _from_row(Tenant, _TENANT_FIELDS, row[len(_KEY_FIELDS) :]))
+    tenant_end = len(_KEY_FIELDS) + len(_TENANT_FIELDS)
+    key = instance_from_row(ApiKey, _KEY_FIELDS, row[: len(_KEY_FIELDS)])
+    tenant = instance_from_row(Tenant, _TENANT_FIELDS, row[len(_KEY_FIELDS) : tenant_end])
+    plan = instance_from_row(plan_model, plan_fields, row[tenant_end:]) if tenant.price_plan_id is not None else None
+    Tenant.price_plan.field.set_cached_value(tenant, plan)
+    ApiKey.tenant.field.set_cached_value(key, tenant)
     return key
 
 

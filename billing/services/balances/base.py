@@ -25,6 +25,7 @@ from billing.money import to_micros
 from billing.selectors import CellUsage
 from billing.services.quota_counters import quota_cells_reserve
 from billing.windows import Cell, cells_for
+from portal.db import hot_cursor
 
 INSUFFICIENT_BALANCE = "insufficient_balance"
 QUOTA_EXCEEDED = "quota_exceeded"
@@ -175,7 +176,7 @@ def lock_tenant(tenant_id: int, *, exclusive: bool = False) -> None:
     assert connection.in_atomic_block, "the balance lock lives as long as a transaction"
     assert 0 < tenant_id < 2**31
     function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-    with connection.cursor() as cursor:
+    with hot_cursor() as cursor:
         cursor.execute(f"SELECT {function}(%s::int4, %s::int4)", [LOCK_CLASS, tenant_id])
 
 

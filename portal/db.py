@@ -1,0 +1,69 @@
+"""Database helpers for the hot paths (ingest, authorize): fewer round trips, less parsing.
+
+A single-event ingest is a handful of short statements, so what each statement costs besides
+its work (a round trip, client-side quoting, the server parsing and planning it) is most of
+the request. Both helpers are no-ops on SQLite (the embedded default).
+"""
+
+import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import psycopg
+from django.db import connection
+
+
+@contextmanager
+def pipelined() -> Iterator[None]:
+    """Send the block's statements without waiting for each answer (psycopg pipeline mode).
+
+    Answers are collected when a result is read or the block ends, so statements that need no
+    result before the next one is written (a lock, then an insert that returns rows) cost one
+    round trip instead of one each. Errors still surface, at the read.
+    """
+    if connection.vendor != "postgresql":
+        yield
+        return
+    connection.ensure_connection()
+    with connection.connection.pipeline():
+        yield
+
+
+def hot_cursor():
+    """A Django cursor that binds parameters on the server, for fixed hand-written statements.
+
+    Parameters travel apart from the SQL (nothing to quote on the client), and psycopg prepares
+    a statement once it has run DB_PREPARE_THRESHOLD times on a connection, after which the
+    server skips parsing and planning it. Django's ORM keeps its client-side binding.
+    """
+    if connection.vendor != "postgresql" or connection.queries_logged:
+        # Logging queries (DEBUG, tests that count them) wants the SQL with its values in it,
+        # which only client-side binding produces.
+        return connection.cursor()
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    return connection.make_cursor(psycopg.Cursor(connection.connection))
+
+
+def instance_from_row(model, fields, values):
+    """A model instance from a hand-written query's row, converted as the ORM would convert it.
+
+    The backend's converters matter: SQLite returns datetimes as naive strings and decimals as
+    floats that only Django's converters turn into aware datetimes and Decimals.
+    """
+    converted = []
+    for (column, converters), value in zip(_converters(model, tuple(fields), connection.vendor), values, strict=True):
+        for converter in converters:
+            value = converter(value, column, connection)  # noqa: PLW2901 - applying the chain
+        converted.append(value)
+    return model.from_db(connection.alias, [field.attname for field in fields], converted)
+
+
+@functools.cache
+def _converters(model, fields: tuple, vendor: str) -> tuple:
+    """Per field: (its column expression, the converters the ORM applies on this backend)."""
+    out = []
+    for field in fields:
+        column = field.get_col(model._meta.db_table)
+        out.append((column, tuple(connection.ops.get_db_converters(column) + field.get_db_converters(connection))))
+    return tuple(out)
