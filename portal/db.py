@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import psycopg
-from django.db import connection
+from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
 
 
 @contextmanager
@@ -29,6 +29,28 @@ def pipelined() -> Iterator[None]:
         yield
 
 
+@contextmanager
+def pipelined_atomic() -> Iterator[None]:
+    """`transaction.atomic()` in pipeline mode: the block's last writes travel with COMMIT.
+
+    Statements whose results nobody reads are only sent; COMMIT collects their answers, so an
+    error in one surfaces there, as the commit's failure (the transaction rolls back). Inside
+    an outer transaction the block is a savepoint, whose release settles nothing: the block then
+    waits for its answers before it ends, so errors surface inside it as usual.
+    """
+    if connection.vendor != "postgresql":
+        with transaction.atomic():
+            yield
+        return
+    connection.ensure_connection()
+    nested = connection.in_atomic_block
+    # Errors the pipeline reports itself are psycopg's: wrap them as Django's, like a query's.
+    with connection.wrap_database_errors, connection.connection.pipeline() as pipeline, transaction.atomic():
+        yield
+        if nested:
+            pipeline.sync()
+
+
 def hot_cursor():
     """A Django cursor that binds parameters on the server, for fixed hand-written statements.
 
@@ -36,13 +58,14 @@ def hot_cursor():
     a statement once it has run DB_PREPARE_THRESHOLD times on a connection, after which the
     server skips parsing and planning it. Django's ORM keeps its client-side binding.
     """
-    if connection.vendor != "postgresql" or connection.queries_logged:
+    db = connections[DEFAULT_DB_ALIAS]  # one lookup: each `connection.x` is a thread-local one
+    if db.vendor != "postgresql" or db.queries_logged:
         # Logging queries (DEBUG, tests that count them) wants the SQL with its values in it,
         # which only client-side binding produces.
-        return connection.cursor()
-    connection.ensure_connection()
-    connection.validate_thread_sharing()
-    return connection.make_cursor(psycopg.Cursor(connection.connection))
+        return db.cursor()
+    db.ensure_connection()
+    db.validate_thread_sharing()
+    return db.make_cursor(psycopg.Cursor(db.connection))
 
 
 def instance_from_row(model, fields, values):

@@ -7,6 +7,7 @@ the quota counters, and one Redis script call mirroring all of it. Never one que
 """
 
 import datetime as dt
+import logging
 import zoneinfo
 from collections import defaultdict
 from collections.abc import Sequence
@@ -23,6 +24,8 @@ from billing.services.holds import ClosedHold, holds_claim_settled, release_line
 from billing.services.ledger import LedgerLine, ledger_apply
 from billing.services.quota_counters import Deltas
 from billing.windows import LIFETIME_START, TENANT_SCOPE, Cell
+
+logger = logging.getLogger(__name__)
 
 
 class RatedUsage(Protocol):
@@ -41,6 +44,7 @@ class SettleResult:
     charged: Decimal  # the usage entry's amount (positive), rounded once for the batch
     holds_settled: int
     overage: Decimal  # sum over settled holds of cost beyond the hold (recorded on each hold)
+    mirrored: MirrorDelta  # what went to the hot counters before the commit
 
 
 def usage_settle_batch(
@@ -107,6 +111,23 @@ def usage_settle_batch(
     move = ledger_apply(tenant_id=tenant_id, currency=currency, lines=lines, cells=deltas, now=now)
 
     release = [hold.request_id for hold in claimed]
-    backend.mirror(tenant_id, MirrorDelta(balance=to_micros(move), cells=deltas, release=release))
+    mirrored = MirrorDelta(balance=to_micros(move), cells=deltas, release=release)
+    backend.mirror(tenant_id, mirrored)
     overage = sum((hold.overage for hold in claimed), Decimal(0))
-    return SettleResult(charged=charge if charged else Decimal(0), holds_settled=len(claimed), overage=overage)
+    return SettleResult(
+        charged=charge if charged else Decimal(0), holds_settled=len(claimed), overage=overage, mirrored=mirrored
+    )
+
+
+def usage_settle_undo_mirror(*, tenant_id: int, settled: SettleResult) -> None:
+    """The transaction that settled did not commit: take its mirror back out of the hot counters.
+
+    Ingest sends its last writes and COMMIT together after the mirror ran (one round trip), so
+    a failure there (a lost connection, a constraint) surfaces after Redis moved. Best effort:
+    a failure here, or a seed between the mirror and this call, leaves drift that the
+    reconciler finds and fixes. Dropped hold keys stay dropped (PostgreSQL keeps holds unique).
+    """
+    try:
+        balance_backend().mirror(tenant_id, settled.mirrored.negated())
+    except Exception:  # the caller re-raises the failure that matters
+        logger.warning("could not undo the balance mirror of tenant %s", tenant_id, exc_info=True)

@@ -12,20 +12,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 from django.utils import timezone
 
 from billing import selectors as billing_selectors
 from billing.rating import rate
 from billing.services.balances import balance_backend
-from billing.services.settlement import usage_settle_batch
+from billing.services.settlement import SettleResult, usage_settle_batch, usage_settle_undo_mirror
 from metering import metrics
 from metering.models import UsageEvent
 from metering.services.event_store import NewEvent, insert_new
 from metering.signals import usage_recorded_on_commit
 from metering.validation import EventInput, EventInvalid, keyed_body_hash, parse_event
 from portal.accounts.models import ApiKey
-from portal.db import pipelined
+from portal.db import pipelined_atomic
 
 ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
 
@@ -247,36 +246,42 @@ def _record_for_tenant(
             )
         )
 
-    with transaction.atomic():
-        # The balance lock, the insert and the claim of the holds it settles: one round trip.
-        with pipelined():
+    settled: SettleResult | None = None
+    try:
+        # Pipelined: the balance lock, the insert and its hold claim go in one round trip; the
+        # money and quota writes go with COMMIT in another, after the hot counters moved.
+        with pipelined_atomic():
             balance_backend().lock(tenant_id)
             stored = insert_new(new_events, settle_holds_at=now)
-        inserted = stored.inserted
-        stored_now = [e for e in new_events if e.request_id in inserted] if inserted else []
-        unpriced = sum(1 for e in stored_now if e.cost is None)
-        if stored_now:
-            # One call per tenant batch: the usage charge, the holds these events settled, the
-            # quota counters and the hot balance counters, in this transaction.
-            usage_settle_batch(
-                tenant_id=tenant_id,
-                tz_name=tenant.timezone,
-                currency=currency,
-                events=stored_now,
-                first_event_id=min(inserted.values()),
-                now=now,
-                claimed=stored.claimed,
-            )
-            usage_recorded_on_commit(tenant_id=tenant_id)  # alerts evaluate after commit, debounced
-        existing = {}
-        missing = [rid for rid in first_by_request if rid not in inserted]
-        if missing:
-            existing = {
-                row["request_id"]: row
-                for row in UsageEvent.objects.filter(tenant_id=tenant_id, request_id__in=missing).values(
-                    "id", "request_id", "body_hash"
+            inserted = stored.inserted
+            stored_now = [e for e in new_events if e.request_id in inserted] if inserted else []
+            unpriced = sum(1 for e in stored_now if e.cost is None)
+            if stored_now:
+                # One call per tenant batch: the usage charge, the holds these events settled,
+                # the quota counters and the hot balance counters, in this transaction.
+                settled = usage_settle_batch(
+                    tenant_id=tenant_id,
+                    tz_name=tenant.timezone,
+                    currency=currency,
+                    events=stored_now,
+                    first_event_id=min(inserted.values()),
+                    now=now,
+                    claimed=stored.claimed,
                 )
-            }
+                usage_recorded_on_commit(tenant_id=tenant_id)  # alerts evaluate after commit, debounced
+            existing = {}
+            missing = [rid for rid in first_by_request if rid not in inserted]
+            if missing:
+                existing = {
+                    row["request_id"]: row
+                    for row in UsageEvent.objects.filter(tenant_id=tenant_id, request_id__in=missing).values(
+                        "id", "request_id", "body_hash"
+                    )
+                }
+    except BaseException:
+        if settled is not None:
+            usage_settle_undo_mirror(tenant_id=tenant_id, settled=settled)
+        raise
     if unpriced:
         metrics.UNPRICED.inc(unpriced)
     if fresh is not None:

@@ -8,13 +8,14 @@ import re
 from decimal import Decimal
 
 import pytest
-from django.db import connection
+from django.db import IntegrityError, connection
 from django.test.utils import CaptureQueriesContext
 
 from billing.models import Hold, LedgerEntry, QuotaCounter
 from billing.selectors import quota_usage
 from billing.services.quotas import quota_create
 from billing.services.reconcile import balances_reconcile
+from metering.models import UsageEvent
 from metering.services.ingest import usage_record_batch
 from tests import factories
 from tests.conftest import Credential
@@ -171,3 +172,25 @@ def test_openapi_documents_402_and_its_headers(client):
     assert {"InsufficientBalance", "QuotaExceeded"} <= set(examples)
     assert {"401", "403", "422"} <= set(post["responses"])
     assert "/api/v1/balance" in schema["paths"]
+
+
+def test_a_transaction_that_fails_at_commit_takes_its_mirror_back(backend, key_a, tenant_a):
+    """The money writes travel with COMMIT, after Redis moved: a failure there must not leave drift."""
+    factories.topup(tenant_a, "10.00")
+    event = {"model": "gpt-4o", "input_tokens": 1000, "output_tokens": 100}
+    assert usage_record_batch(raw_events=[{**event, "request_id": "ok"}], api_key=key_a.row).count("accepted") == 1
+    check = key_a.post("/api/v1/authorize", {"model": "gpt-4o", "estimated_input_tokens": 10, "max_output_tokens": 10})
+    assert check.status_code == 200  # with Redis, this seeds the tenant's hot counters
+    # Make the next event's usage entry collide with an existing ledger key.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT nextval(pg_get_serial_sequence('metering_usageevent', 'id'))")
+        next_id = cursor.fetchone()[0] + 1
+    LedgerEntry.objects.create(tenant=tenant_a, kind="usage", amount=Decimal(0), idempotency_key=f"usage:{next_id}:1")
+
+    with pytest.raises(IntegrityError):
+        usage_record_batch(raw_events=[{**event, "request_id": "doomed"}], api_key=key_a.row)
+
+    assert not UsageEvent.objects.filter(tenant=tenant_a, request_id="doomed").exists()
+    assert QuotaCounter.objects.get(tenant=tenant_a, api_key_ref=0, period="lifetime").tokens == 1100
+    if backend == "redis":
+        assert balances_reconcile(tenant_id=tenant_a.pk, fix=False).clean

@@ -127,6 +127,12 @@ class MirrorDelta:
     def is_empty(self) -> bool:
         return not self.balance and not self.release and not any(any(d) for d in self.cells.values())
 
+    def negated(self) -> "MirrorDelta":
+        """The counter moves that undo this one (closed holds are not reopened)."""
+        return MirrorDelta(
+            balance=-self.balance, cells={cell: tuple(-v for v in d) for cell, d in self.cells.items()}, release=[]
+        )
+
     def add(self, cell: Cell, tokens: int = 0, micros: int = 0, held_tokens: int = 0, held_micros: int = 0) -> None:
         t, m, ht, hm = self.cells.get(cell, (0, 0, 0, 0))
         self.cells[cell] = (t + tokens, m + micros, ht + held_tokens, hm + held_micros)
