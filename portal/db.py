@@ -74,19 +74,24 @@ def instance_from_row(model, fields, values):
     The backend's converters matter: SQLite returns datetimes as naive strings and decimals as
     floats that only Django's converters turn into aware datetimes and Decimals.
     """
-    converted = []
-    for (column, converters), value in zip(_converters(model, tuple(fields), connection.vendor), values, strict=True):
-        for converter in converters:
-            value = converter(value, column, connection)  # noqa: PLW2901 - applying the chain
-        converted.append(value)
-    return model.from_db(connection.alias, [field.attname for field in fields], converted)
+    db = connections[DEFAULT_DB_ALIAS]
+    attnames, converters = _conversion(model, tuple(fields), db.vendor)
+    if converters:
+        values = list(values)
+        for index, column, chain in converters:
+            for converter in chain:
+                values[index] = converter(values[index], column, db)
+    return model.from_db(db.alias, attnames, values)
 
 
 @functools.cache
-def _converters(model, fields: tuple, vendor: str) -> tuple:
-    """Per field: (its column expression, the converters the ORM applies on this backend)."""
-    out = []
-    for field in fields:
+def _conversion(model, fields: tuple, vendor: str) -> tuple[list[str], tuple]:
+    """The fields' attnames and, for those that have any, (index, column, converters) on this backend."""
+    db = connections[DEFAULT_DB_ALIAS]
+    converters = []
+    for index, field in enumerate(fields):
         column = field.get_col(model._meta.db_table)
-        out.append((column, tuple(connection.ops.get_db_converters(column) + field.get_db_converters(connection))))
-    return tuple(out)
+        chain = tuple(db.ops.get_db_converters(column) + field.get_db_converters(db))
+        if chain:
+            converters.append((index, column, chain))
+    return [field.attname for field in fields], tuple(converters)

@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from metering import metrics, selectors
 from metering.api import schema
 from metering.models import UsageEvent
+from metering.services.event_store import NewEvent
 from metering.services.ingest import KeyRejected, usage_record_batch
 from metering.tokens import count_tokens
 from portal.api.errors import ApiError
@@ -22,9 +23,10 @@ from portal.api.views import TenantAPIView, resolve_named_key
 ERRORS = {400: schema.ErrorSerializer, 401: schema.ErrorSerializer, 403: schema.ErrorSerializer}
 
 
-def event_payload(event: UsageEvent, *, duplicate: bool) -> dict:
+def event_payload(event: UsageEvent | NewEvent, *, event_id: int, duplicate: bool) -> dict:
+    """A stored event as the API shows it (an event stored just now is answered from memory)."""
     return {
-        "id": event.pk,
+        "id": event_id,
         "request_id": event.request_id,
         "duplicate": duplicate,
         "cost": str(event.cost) if event.cost is not None else None,
@@ -107,7 +109,8 @@ class EventView(IngestView):
             )
         assert item.event_id is not None
         event = result.events[item.event_id]
-        return Response(event_payload(event, duplicate=item.status == "duplicate"), status=item.http_status)
+        payload = event_payload(event, event_id=item.event_id, duplicate=item.status == "duplicate")
+        return Response(payload, status=item.http_status)
 
 
 class EventDetailView(TenantAPIView):
@@ -129,7 +132,7 @@ class EventDetailView(TenantAPIView):
         event = selectors.event_for_tenant(tenant_id=key.tenant_id, event_id=event_id)
         if event is None:
             raise ApiError(status_code=404, code="not_found", message=f"No event {event_id} in this tenant.")
-        return Response(event_payload(event, duplicate=False))
+        return Response(event_payload(event, event_id=event.pk, duplicate=False))
 
 
 class EventBatchView(IngestView):

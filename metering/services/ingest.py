@@ -52,7 +52,7 @@ class ItemResult:
 @dataclass
 class BatchResult:
     items: list[ItemResult]
-    events: dict[int, UsageEvent] = field(default_factory=dict)  # filled when asked for
+    events: dict[int, UsageEvent | NewEvent] = field(default_factory=dict)  # by id, filled when asked for
 
     def count(self, status: str) -> int:
         return sum(1 for item in self.items if item.status == status)
@@ -146,10 +146,10 @@ def usage_record_batch(
         tally[(item.status, item.error["code"] if item.status == REJECTED and item.error else "")] += 1
     for (outcome, reason), n in tally.items():
         metrics.EVENTS.labels(outcome=outcome, reason=reason).inc(n)
-    events_out: dict[int, UsageEvent] = {}
+    events_out: dict[int, UsageEvent | NewEvent] = {}
     if fresh is not None:
         # Events stored just now are answered from memory; only replays read the stored row.
-        events_out = {pk: _as_model(pk, new) for pk, new in fresh.items()}
+        events_out = dict(fresh)
         stored = [item.event_id for item in final if item.event_id is not None and item.event_id not in fresh]
         if stored:
             events_out.update((event.pk, event) for event in UsageEvent.objects.filter(pk__in=stored))
@@ -158,10 +158,6 @@ def usage_record_batch(
 
 def _request_id(raw: Any) -> Any:
     return raw.get("request_id") if isinstance(raw, dict) else None
-
-
-def _as_model(pk: int, new: NewEvent) -> UsageEvent:
-    return UsageEvent(pk=pk, **{name: getattr(new, name) for name in NewEvent.__slots__})
 
 
 def _once_per_ref(resolve_key: KeyResolver) -> KeyResolver:
