@@ -45,7 +45,12 @@ _PG_TYPES = (
 _INSERT = f"INSERT INTO {TABLE} ({', '.join(COLUMNS)})"
 _ON_CONFLICT = "ON CONFLICT (tenant_id, request_id) DO NOTHING RETURNING id, request_id"
 _PG_RECORD = ", ".join(f"{name} {pg_type}" for name, pg_type in zip(COLUMNS, _PG_TYPES, strict=True))
-_PG_INSERT = f"{_INSERT} SELECT {', '.join(COLUMNS)} FROM json_to_recordset(%s::json) AS r({_PG_RECORD}) {_ON_CONFLICT}"  # noqa: S608
+_PG_INSERT = (  # `{gate}`: where a caller's lock goes (below)
+    f"{_INSERT} SELECT {', '.join(COLUMNS)} FROM json_to_recordset(%s::json) AS r({_PG_RECORD}) {{gate}}{_ON_CONFLICT}"  # noqa: S608
+)
+# With a lock statement: the CTE `lk` runs it, and a one-time filter on `lk` makes it run
+# before the first row is inserted (so before the statement changes anything).
+_GATE = "WHERE (SELECT count(*) FROM lk) = 1 "
 
 
 _BY_REQUEST_ID = operator.attrgetter("request_id")
@@ -102,16 +107,20 @@ class Stored:
 # (kind, event id, request_id, then a claimed hold's columns): one result for both CTEs.
 _HOLD_NULLS = ", ".join(f"NULL::{pg_type}" for pg_type in CLAIMED_COLUMN_TYPES[2:])
 _PG_INSERT_AND_CLAIM = (
-    f"WITH ins AS ({_PG_INSERT}), claimed AS ({{claim}}) "  # noqa: S608
+    f"ins AS ({_PG_INSERT}), claimed AS ({{claim}}) "  # noqa: S608
     f"SELECT 'e', id, request_id, {_HOLD_NULLS} FROM ins UNION ALL SELECT 'h', * FROM claimed"
 )
 
 
-def insert_new(events: list[NewEvent], *, settle_holds_at: dt.datetime | None = None) -> Stored:
+def insert_new(
+    events: list[NewEvent], *, settle_holds_at: dt.datetime | None = None, lock: tuple[str, list] | None = None
+) -> Stored:
     """Insert what is not stored yet; with `settle_holds_at`, claim the holds the new rows settle.
 
     All events must belong to one tenant (the caller groups them). Each hold is claimed at
-    its event's cost (see billing.services.holds.holds_claim_settled).
+    its event's cost (see billing.services.holds.holds_claim_settled). `lock` (a SELECT and
+    its parameters, PostgreSQL) runs first in the same statement: the balance lock, without
+    a statement of its own.
     """
     if not events:
         return Stored({}, [])
@@ -126,15 +135,22 @@ def insert_new(events: list[NewEvent], *, settle_holds_at: dt.datetime | None = 
             claimed = holds_claim_settled(tenant_id=events[0].tenant_id, costs=costs, now=settle_holds_at)
         return Stored(inserted, claimed)
     rows = orjson.dumps([event.record() for event in events]).decode()
+    ctes, params, gate = [], [], ""
+    if lock is not None:
+        ctes.append(f"lk AS ({lock[0]})")
+        params += lock[1]
+        gate = _GATE
     with hot_cursor() as cursor:
         if settle_holds_at is None:
-            cursor.execute(_PG_INSERT, [rows])
+            head = f"WITH {', '.join(ctes)} " if ctes else ""
+            cursor.execute(head + _PG_INSERT.format(gate=gate), [*params, rows])
             return Stored({request_id: pk for pk, request_id in cursor.fetchall()}, [])
         costs = {event.request_id: event.cost for event in events}
         claim, claim_params = claim_settled_statement(
             tenant_id=events[0].tenant_id, costs=costs, now=settle_holds_at, among="ins"
         )
-        cursor.execute(_PG_INSERT_AND_CLAIM.format(claim=claim), [rows, *claim_params])
+        sql = "WITH " + "".join(f"{cte}, " for cte in ctes) + _PG_INSERT_AND_CLAIM.format(claim=claim, gate=gate)
+        cursor.execute(sql, [*params, rows, *claim_params])
         result = cursor.fetchall()
     inserted = {row[2]: row[1] for row in result if row[0] == "e"}
     return Stored(inserted, claimed_holds([row[1:] for row in result if row[0] == "h"]))

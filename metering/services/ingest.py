@@ -244,11 +244,11 @@ def _record_for_tenant(
 
     settled: SettleResult | None = None
     try:
-        # Pipelined: the balance lock, the insert and its hold claim go in one round trip; the
-        # money and quota writes go with COMMIT in another, after the hot counters moved.
+        # The balance lock, the insert and its hold claim are one statement, sent with BEGIN
+        # (pipelined); the money and quota writes go with COMMIT, after the hot counters moved.
         with pipelined_atomic():
-            balance_backend().lock(tenant_id)
-            stored = insert_new(new_events, settle_holds_at=now)
+            lock = balance_backend().lock_statement(tenant_id)  # None: the backend needs no lock
+            stored = insert_new(new_events, settle_holds_at=now, lock=lock)
             inserted = stored.inserted
             stored_now = [e for e in new_events if e.request_id in inserted] if inserted else []
             unpriced = sum(1 for e in stored_now if e.cost is None)

@@ -36,7 +36,6 @@ def _statements(queries: list[dict]) -> dict[str, int]:
         sql = query["sql"]
         if "pg_advisory_xact_lock" in sql:
             counts["lock"] = counts.get("lock", 0) + 1
-            continue
         if re.search(r"\b(INSERT|UPDATE|DELETE)\b", sql):
             counts["writes"] = counts.get("writes", 0) + 1
         for table in set(re.findall(r"billing_(hold|ledgerentry|wallet|quotacounter)\b", sql)):

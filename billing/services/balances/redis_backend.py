@@ -45,6 +45,7 @@ from billing.services.balances.base import (
     existing_hold,
     hold_commit_mode,
     lock_tenant,
+    lock_tenant_statement,
     reserve_cells,
 )
 from billing.services.wallets import wallet_move
@@ -86,6 +87,9 @@ class RedisBackend(BalanceBackend):
 
     def lock(self, tenant_id: int) -> None:
         lock_tenant(tenant_id)
+
+    def lock_statement(self, tenant_id: int) -> tuple[str, list] | None:
+        return lock_tenant_statement(tenant_id)
 
     def mirror(self, tenant_id: int, delta: MirrorDelta) -> None:
         if delta.is_empty():
