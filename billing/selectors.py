@@ -146,21 +146,17 @@ class _BookCache:
             entry = self._entries.get(key)
             if entry is not None:
                 self._entries.move_to_end(key)
-        if entry is not None and entry[0] == version and models <= entry[2]:
+        seen: frozenset[str] = entry[2] if entry is not None and entry[0] == version else frozenset()
+        if seen and models <= seen:
             return entry[1]
-        if entry is not None and entry[0] == version:
-            # Same version, new models: read only those (every read carries all the globs).
-            book = _price_book_read(plan_id=plan_id, tenant_id=tenant_id, models=models - entry[2])
-            if book is None:
-                return None
+        # Read only the models this version's book lacks (every read carries all the globs).
+        book = _price_book_read(plan_id=plan_id, tenant_id=tenant_id, models=models - seen)
+        if book is None:
+            return None
+        if seen:
             book.add_versions(entry[1])
-        else:
-            book = _price_book_read(plan_id=plan_id, tenant_id=tenant_id, models=models)
-            if book is None:
-                return None
-        seen = models | entry[2] if entry is not None and entry[0] == version else frozenset(models)
         with self._lock:
-            self._entries[key] = (version, book, frozenset(seen))
+            self._entries[key] = (version, book, seen | models)
             if len(self._entries) > self.size:
                 self._entries.popitem(last=False)
         return book

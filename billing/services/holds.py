@@ -17,8 +17,8 @@ from django.utils import timezone
 from billing.models import Hold, LedgerEntry
 from billing.money import from_micros, round_to_ledger, to_micros
 from billing.services.balances import Admission, Decision, HoldInfo, MirrorDelta, balance_backend
-from billing.services.ledger import LedgerLine, ledger_append, wallet_move
-from billing.services.quota_counters import Deltas, quota_counters_add, reservation_deltas
+from billing.services.ledger import LedgerLine, ledger_append, ledger_apply
+from billing.services.quota_counters import Deltas, reservation_deltas
 from portal.accounts.models import Tenant
 
 _HOLD = Hold._meta.db_table
@@ -119,7 +119,7 @@ CLAIMED_COLUMN_TYPES = ("bigint", "varchar", "bigint", "numeric", "bigint", "tim
 def claim_settled_statement(
     *, tenant_id: int, costs: dict[str, Decimal | None], now: dt.datetime, among: str = ""
 ) -> tuple[str, list]:
-    """PostgreSQL: the one statement `holds_claim_settled` runs, for use as a CTE.
+    """PostgreSQL: the claim of `holds_claim_settled` as one statement, for use as a CTE.
 
     `among` names a relation with a request_id column (a CTE of the caller); only holds of
     those request_ids are claimed. Read the rows it returns with `claimed_holds`.
@@ -137,17 +137,13 @@ def claimed_holds(rows: list[tuple]) -> list[ClosedHold]:
 
 
 def holds_claim_settled(*, tenant_id: int, costs: dict[str, Decimal | None], now: dt.datetime) -> list[ClosedHold]:
-    """Claim the open holds of these request_ids as settled at these costs: one statement.
+    """Claim the open holds of these request_ids as settled at these costs, one conditional
+    UPDATE each. PostgreSQL does it in one statement, inside the insert (claim_settled_statement).
 
     `costs` maps each newly stored event's request_id to its unrounded cost (None: unpriced).
     """
     if not costs:
         return []
-    if connection.vendor == "postgresql":
-        sql, params = claim_settled_statement(tenant_id=tenant_id, costs=costs, now=now)
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return claimed_holds(cursor.fetchall())
     rounded = {rid: round_to_ledger(cost) if cost is not None else None for rid, cost in costs.items()}
     claimed = []
     candidates = Hold.objects.filter(tenant_id=tenant_id, status=Hold.Status.OPEN, request_id__in=list(rounded))
@@ -263,14 +259,11 @@ def _release_batch(*, tenant_id: int, now: dt.datetime, batch_size: int) -> list
                     )
         if not holds:
             return []
-        lines = release_lines(holds)
-        ledger_append(tenant_id=tenant_id, lines=lines)
-        total = sum((line.amount for line in lines), Decimal(0))
-        if total:
-            wallet_move(tenant_id=tenant_id, currency=tenant.currency, delta=total)
         deltas: Deltas = {}
         unreserve(deltas, holds, tenant.timezone)
-        quota_counters_add(tenant_id=tenant_id, deltas=deltas)
+        total = ledger_apply(
+            tenant_id=tenant_id, currency=tenant.currency, lines=release_lines(holds), cells=deltas, now=now
+        )
         backend.mirror(
             tenant_id,
             MirrorDelta(balance=to_micros(total), cells=deltas, release=[hold.request_id for hold in holds]),

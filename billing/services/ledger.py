@@ -19,7 +19,6 @@ from billing.money import round_to_ledger, to_micros
 from billing.services.balances import MirrorDelta, balance_backend
 from billing.services.quota_counters import Deltas, quota_counters_add, quota_rows
 from billing.services.wallets import wallet_ensure, wallet_move
-from billing.windows import Cell
 from portal.db import hot_cursor
 
 __all__ = ["LedgerLine", "ledger_append", "ledger_apply", "ledger_post", "wallet_ensure", "wallet_move"]
@@ -127,7 +126,7 @@ def ledger_apply(
     tenant_id: int,
     currency: str,
     lines: list[LedgerLine],
-    cells: Deltas | dict[Cell, tuple] | None = None,
+    cells: Deltas | None = None,
     now: dt.datetime,
 ) -> Decimal:
     """Append entries, move the wallet by their sum and add deltas to quota cells. Returns the move.

@@ -20,7 +20,7 @@ from django.utils import timezone
 from billing.models import LedgerEntry
 from billing.money import round_to_ledger, to_micros
 from billing.services.balances import MirrorDelta, balance_backend
-from billing.services.holds import ClosedHold, holds_claim_settled, release_lines, unreserve
+from billing.services.holds import ClosedHold, release_lines, unreserve
 from billing.services.ledger import LedgerLine, ledger_apply
 from billing.services.quota_counters import Deltas
 from billing.windows import LIFETIME_START, TENANT_SCOPE, Cell
@@ -54,15 +54,14 @@ def usage_settle_batch(
     currency: str,
     events: Sequence[RatedUsage],
     first_event_id: int,
+    claimed: list[ClosedHold],
     now: dt.datetime | None = None,
-    claimed: list[ClosedHold] | None = None,
 ) -> SettleResult:
     """Charge newly stored events, settle their holds and count them against quotas.
 
     Must run inside the transaction that stored the events (ingest), under the balance lock
-    (`balance_backend().lock`, taken before the events were stored); all events are the
-    tenant's and were inserted just now. `claimed`: the holds the insert already claimed
-    (event_store.insert_new), else they are claimed here. The usage entry keeps ingest's key
+    that the insert took; all events are the tenant's and were inserted just now. `claimed`:
+    the holds the insert claimed (event_store.insert_new). The usage entry keeps ingest's key
     `usage:<first event id>:<count>`; each settled hold posts `release:<hold id>`.
     """
     assert events
@@ -71,18 +70,13 @@ def usage_settle_batch(
 
     zone = zoneinfo.ZoneInfo(tz_name)
     charged = Decimal(0)
-    costs: dict[str, Decimal | None] = {}
     groups: dict[tuple[int, dt.date], list] = defaultdict(lambda: [0, Decimal(0)])  # (key, local day)
     for event in events:
-        costs[event.request_id] = event.cost
         group = groups[(event.api_key_id, event.occurred_at.astimezone(zone).date())]
         group[0] += event.input_tokens + event.output_tokens
         if event.cost is not None:
             charged += event.cost
             group[1] += event.cost
-
-    if claimed is None:
-        claimed = holds_claim_settled(tenant_id=tenant_id, costs=costs, now=now)
 
     lines = release_lines(claimed)
     charge = round_to_ledger(charged)
