@@ -15,8 +15,8 @@ One run, bounded in time (about 80 s with the defaults), loopback traffic only:
 5. batch ingest (1,000-event batches) at saturation, with an API key and with a service token
    naming the key in every event; single-event ingest at saturation and at a fixed offered
    rate (open loop: latency counts from the scheduled send time, so a slow server cannot hide
-   its queueing); each measured phase starts after a CHECKPOINT (--no-checkpoint to skip), so
-   one phase's write-back does not land in the next one's latency;
+   its queueing); each measured phase starts after a VACUUM and a CHECKPOINT (--no-settle to
+   skip), so one phase's maintenance does not land in the next one's latency;
 6. checks: replays are duplicates, a changed body is a conflict, stored == accepted,
    wallet == sum(ledger), the usage charges match the stored costs, and Redis's balances
    and quota cells match PostgreSQL; prints a table (docs/scaling.md explains it).
@@ -88,10 +88,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip", default="", help="comma-separated phases to skip: copy,batch,gateway,single,rate")
     parser.add_argument("--keep-server", action="store_true", help="leave gunicorn running for profiling (prints pid)")
     parser.add_argument(
-        "--no-checkpoint",
-        dest="checkpoint",
+        "--no-settle",
+        dest="settle",
         action="store_false",
-        help="skip the CHECKPOINT before each phase (the batch phases' WAL then lands in later phases' latency)",
+        help="skip VACUUM and CHECKPOINT before each phase (one phase's maintenance then lands in the next)",
     )
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.duration > 60:
@@ -530,15 +530,16 @@ def machine_busy() -> float:
     return (sum(fields[:8]) - idle) / CLK_TCK
 
 
-def checkpoint(bench_url: str) -> None:
-    """Flush the previous phase's dirty pages before the next phase starts, as pgbench runs do.
+def settle_database(bench_url: str) -> None:
+    """Vacuum and checkpoint between phases, as pgbench runs do, so each phase pays its own way.
 
-    Two batch phases write about 1 GB of WAL; the checkpoint that triggers spreads its writes
-    over the following minute, so without this the single-event phases measure the batch
-    phases' write-back (fsync stalls of 100+ ms), not their own cost."""
+    Two batch phases insert over a million rows and about 1 GB of WAL: left alone, autovacuum
+    and the checkpoint they trigger run during the single-event phases, which then measure the
+    batch phases' maintenance (fsync stalls and a third of a core) rather than their own cost."""
     import psycopg  # noqa: PLC0415
 
     with psycopg.connect(conninfo(bench_url), autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE) metering_usageevent, billing_ledgerentry, billing_quotacounter")
         conn.execute("CHECKPOINT")
 
 
@@ -844,8 +845,8 @@ def main(argv: list[str] | None = None) -> int:
         for key, name, mode, clients, extra in plan:
             if key in args.skip:
                 continue
-            if args.checkpoint:
-                checkpoint(bench_url)
+            if args.settle:
+                settle_database(bench_url)
             phase = run_phase(name, mode=mode, clients=clients, duration=args.duration, args=args, ctx=ctx, **extra)
             phases[key] = phase
             print(f"{name}: done", flush=True)
