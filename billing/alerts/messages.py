@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.urls import reverse
 from django.utils import translation
 from django.utils.translation import pgettext, pgettext_lazy
 
@@ -27,8 +28,10 @@ WINDOWS = {
 METRICS = {"tokens": pgettext_lazy(CONTEXT, "tokens"), "money": pgettext_lazy(CONTEXT, "spend")}
 
 
-def portal_link() -> str:
-    return f"{settings.PORTAL_BASE_URL.rstrip('/')}/"
+def alerts_page_link(tenant: Tenant) -> str:
+    """The tenant's alerts page, where the rule and its recent alerts are (by URL name: the
+    portal's views sit above this layer)."""
+    return settings.PORTAL_BASE_URL.rstrip("/") + reverse("alerts", kwargs={"slug": tenant.slug})
 
 
 def _amount(value: str | Decimal | None, metric: str, currency: str) -> str:
@@ -135,7 +138,7 @@ def render_delivery(delivery: AlertDelivery) -> Message:
             }
         subject = f"[{tenant.name}] {subject}"
         link_label = pgettext(CONTEXT, "Open the portal")
-        link = portal_link()
+        link = alerts_page_link(tenant)
         text_lines = [intro] if intro else []
         text_lines += [f"{label}: {value}" for label, value in lines]
         text = "\n".join([*text_lines, "", f"{link_label}: {link}"])

@@ -12,6 +12,7 @@ from decimal import Decimal
 
 import pytest
 import redis
+from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from django.utils import timezone
@@ -134,7 +135,7 @@ def test_80_then_100_percent_sends_two_alerts_per_channel_and_a_new_month_rearms
     ]
     mail = channels["smtp"].mails[-1]
     assert "acme" in mail.body and "10,400" in mail.body and "10,000" in mail.body
-    assert "http://" in mail.body  # the portal link
+    assert f"{settings.PORTAL_BASE_URL}/t/acme/alerts/" in mail.body  # where the rule and its alerts are
 
     # The month turns: usage starts from zero and both thresholds are armed again.
     tasks.alerts_evaluate_tenant.apply(args=[tenant_a.pk]).get()
