@@ -1,11 +1,20 @@
 """gunicorn settings for production (docker-compose `web`). Environment overrides apply."""
 
 import os
+import select
 import shutil
 
 bind = os.environ.get("GUNICORN_BIND", "0.0.0.0:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", "4"))
 threads = int(os.environ.get("GUNICORN_THREADS", "1"))
+# Sync workers that the kernel wakes one at a time (portal/gunicorn_worker.py; Linux only, plain
+# sync workers elsewhere); with GUNICORN_THREADS > 1 gunicorn's threaded worker instead.
+if threads > 1:
+    worker_class = "gthread"
+elif hasattr(select, "EPOLLEXCLUSIVE"):
+    worker_class = "portal.gunicorn_worker.ExclusiveSyncWorker"
+else:
+    worker_class = "sync"
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 accesslog = None  # the app logs structured JSON itself; no second, unstructured access log
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))

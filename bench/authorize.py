@@ -47,6 +47,9 @@ from benchdb import database_urls, recreate_database  # noqa: E402 - bench/ is o
 PATH = "/api/v1/authorize"
 
 
+PRODUCTION_WORKER = "portal.gunicorn_worker.ExclusiveSyncWorker"  # as gunicorn.conf.py picks it
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark POST /api/v1/authorize on both balance backends (see module docstring).",
@@ -58,7 +61,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up load per server")
     parser.add_argument("--clients", type=int, default=8, help="load generator processes sharing the rate")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers per server")
-    parser.add_argument("--worker-class", default="sync", help="gunicorn worker class (sync, gthread)")
+    parser.add_argument(
+        "--worker-class",
+        default=PRODUCTION_WORKER,
+        help="gunicorn worker class: the default is gunicorn.conf.py's; sync or gthread to compare",
+    )
     parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker (gthread)")
     args = parser.parse_args(argv)
     if not 0 < args.duration <= 60 or not 0 < args.rate <= 5000:

@@ -66,6 +66,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # --- Options ---------------------------------------------------------------------------------
 
 
+PRODUCTION_WORKER = "portal.gunicorn_worker.ExclusiveSyncWorker"  # as gunicorn.conf.py picks it
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark usage ingest over HTTP against PostgreSQL's own COPY rate (see module docstring).",
@@ -81,7 +84,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, default=500.0, help="offered single-event rate (req/s) for latency")
     parser.add_argument("--rate-clients", type=int, default=8, help="processes sharing the offered rate")
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
-    parser.add_argument("--worker-class", default="sync", help="gunicorn worker class (sync, gthread)")
+    parser.add_argument(
+        "--worker-class",
+        default=PRODUCTION_WORKER,
+        help="gunicorn worker class: the default is gunicorn.conf.py's; sync or gthread to compare",
+    )
     parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker (gthread)")
     parser.add_argument("--events", type=int, default=0, help="stop the batch phase after this many events (0: time)")
     parser.add_argument("--tenants", type=int, default=1, help="tenants (one key each) the clients are spread over")
