@@ -149,6 +149,38 @@ def api_key_create(
     return key, issued.secret
 
 
+def api_key_update(
+    *,
+    api_key: ApiKey,
+    name: str,
+    scopes: list[str],
+    actor: AbstractBaseUser | None = None,
+    actor_label: str = "",
+) -> bool:
+    """Rename a key or change its scopes, effective from its next request; audited with the
+    values before and after. Returns False when nothing changed. A revoked key stays as it was."""
+    new_name, new_scopes = name.strip()[:100], _validate_scopes(scopes)
+    with transaction.atomic():
+        locked = ApiKey.objects.select_for_update().select_related("tenant").get(pk=api_key.pk)
+        if locked.revoked_at is not None:
+            raise ValidationError("A revoked key cannot be changed.")
+        before = {"name": locked.name, "scopes": locked.scopes}
+        after = {"name": new_name, "scopes": new_scopes}
+        if before == after:
+            return False
+        ApiKey.objects.filter(pk=locked.pk).update(name=new_name, scopes=new_scopes)
+        audit_record(
+            action="api_key.update",
+            target=locked,
+            actor=actor,
+            actor_label=actor_label,
+            tenant=locked.tenant,
+            changes={"before": before, "after": after},
+        )
+    api_key.name, api_key.scopes = new_name, new_scopes
+    return True
+
+
 def api_key_revoke(*, api_key: ApiKey, actor: AbstractBaseUser | None = None, actor_label: str = "") -> bool:
     """Revoke once; revoking an already revoked key changes nothing and returns False."""
     with transaction.atomic():

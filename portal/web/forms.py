@@ -50,7 +50,7 @@ class QuotaForm(forms.Form):
     enforcement = forms.ChoiceField(label=_("Enforcement"), choices=ENFORCEMENT_CHOICES)
 
 
-class ApiKeyCreateForm(forms.Form):
+class ApiKeyUpdateForm(forms.Form):
     name = forms.CharField(label=_("Name"), max_length=100, required=False)
     scopes = forms.MultipleChoiceField(
         label=_("Scopes"),
@@ -58,6 +58,9 @@ class ApiKeyCreateForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         initial=[ApiKey.Scope.INGEST, ApiKey.Scope.READ],
     )
+
+
+class ApiKeyCreateForm(ApiKeyUpdateForm):
     # An optional quota for this key, set in the same step.
     quota_limit = forms.DecimalField(
         label=_("Quota (optional)"), required=False, min_value=Decimal(0), max_digits=18, decimal_places=6

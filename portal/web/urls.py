@@ -27,6 +27,7 @@ tenant_patterns = [
     path("keys/", keys.keys_list, name="keys"),
     path("keys/new/", keys.key_create, name="key-create"),
     path("keys/<int:key_id>/", keys.key_detail, name="key-detail"),
+    path("keys/<int:key_id>/edit/", keys.key_update, name="key-update"),
     path("keys/<int:key_id>/revoke/", keys.key_revoke, name="key-revoke"),
     path("keys/<int:key_id>/quotas/", keys.key_quota_add, name="key-quota-add"),
     path("keys/<int:key_id>/quotas/<int:quota_id>/delete/", keys.key_quota_delete, name="key-quota-delete"),

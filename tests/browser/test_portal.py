@@ -84,6 +84,21 @@ def test_create_a_key_see_it_once_revoke_it_and_the_api_refuses_it(page, tenant_
     assert call_api() == 403
 
 
+def test_rename_a_key_and_take_away_its_ingest_scope(page, tenant_a, owner_a, key_a):
+    login(page, "owner@acme.test", PASSWORD)
+    page.goto(page.base + f"/t/{tenant_a.slug}/keys/{key_a.row.pk}/")
+    page.fill("#key-edit-form input[name=name]", "read-only dashboards")
+    page.uncheck("#key-edit-form input[value=ingest]")
+    page.click("#key-save")
+    page.wait_for_selector(".message-success")
+    assert "read-only dashboards" in page.inner_text("h1")
+    assert page.is_checked("#key-edit-form input[value=read]")
+    assert not page.is_checked("#key-edit-form input[value=ingest]")
+    page.screenshot(path="test-output/screenshots/key_edited.png")
+    key_a.row.refresh_from_db()
+    assert key_a.row.scopes == ["read"]
+
+
 def test_switch_to_chinese(page, tenant_a, owner_a, usage_a):
     login(page, "owner@acme.test", PASSWORD)
     page.select_option("#language-select", "zh-hans")

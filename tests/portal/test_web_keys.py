@@ -156,3 +156,64 @@ def test_viewer_and_finance_cannot_create_or_revoke(client, tenant_a, viewer_a, 
     key_a.row.refresh_from_db()
     assert key_a.row.revoked_at is None
     assert ApiKey.objects.filter(tenant=tenant_a).count() == 1
+
+
+def edit_key(client, tenant, key, **data):
+    url = reverse("key-update", kwargs={"slug": tenant.slug, "key_id": key.pk})
+    return client.post(url, {"name": "renamed", "scopes": ["read"], **data}, follow=True)
+
+
+def test_rename_and_narrow_scopes_apply_to_the_next_request(client, tenant_a, owner_a, key_a):
+    client.force_login(owner_a)
+    assert key_a.post("/api/v1/events", factories.EventBodyFactory()).status_code == 201
+    page = edit_key(client, tenant_a, key_a.row).content.decode()
+    assert "Key saved" in page and "renamed" in page
+    key_a.row.refresh_from_db()
+    assert (key_a.row.name, key_a.row.scopes) == ("renamed", ["read"])
+    refused = key_a.post("/api/v1/events", factories.EventBodyFactory())
+    assert refused.status_code == 403, refused.content  # a read-only key cannot ingest any more
+    assert key_a.get("/api/v1/usage").status_code == 200
+    audit = AuditLog.objects.get(action="api_key.update", target_id=str(key_a.row.pk))
+    assert audit.actor == owner_a
+    assert audit.changes == {
+        "before": {"name": "test", "scopes": ["ingest", "read"]},
+        "after": {"name": "renamed", "scopes": ["read"]},
+    }
+    # The same values again change nothing and record nothing.
+    assert "Nothing to change" in edit_key(client, tenant_a, key_a.row).content.decode()
+    assert AuditLog.objects.filter(action="api_key.update").count() == 1
+
+
+@pytest.mark.parametrize(
+    "data",
+    [{"scopes": []}, {"scopes": ["admin"]}, {"name": "x" * 101}],
+    ids=["no scope", "unknown scope", "long name"],
+)
+def test_bad_edits_are_refused_and_change_nothing(client, tenant_a, owner_a, key_a, data):
+    client.force_login(owner_a)
+    page = edit_key(client, tenant_a, key_a.row, **data).content.decode()
+    assert "The key was not changed" in page
+    key_a.row.refresh_from_db()
+    assert (key_a.row.name, key_a.row.scopes) == ("test", ["ingest", "read"])
+    assert not AuditLog.objects.filter(action="api_key.update").exists()
+
+
+def test_a_revoked_key_cannot_be_edited(client, tenant_a, owner_a, key_a):
+    client.force_login(owner_a)
+    client.post(reverse("key-revoke", kwargs={"slug": tenant_a.slug, "key_id": key_a.row.pk}))
+    page = edit_key(client, tenant_a, key_a.row).content.decode()
+    assert "A revoked key cannot be changed." in page
+    key_a.row.refresh_from_db()
+    assert key_a.row.scopes == ["ingest", "read"]
+
+
+def test_only_managers_of_the_tenant_edit_keys(client, tenant_a, tenant_b, viewer_a, finance_a, owner_b, key_a):
+    for user in (viewer_a, finance_a):
+        client.force_login(user)
+        url = reverse("key-update", kwargs={"slug": tenant_a.slug, "key_id": key_a.row.pk})
+        assert client.post(url, {"name": "x", "scopes": ["read"]}).status_code == 403
+    client.force_login(owner_b)
+    foreign = reverse("key-update", kwargs={"slug": tenant_b.slug, "key_id": key_a.row.pk})
+    assert client.post(foreign, {"name": "x", "scopes": ["read"]}).status_code == 404
+    key_a.row.refresh_from_db()
+    assert (key_a.row.name, key_a.row.scopes) == ("test", ["ingest", "read"])

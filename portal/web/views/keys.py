@@ -1,4 +1,4 @@
-"""API keys: list, create (the secret shown once), per-key quotas, revoke."""
+"""API keys: list, create (the secret shown once), rename and rescope, per-key quotas, revoke."""
 
 import datetime as dt
 
@@ -18,7 +18,7 @@ from portal.accounts import selectors as account_selectors
 from portal.accounts import services as account_services
 from portal.accounts.models import ApiKey, Tenant
 from portal.web.access import PortalContext, portal_view, tenant_object
-from portal.web.forms import ApiKeyCreateForm, QuotaForm
+from portal.web.forms import ApiKeyCreateForm, ApiKeyUpdateForm, QuotaForm
 from portal.web.ranges import today_for
 from portal.web.views.common import page
 
@@ -99,8 +99,29 @@ def key_detail(request: HttpRequest, portal: PortalContext, key: ApiKey) -> Http
                 start_day=today_for(portal.tenant.timezone) - dt.timedelta(days=KEY_USAGE_DAYS - 1),
             ),
             "quota_form": QuotaForm(),
+            "key_form": ApiKeyUpdateForm(initial={"name": key.name, "scopes": key.scopes}),
         },
     )
+
+
+@portal_view("keys.manage")
+@with_key
+@require_POST
+def key_update(request: HttpRequest, portal: PortalContext, key: ApiKey) -> HttpResponse:
+    form = ApiKeyUpdateForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, _("The key was not changed: give a name of at most 100 characters and a scope."))
+        return redirect("key-detail", slug=key.tenant.slug, key_id=key.pk)
+    try:
+        changed = account_services.api_key_update(api_key=key, actor=request.user, **form.cleaned_data)
+    except ValidationError as error:
+        messages.error(request, " ".join(error.messages))
+    else:
+        if changed:
+            messages.success(request, _("Key saved: the new name and scopes apply from its next request."))
+        else:
+            messages.info(request, _("Nothing to change."))
+    return redirect("key-detail", slug=key.tenant.slug, key_id=key.pk)
 
 
 @portal_view("keys.manage")
