@@ -503,25 +503,24 @@ def _check_thresholds(values: Iterable[object]) -> list[str]:
     return sorted(set(cleaned), key=Decimal)
 
 
-def alert_rule_create(
+def _rule_fields(
     *,
     tenant: Tenant,
     kind: str,
-    channels: Iterable[NotificationChannel],
-    name: str = "",
-    quota_id: int | None = None,
-    api_key: ApiKey | None = None,
-    window: str = AlertRule.Window.MONTH,
-    amount: Decimal | None = None,
-    threshold_unit: str = AlertRule.Unit.PERCENT,
-    thresholds: Iterable[object] = ("80", "100"),
-    forecast_days: int = 7,
-    spike_factor: Decimal = Decimal(3),
-) -> AlertRule:
-    """A rule with its channels. Every referenced row must belong to `tenant`."""
+    channels: list[NotificationChannel],
+    name: str,
+    quota_id: int | None,
+    api_key: ApiKey | None,
+    window: str,
+    amount: Decimal | None,
+    threshold_unit: str,
+    thresholds: Iterable[object],
+    forecast_days: int,
+    spike_factor: Decimal,
+) -> dict[str, Any]:
+    """A rule's fields, checked. Every referenced row must belong to `tenant`."""
     if kind not in AlertRule.Kind.values:
         raise AlertConfigError(f"kind must be one of {', '.join(AlertRule.Kind.values)}.")
-    channels = list(channels)
     if any(channel.tenant_id != tenant.pk for channel in channels):
         raise AlertConfigError("A channel belongs to another tenant.")
     if api_key is not None and api_key.tenant_id != tenant.pk:
@@ -538,23 +537,86 @@ def alert_rule_create(
         raise AlertConfigError("Unknown window or threshold unit.")
     if forecast_days < 1 or spike_factor <= 1:
         raise AlertConfigError("forecast_days is at least 1 and spike_factor above 1.")
+    return {
+        "name": name,
+        "quota_id": quota_id,
+        "api_key": api_key,
+        "window": window,
+        "amount": amount,
+        "threshold_unit": threshold_unit,
+        "thresholds": _check_thresholds(thresholds),
+        "forecast_days": forecast_days,
+        "spike_factor": spike_factor,
+    }
+
+
+def alert_rule_create(
+    *,
+    tenant: Tenant,
+    kind: str,
+    channels: Iterable[NotificationChannel],
+    name: str = "",
+    quota_id: int | None = None,
+    api_key: ApiKey | None = None,
+    window: str = AlertRule.Window.MONTH,
+    amount: Decimal | None = None,
+    threshold_unit: str = AlertRule.Unit.PERCENT,
+    thresholds: Iterable[object] = ("80", "100"),
+    forecast_days: int = 7,
+    spike_factor: Decimal = Decimal(3),
+) -> AlertRule:
+    """A rule with its channels. Every referenced row must belong to `tenant`."""
+    channels = list(channels)
+    fields = _rule_fields(
+        tenant=tenant,
+        kind=kind,
+        channels=channels,
+        name=name,
+        quota_id=quota_id,
+        api_key=api_key,
+        window=window,
+        amount=amount,
+        threshold_unit=threshold_unit,
+        thresholds=thresholds,
+        forecast_days=forecast_days,
+        spike_factor=spike_factor,
+    )
     with transaction.atomic():
-        rule = AlertRule.objects.create(
-            tenant=tenant,
-            kind=kind,
-            name=name,
-            quota_id=quota_id,
-            api_key=api_key,
-            window=window,
-            amount=amount,
-            threshold_unit=threshold_unit,
-            thresholds=_check_thresholds(thresholds),
-            forecast_days=forecast_days,
-            spike_factor=spike_factor,
-        )
+        rule = AlertRule.objects.create(tenant=tenant, kind=kind, **fields)
         rule.channels.set(channels)
     _forget_rules_memo()
     return rule
+
+
+def alert_rule_update(
+    *, rule: AlertRule, channels: Iterable[NotificationChannel], **values: Any
+) -> dict[str, tuple[Any, Any]]:
+    """Change a rule's settings and channels (its kind stays: another kind is another rule).
+
+    Takes the fields alert_rule_create takes, all of them, checked the same way. Returns what
+    changed, as {field: (before, after)}. Alerts already sent stay in the history; a threshold
+    that is new and already crossed fires at the next evaluation, one that stays does not fire
+    again for the same period.
+    """
+    channels = list(channels)
+    fields = _rule_fields(tenant=rule.tenant, kind=rule.kind, channels=channels, **values)
+    before = {name: getattr(rule, name) for name in fields}
+    before["channels"] = sorted(c.name for c in rule.channels.all())
+    after = {**fields, "channels": sorted(c.name for c in channels)}
+    with transaction.atomic():
+        for name, value in fields.items():
+            setattr(rule, name, value)
+        rule.save(update_fields=[*fields.keys()])
+        rule.channels.set(channels)
+    _forget_rules_memo()
+    return {name: (_plain(before[name]), _plain(after[name])) for name in after if before[name] != after[name]}
+
+
+def _plain(value: Any) -> Any:
+    """A value as the audit log stores it (JSON)."""
+    if isinstance(value, ApiKey):
+        return value.name or value.prefix
+    return _text(value) if isinstance(value, Decimal) else value
 
 
 def alert_rule_set_enabled(*, rule: AlertRule, enabled: bool) -> AlertRule:

@@ -34,6 +34,7 @@ tenant_patterns = [
     path("billing/", billing.billing, name="billing"),
     path("alerts/", alerts.alerts, name="alerts"),
     path("alerts/rules/new/", alerts.rule_create, name="alert-rule-create"),
+    path("alerts/rules/<int:rule_id>/edit/", alerts.rule_edit, name="alert-rule-edit"),
     path("alerts/rules/<int:rule_id>/toggle/", alerts.rule_toggle, name="alert-rule-toggle"),
     path("alerts/rules/<int:rule_id>/delete/", alerts.rule_delete, name="alert-rule-delete"),
     path("alerts/channels/new/", alerts.channel_create, name="alert-channel-create"),

@@ -159,3 +159,15 @@ def test_add_an_alert_rule(page, tenant_a, owner_a):
     row = page.inner_text("#rules tbody tr")
     assert "monthly budget" in row and "250.00 USD" in row and "finance inbox" in row
     assert [b.strip() for b in page.locator("#rules tbody tr .badge-info").all_inner_texts()] == ["50%", "80%", "100%"]
+
+    # Edit it: the form comes back filled in, with only the spend fields showing.
+    page.click("#rules [data-edit-rule]")
+    assert page.input_value("input[name=thresholds]") == "50, 80, 100"
+    assert page.is_disabled("select[name=kind]")
+    assert page.is_visible("input[name=amount]") and page.is_hidden("select[name=quota]")
+    page.fill("input[name=amount]", "400")
+    page.fill("input[name=thresholds]", "90")
+    page.click("#save-rule")
+    page.wait_for_selector(".message-success")
+    assert "400.00 USD" in page.inner_text("#rules tbody tr")
+    assert [b.strip() for b in page.locator("#rules tbody tr .badge-info").all_inner_texts()] == ["90%"]

@@ -182,3 +182,64 @@ def test_pause_resume_and_delete_a_rule(client, tenant_a, owner_a):
         AuditLog.objects.filter(tenant=tenant_a, action__startswith="alert_rule.").values_list("action", flat=True)
     )
     assert sorted(actions) == ["alert_rule.delete", "alert_rule.disable", "alert_rule.enable"]
+
+
+def test_edit_a_rule_new_thresholds_fire_and_old_ones_do_not_repeat(client, tenant_a, owner_a, key_a):
+    quota = quota_create(tenant=tenant_a, metric="tokens", window="lifetime", limit=Decimal(2000))
+    channel = email_channel(tenant_a)
+    rule = alert_rule_create(tenant=tenant_a, kind="quota", channels=[], quota_id=quota.pk, thresholds=["50"])
+    record(key_a.row, [event("e-1", timezone.now())])  # 1,500 tokens: 75 %
+    rollup(tenant_a)
+    alerts_evaluate(tenant_id=tenant_a.pk)
+    assert list(rule.events.values_list("threshold", flat=True)) == ["50%"]
+
+    client.force_login(owner_a)
+    url = reverse("alert-rule-edit", kwargs={"slug": tenant_a.slug, "rule_id": rule.pk})
+    form = client.get(url)
+    assert form.status_code == 200 and form.context["form"].initial["thresholds"] == "50"
+    response = client.post(
+        url,
+        {**RULE_DEFAULTS, "kind": "spike", "name": "lifetime tokens", "quota": quota.pk, "thresholds": "50, 70, 90"}
+        | {"channels": [channel.pk]},
+    )
+    assert response.status_code == 302, response.context["form"].errors
+    rule.refresh_from_db()
+    assert rule.kind == "quota"  # the posted kind is ignored: another kind is another rule
+    assert (rule.name, rule.thresholds, list(rule.channels.all())) == ("lifetime tokens", ["50", "70", "90"], [channel])
+    audit = AuditLog.objects.get(action="alert_rule.update", target_id=str(rule.pk))
+    assert audit.actor == owner_a
+    assert audit.changes["thresholds"] == {"before": ["50"], "after": ["50", "70", "90"]}
+    assert audit.changes["channels"] == {"before": [], "after": ["ops"]}
+
+    alerts_evaluate(tenant_id=tenant_a.pk)  # 75 % crosses the new 70, not 50 again, not 90 yet
+    assert sorted(rule.events.values_list("threshold", flat=True)) == ["50%", "70%"]
+    assert AlertDelivery.objects.filter(channel=channel).count() == 1
+
+
+def test_a_bad_edit_is_explained_and_changes_nothing(client, tenant_a, owner_a, tenant_b, owner_b):
+    quota = quota_create(tenant=tenant_a, metric="tokens", window="month", limit=Decimal(100))
+    rule = alert_rule_create(tenant=tenant_a, kind="quota", channels=[], quota_id=quota.pk, name="r1")
+    client.force_login(owner_a)
+    url = reverse("alert-rule-edit", kwargs={"slug": tenant_a.slug, "rule_id": rule.pk})
+    for bad, message in [({"thresholds": "80, -5"}, "positive"), ({"quota": ""}, "needs a quota")]:
+        data = {**RULE_DEFAULTS, "name": "changed", "quota": quota.pk, "thresholds": "80"} | bad
+        response = client.post(url, data)
+        assert response.status_code == 400
+        assert message in response.content.decode()
+    rule.refresh_from_db()
+    assert (rule.name, rule.thresholds) == ("r1", ["80", "100"])
+    assert not AuditLog.objects.filter(action="alert_rule.update").exists()
+    client.force_login(owner_b)
+    foreign = reverse("alert-rule-edit", kwargs={"slug": tenant_b.slug, "rule_id": rule.pk})
+    assert client.get(foreign).status_code == 404
+
+
+def test_only_alert_managers_edit_rules(client, tenant_a, viewer_a, operator):
+    quota = quota_create(tenant=tenant_a, metric="tokens", window="month", limit=Decimal(100))
+    rule = alert_rule_create(tenant=tenant_a, kind="quota", channels=[], quota_id=quota.pk, name="r1")
+    url = reverse("alert-rule-edit", kwargs={"slug": tenant_a.slug, "rule_id": rule.pk})
+    for user in (viewer_a, operator):
+        client.force_login(user)
+        assert client.post(url, {**RULE_DEFAULTS, "quota": quota.pk, "thresholds": "1"}).status_code == 403
+    rule.refresh_from_db()
+    assert rule.thresholds == ["80", "100"]

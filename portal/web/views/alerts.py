@@ -1,4 +1,4 @@
-"""Alerts: rules, the channels they notify (add, edit, send a test), and what was sent."""
+"""Alerts: rules and the channels they notify (add, edit, send a test), and what was sent."""
 
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
@@ -32,9 +32,10 @@ with_channel = tenant_object("channel_id", _tenant_channel, name="channel")
 with_rule = tenant_object("rule_id", _tenant_rule, name="rule")
 
 
-def _rule_form(tenant: Tenant, data=None) -> AlertRuleForm:
+def _rule_form(tenant: Tenant, data=None, initial: dict | None = None) -> AlertRuleForm:
     return AlertRuleForm(
         data,
+        initial=initial,
         quotas=billing_selectors.tenant_quotas(tenant_id=tenant.pk),
         keys=[k for k in account_selectors.api_keys_for_tenant(tenant_id=tenant.pk) if not k.revoked_at],
         channels=alert_selectors.channels_for_tenant(tenant_id=tenant.pk),
@@ -65,33 +66,38 @@ def alerts(request: HttpRequest, portal: PortalContext) -> HttpResponse:
     )
 
 
+def _rule_values(tenant: Tenant, data: dict) -> tuple[list[NotificationChannel], dict]:
+    """The form's cleaned data as the alert services take it: rows of this tenant only."""
+    channels = [c for c in alert_selectors.channels_for_tenant(tenant_id=tenant.pk) if c.pk in data["channels"]]
+    api_key = (
+        account_selectors.api_key_for_tenant(tenant_id=tenant.pk, api_key_id=data["api_key"])
+        if data["api_key"]
+        else None
+    )
+    values = {
+        "name": data["name"],
+        "quota_id": data["quota"],
+        "api_key": api_key,
+        "window": data["window"],
+        "amount": data["amount"],
+        "threshold_unit": data["threshold_unit"],
+        "thresholds": data["thresholds"],
+        "forecast_days": data["forecast_days"],
+        "spike_factor": data["spike_factor"],
+    }
+    return channels, values
+
+
 @portal_view("alerts.manage")
 def rule_create(request: HttpRequest, portal: PortalContext) -> HttpResponse:
     tenant = portal.tenant
     assert tenant is not None
     form = _rule_form(tenant, request.POST or None)
     if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        channels = [c for c in alert_selectors.channels_for_tenant(tenant_id=tenant.pk) if c.pk in data["channels"]]
-        api_key = (
-            account_selectors.api_key_for_tenant(tenant_id=tenant.pk, api_key_id=data["api_key"])
-            if data["api_key"]
-            else None
-        )
+        channels, values = _rule_values(tenant, form.cleaned_data)
         try:
             rule = alert_services.alert_rule_create(
-                tenant=tenant,
-                kind=data["kind"],
-                channels=channels,
-                name=data["name"],
-                quota_id=data["quota"],
-                api_key=api_key,
-                window=data["window"],
-                amount=data["amount"],
-                threshold_unit=data["threshold_unit"],
-                thresholds=data["thresholds"],
-                forecast_days=data["forecast_days"],
-                spike_factor=data["spike_factor"],
+                tenant=tenant, kind=form.cleaned_data["kind"], channels=channels, **values
             )
         except alert_services.AlertConfigError as error:
             form.add_error(None, str(error))
@@ -106,7 +112,51 @@ def rule_create(request: HttpRequest, portal: PortalContext) -> HttpResponse:
             messages.success(request, _("Alert rule added."))
             return redirect("alerts", slug=tenant.slug)
     status = 400 if request.method == "POST" else 200
-    return page(request, "portal/alert_rule_form.html", {"form": form}, status=status)
+    return page(request, "portal/alert_rule_form.html", {"form": form, "rule": None}, status=status)
+
+
+@portal_view("alerts.manage")
+@with_rule
+def rule_edit(request: HttpRequest, portal: PortalContext, rule: AlertRule) -> HttpResponse:
+    """GET: the rule's form, filled in. POST: save it (the kind stays)."""
+    tenant = portal.tenant
+    assert tenant is not None
+    form = _rule_form(tenant, request.POST or None, initial=_rule_initial(rule))
+    form.fields["kind"].disabled = True  # another kind is another rule: the posted value is ignored
+    if request.method == "POST" and form.is_valid():
+        channels, values = _rule_values(tenant, form.cleaned_data)
+        try:
+            changed = alert_services.alert_rule_update(rule=rule, channels=channels, **values)
+        except alert_services.AlertConfigError as error:
+            form.add_error(None, str(error))
+        else:
+            if changed:
+                changes = {name: {"before": before, "after": after} for name, (before, after) in changed.items()}
+                audit_record(
+                    action="alert_rule.update", target=rule, actor=request.user, tenant=tenant, changes=changes
+                )
+                messages.success(request, _("Alert rule saved."))
+            else:
+                messages.info(request, _("Nothing to change."))
+            return redirect("alerts", slug=tenant.slug)
+    status = 400 if request.method == "POST" else 200
+    return page(request, "portal/alert_rule_form.html", {"form": form, "rule": rule}, status=status)
+
+
+def _rule_initial(rule: AlertRule) -> dict:
+    return {
+        "name": rule.name,
+        "kind": rule.kind,
+        "quota": rule.quota_id,
+        "api_key": rule.api_key_id,
+        "window": rule.window,
+        "amount": rule.amount,
+        "threshold_unit": rule.threshold_unit,
+        "thresholds": ", ".join(rule.thresholds),
+        "forecast_days": rule.forecast_days,
+        "spike_factor": rule.spike_factor,
+        "channels": [channel.pk for channel in rule.channels.all()],
+    }
 
 
 @portal_view("alerts.manage")
