@@ -83,6 +83,16 @@ def invoice_for_tenant(*, tenant_id: int, invoice_id: int) -> Invoice | None:
     )
 
 
+def invoice_by_number(number: str) -> Invoice | None:
+    """An issued invoice by its number (drafts have none, so they are never found)."""
+    number = number.strip()
+    return Invoice.objects.filter(number=number).select_related("tenant").first() if number else None
+
+
+def credit_notes_recent(*, limit: int = 20) -> list[CreditNote]:
+    return list(CreditNote.objects.select_related("invoice", "tenant").order_by("-issued_at", "-pk")[:limit])
+
+
 def invoice_with_lines(*, invoice_id: int) -> Invoice | None:
     return (
         Invoice.objects.filter(pk=invoice_id).select_related("tenant").prefetch_related("lines", "credit_notes").first()

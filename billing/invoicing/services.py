@@ -31,7 +31,7 @@ from django.utils import timezone
 from billing.invoicing import selectors
 from billing.invoicing.models import CreditNote, Invoice, InvoiceImmutable, InvoiceLine, NumberSequence
 from billing.models import Price
-from billing.money import COST_QUANTUM, round_to_currency
+from billing.money import COST_QUANTUM, currency_exponent, round_to_currency
 from billing.periods import month_period
 from billing.rating import Rates, terms_from_price
 from billing.services.ledger import ledger_post
@@ -539,6 +539,22 @@ def invoice_void(
             changes={"number": invoice.number, "reason": invoice.void_reason},
         )
     return True
+
+
+def credit_note_amount(value: str, currency: str) -> Decimal:
+    """An amount typed by finance: positive, in the currency's minor units (12.345 USD is
+    refused, not rounded: a person meant something else)."""
+    try:
+        amount = Decimal(value.strip())
+    except decimal.InvalidOperation:
+        raise InvoiceError(f"{value!r} is not an amount (e.g. 12.50).") from None
+    if not amount.is_finite() or amount <= 0:
+        raise InvoiceError(f"The amount must be a positive number; got {value}.")
+    places = currency_exponent(currency)
+    exponent = amount.as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > places:
+        raise InvoiceError(f"{value}: {currency} has {places} decimal places.")
+    return amount
 
 
 def credit_note_issue(

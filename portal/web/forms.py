@@ -72,6 +72,17 @@ class ApiKeyCreateForm(ApiKeyUpdateForm):
     quota_enforcement = forms.ChoiceField(label=_("Enforcement"), choices=ENFORCEMENT_CHOICES, required=False)
 
 
+class CreditNoteForm(forms.Form):
+    invoice = forms.CharField(label=_("Invoice number"), max_length=32, help_text=_("e.g. INV-2026-000042"))
+    amount = forms.CharField(
+        label=_("Amount"),
+        max_length=32,
+        required=False,
+        help_text=_("In the invoice's currency. Empty: everything not yet credited."),
+    )
+    reason = forms.CharField(label=_("Reason"), max_length=500, help_text=_("Printed on the credit note."))
+
+
 class TopupForm(forms.Form):
     tenant = forms.ChoiceField(label=_("Tenant"))
     amount = forms.DecimalField(label=_("Amount"), min_value=Decimal("0.01"), max_digits=18, decimal_places=6)

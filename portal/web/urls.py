@@ -50,6 +50,7 @@ ops_patterns = [
     path("plans/import/", ops.plan_import, name="ops-plan-import"),
     path("plans/<int:plan_id>/", ops.plan_detail, name="ops-plan"),
     path("topup/", ops.topup, name="ops-topup"),
+    path("credit-notes/", ops.credit_notes, name="ops-credit-notes"),
     path("audit/", ops.audit, name="ops-audit"),
 ]
 

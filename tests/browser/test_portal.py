@@ -171,3 +171,21 @@ def test_add_an_alert_rule(page, tenant_a, owner_a):
     page.wait_for_selector(".message-success")
     assert "400.00 USD" in page.inner_text("#rules tbody tr")
     assert [b.strip() for b in page.locator("#rules tbody tr .badge-info").all_inner_texts()] == ["90%"]
+
+
+def test_an_operator_issues_a_credit_note(page, tenant_a, operator, key_a):
+    from tests.billing.invoicing.helpers import record, utc  # noqa: PLC0415 - invoicing's own helpers
+    from tests.billing.invoicing.test_close import close, finalize  # noqa: PLC0415
+
+    record(key_a.row, at=utc(2026, 10, 5), input_tokens=2_000_000, output_tokens=0)
+    invoice = finalize(close(tenant_a))
+    login(page, "ops@platform.test", PASSWORD)
+    page.click("nav.segmented >> text=Credit notes")
+    page.fill("input[name=invoice]", invoice.number)
+    page.fill("input[name=amount]", "1.50")
+    page.fill("input[name=reason]", "outage on 5 October")
+    page.click("#issue-credit-note")
+    page.wait_for_selector(".message-success")
+    row = page.inner_text("#credit-notes tbody tr")
+    assert invoice.number in row and "1.50 USD" in row and "outage on 5 October" in row
+    page.screenshot(path="test-output/screenshots/credit_note_issued.png")

@@ -1,4 +1,5 @@
-"""Operators (staff): every tenant's money, the platform's top tenants, plans, top-ups, audit."""
+"""Operators (staff): every tenant's money, the platform's top tenants, plans, top-ups, credit
+notes, audit."""
 
 import datetime as dt
 import importlib.util
@@ -13,13 +14,15 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from billing import selectors as billing_selectors
+from billing.invoicing import selectors as invoicing_selectors
+from billing.invoicing import services as invoicing_services
 from billing.services.catalog import prices_import_litellm
 from billing.services.topups import wallet_topup
 from metering import selectors as usage_selectors
 from portal.accounts import selectors as account_selectors
 from portal.web import charts
 from portal.web.access import PortalContext, portal_view
-from portal.web.forms import CatalogImportForm, TopupForm
+from portal.web.forms import CatalogImportForm, CreditNoteForm, TopupForm
 from portal.web.ranges import today_for
 from portal.web.views.common import int_param, page
 
@@ -146,6 +149,42 @@ def topup(request: HttpRequest, portal: PortalContext) -> HttpResponse:
     recent, _next = account_selectors.audit_log_page(action_prefix=TOPUP_ACTION, limit=20)
     status = 400 if request.method == "POST" else 200
     return page(request, "portal/ops/topup.html", {"form": form, "recent": recent}, status=status)
+
+
+@portal_view("ops.manage")
+def credit_notes(request: HttpRequest, portal: PortalContext) -> HttpResponse:
+    """Issue a credit note against a finalized or paid invoice; list the latest ones."""
+    form = CreditNoteForm(request.POST or None, initial={"invoice": request.GET.get("invoice", "")})
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        invoice = invoicing_selectors.invoice_by_number(data["invoice"])
+        if invoice is None:
+            form.add_error("invoice", _("No issued invoice has this number (drafts have none yet)."))
+        else:
+            try:
+                amount = (
+                    invoicing_services.credit_note_amount(data["amount"], invoice.currency) if data["amount"] else None
+                )
+                note = invoicing_services.credit_note_issue(
+                    invoice=invoice, reason=data["reason"], amount=amount, actor=request.user
+                )
+            except invoicing_services.InvoiceError as error:
+                form.add_error(None, str(error))
+            else:
+                messages.success(
+                    request,
+                    _("%(number)s: %(amount)s %(currency)s credited to %(tenant)s.")
+                    % {
+                        "number": note.number,
+                        "amount": note.amount,
+                        "currency": note.currency,
+                        "tenant": invoice.tenant.name,
+                    },
+                )
+                return redirect("ops-credit-notes")
+    status = 400 if request.method == "POST" else 200
+    recent = invoicing_selectors.credit_notes_recent(limit=20)
+    return page(request, "portal/ops/credit_notes.html", {"form": form, "recent": recent}, status=status)
 
 
 @portal_view("ops.view")
