@@ -30,10 +30,7 @@ import json
 import multiprocessing as mp
 import os
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from decimal import Decimal
@@ -43,11 +40,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchdb import database_urls, recreate_database  # noqa: E402 - bench/ is on sys.path
+from benchserver import Server, add_server_arguments, start_server  # noqa: E402
 
 PATH = "/api/v1/authorize"
-
-
-PRODUCTION_WORKER = "portal.gunicorn_worker.ExclusiveSyncWorker"  # as gunicorn.conf.py picks it
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,13 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measured phase")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up load per server")
     parser.add_argument("--clients", type=int, default=8, help="load generator processes sharing the rate")
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers per server")
-    parser.add_argument(
-        "--worker-class",
-        default=PRODUCTION_WORKER,
-        help="gunicorn worker class: the default is gunicorn.conf.py's; sync or gthread to compare",
-    )
-    parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker (gthread)")
+    add_server_arguments(parser)
     args = parser.parse_args(argv)
     if not 0 < args.duration <= 60 or not 0 < args.rate <= 5000:
         parser.error("--duration must be in (0, 60] s and --rate in (0, 5000] req/s")
@@ -156,68 +145,6 @@ def steady_state_calls(fixtures: dict[str, Fixture]) -> dict[str, tuple[int, int
     finally:
         redis.Redis.execute_command = original
     return out
-
-
-# --- Servers -----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Server:
-    backend: str
-    process: subprocess.Popen
-    port: int
-    log: Path
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-
-def start_server(backend: str, args: argparse.Namespace, bench_url: str, extra_env: dict | None = None) -> Server:
-    port = free_port()
-    log = Path(tempfile.gettempdir()) / f"tokenbill-bench-authorize-{backend}-{port}.log"
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=bench_url,
-        BALANCE_BACKEND=backend,
-        DEBUG="0",
-        LOG_LEVEL="WARNING",
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        PROMETHEUS_MULTIPROC_DIR="",
-    )
-    env.pop("PROMETHEUS_MULTIPROC_DIR")
-    env.update(extra_env or {})
-    env.setdefault("SECRET_KEY", "bench-only-secret")
-    command = [
-        sys.executable, "-m", "gunicorn", "portal.wsgi:application", "-c", str(ROOT / "gunicorn.conf.py"),
-        "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers), "--worker-class", args.worker_class,
-        "--threads", str(args.threads), "--log-level", "warning",
-    ]  # fmt: skip
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(backend=backend, process=process, port=port, log=log)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/healthz")
-            if conn.getresponse().status == 200:
-                return server
-        except OSError:
-            time.sleep(0.1)
-    server.stop()
-    raise SystemExit(f"gunicorn ({backend}) did not start; log:\n{log.read_text()[-3000:]}")
 
 
 # --- Load: open loop, latency from the scheduled send time ------------------------------------------
@@ -358,7 +285,13 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for label, backend, extra_env, modes in runs:
         fixture = fixtures[backend]
-        server = start_server(backend, args, bench_url, extra_env)
+        server = start_server(
+            args,
+            database_url=bench_url,
+            name=f"authorize-{label}",
+            env={"BALANCE_BACKEND": backend, **extra_env},
+            metrics=False,
+        )
         try:
             run_phase("warmup", server, fixture, args, hold=False, duration=args.warmup)
             for mode in modes:

@@ -33,12 +33,8 @@ import array
 import datetime as dt
 import multiprocessing as mp
 import os
-import shutil
-import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -50,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchdb import conninfo, database_urls, recreate_database  # noqa: E402 - bench/ is on sys.path
+from benchserver import Server, add_server_arguments, start_server  # noqa: E402
 
 MODELS = (
     # (model, weight): exact prices, a glob, a tiered price and a little unpriced traffic.
@@ -66,9 +63,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # --- Options ---------------------------------------------------------------------------------
 
 
-PRODUCTION_WORKER = "portal.gunicorn_worker.ExclusiveSyncWorker"  # as gunicorn.conf.py picks it
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Benchmark usage ingest over HTTP against PostgreSQL's own COPY rate (see module docstring).",
@@ -83,13 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--single-clients", type=int, default=8, help="concurrent single-event connections")
     parser.add_argument("--rate", type=float, default=500.0, help="offered single-event rate (req/s) for latency")
     parser.add_argument("--rate-clients", type=int, default=8, help="processes sharing the offered rate")
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
-    parser.add_argument(
-        "--worker-class",
-        default=PRODUCTION_WORKER,
-        help="gunicorn worker class: the default is gunicorn.conf.py's; sync or gthread to compare",
-    )
-    parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker (gthread)")
+    add_server_arguments(parser)
     parser.add_argument("--events", type=int, default=0, help="stop the batch phase after this many events (0: time)")
     parser.add_argument("--tenants", type=int, default=1, help="tenants (one key each) the clients are spread over")
     parser.add_argument("--skip", default="", help="comma-separated phases to skip: copy,batch,gateway,single,rate")
@@ -276,78 +264,6 @@ def measure_copy(bench_url: str, fixture: Fixture, rows: int) -> dict:
 
 
 # --- Server ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen
-    port: int
-    log_path: Path
-    metrics_dir: str
-
-    def pids(self) -> list[int]:
-        master = self.process.pid
-        children = []
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    stat = Path(f"/proc/{entry}/stat").read_text()
-                except OSError:
-                    continue
-                if int(stat.rsplit(")", 1)[1].split()[1]) == master:
-                    children.append(int(entry))
-        return [master, *children]
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        shutil.rmtree(self.metrics_dir, ignore_errors=True)
-
-
-def start_server(args: argparse.Namespace, bench_url: str) -> Server:
-    port = free_port()
-    metrics_dir = tempfile.mkdtemp(prefix="tokenbill-bench-prom-")
-    log = Path(tempfile.gettempdir()) / f"tokenbill-bench-gunicorn-{port}.log"
-    env = dict(os.environ)
-    env.update(
-        DATABASE_URL=bench_url,
-        DEBUG="0",
-        LOG_LEVEL="WARNING",
-        PROMETHEUS_MULTIPROC_DIR=metrics_dir,
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-    )
-    env.setdefault("SECRET_KEY", "bench-only-secret")
-    command = [
-        sys.executable, "-m", "gunicorn", "portal.wsgi:application", "-c", str(ROOT / "gunicorn.conf.py"),
-        "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers), "--worker-class", args.worker_class,
-        "--threads", str(args.threads), "--log-level", "warning",
-    ]  # fmt: skip
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(process=process, port=port, log_path=log, metrics_dir=metrics_dir)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            break
-        try:
-            status, _ = Connection(port).request("GET", "/healthz", b"", {})
-            if status == 200:
-                return server
-        except OSError:
-            time.sleep(0.1)
-    server.stop()
-    raise SystemExit(f"gunicorn did not start; log:\n{log.read_text()[-3000:]}")
 
 
 # --- HTTP client: raw sockets, one connection per process -----------------------------------
@@ -824,7 +740,7 @@ def main(argv: list[str] | None = None) -> int:
         copy = measure_copy(bench_url, fixture, args.copy_rows)
         print(f"COPY: {copy['rate']:,.0f} rows/s", flush=True)
 
-    server = start_server(args, bench_url)
+    server = start_server(args, database_url=bench_url, name="ingest")
     ctx = {"server": server, "fixture": fixture, "bench_url": bench_url, "database": args.database}
     ctx["accepted_extra"] = 0
     phases: dict[str, PhaseResult] = {}
