@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchdb import database_urls, recreate_database  # noqa: E402 - bench/ is on sys.path
-from benchserver import Server, add_server_arguments, start_server  # noqa: E402
+from benchserver import Server, add_server_arguments, resolve_server_arguments, start_server  # noqa: E402
 
 PATH = "/api/v1/authorize"
 
@@ -63,6 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--clients and --workers must be >= 1")
     if not args.database.replace("_", "").isalnum():
         parser.error("--database must be letters, digits and underscores")
+    resolve_server_arguments(args)
     return args
 
 

@@ -4,6 +4,7 @@ on a free 127.0.0.1 port, its output in a log file the report names."""
 import argparse
 import http.client
 import os
+import runpy
 import shutil
 import signal
 import socket
@@ -15,17 +16,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PRODUCTION_WORKER = "portal.gunicorn_worker.ExclusiveSyncWorker"  # as gunicorn.conf.py picks it on Linux
+CONFIG = ROOT / "gunicorn.conf.py"
 
 
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
     parser.add_argument(
         "--worker-class",
-        default=PRODUCTION_WORKER,
-        help="gunicorn worker class: the default is gunicorn.conf.py's; sync or gthread to compare",
+        help="gunicorn worker class, e.g. sync or gthread to compare (default: the one gunicorn.conf.py picks)",
     )
     parser.add_argument("--threads", type=int, default=1, help="gunicorn threads per worker (gthread)")
+
+
+def resolve_server_arguments(args: argparse.Namespace) -> None:
+    """Fill in the worker class production would run, read from gunicorn.conf.py itself (it
+    picks by GUNICORN_THREADS, which the server started here inherits)."""
+    os.environ["GUNICORN_THREADS"] = str(args.threads)
+    if not args.worker_class:
+        args.worker_class = runpy.run_path(str(CONFIG))["worker_class"]
 
 
 def free_port() -> int:
@@ -82,7 +90,7 @@ def start_server(
     environment.update(env or {})
     environment.setdefault("SECRET_KEY", "bench-only-secret")
     command = [
-        sys.executable, "-m", "gunicorn", "portal.wsgi:application", "-c", str(ROOT / "gunicorn.conf.py"),
+        sys.executable, "-m", "gunicorn", "portal.wsgi:application", "-c", str(CONFIG),
         "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers), "--worker-class", args.worker_class,
         "--threads", str(args.threads), "--log-level", "warning",
     ]  # fmt: skip

@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchdb import conninfo, database_urls, recreate_database  # noqa: E402 - bench/ is on sys.path
-from benchserver import Server, add_server_arguments, start_server  # noqa: E402
+from benchserver import Server, add_server_arguments, resolve_server_arguments, start_server  # noqa: E402
 
 MODELS = (
     # (model, weight): exact prices, a glob, a tiered price and a little unpriced traffic.
@@ -98,6 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not args.database.replace("_", "").isalnum():
         parser.error("--database must be letters, digits and underscores")
     args.skip = {name.strip() for name in args.skip.split(",") if name.strip()}
+    resolve_server_arguments(args)
     return args
 
 
@@ -261,9 +262,6 @@ def measure_copy(bench_url: str, fixture: Fixture, rows: int) -> dict:
         conn.commit()
     assert stored == rows, f"COPY stored {stored} of {rows} rows"
     return {"rows": rows, "seconds": elapsed, "rate": rows / elapsed, "bytes": len(data)}
-
-
-# --- Server ----------------------------------------------------------------------------------
 
 
 # --- HTTP client: raw sockets, one connection per process -----------------------------------

@@ -590,13 +590,13 @@ def alert_rule_create(
 
 def alert_rule_update(
     *, rule: AlertRule, channels: Iterable[NotificationChannel], **values: Any
-) -> dict[str, tuple[Any, Any]]:
+) -> dict[str, dict[str, Any]]:
     """Change a rule's settings and channels (its kind stays: another kind is another rule).
 
     Takes the fields alert_rule_create takes, all of them, checked the same way. Returns what
-    changed, as {field: (before, after)}. Alerts already sent stay in the history; a threshold
-    that is new and already crossed fires at the next evaluation, one that stays does not fire
-    again for the same period.
+    changed, as the audit log keeps it: {field: {"before": ..., "after": ...}}. Alerts already
+    sent stay in the history; a threshold that is new and already crossed fires at the next
+    evaluation, one that stays does not fire again for the same period.
     """
     channels = list(channels)
     fields = _rule_fields(tenant=rule.tenant, kind=rule.kind, channels=channels, **values)
@@ -609,7 +609,11 @@ def alert_rule_update(
         rule.save(update_fields=[*fields.keys()])
         rule.channels.set(channels)
     _forget_rules_memo()
-    return {name: (_plain(before[name]), _plain(after[name])) for name in after if before[name] != after[name]}
+    return {
+        name: {"before": _plain(before[name]), "after": _plain(after[name])}
+        for name in after
+        if before[name] != after[name]
+    }
 
 
 def _plain(value: Any) -> Any:

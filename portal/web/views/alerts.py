@@ -131,9 +131,8 @@ def rule_edit(request: HttpRequest, portal: PortalContext, rule: AlertRule) -> H
             form.add_error(None, str(error))
         else:
             if changed:
-                changes = {name: {"before": before, "after": after} for name, (before, after) in changed.items()}
                 audit_record(
-                    action="alert_rule.update", target=rule, actor=request.user, tenant=tenant, changes=changes
+                    action="alert_rule.update", target=rule, actor=request.user, tenant=tenant, changes=changed
                 )
                 messages.success(request, _("Alert rule saved."))
             else:
