@@ -263,3 +263,20 @@ class QuotaCounter(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tenant_id}/{self.api_key_ref} {self.period} {self.period_start}: {self.tokens}t {self.micros}u"
+
+
+class RateLimitBucket(models.Model):
+    """A leaky bucket of the database balance backend (the Redis backend keeps it in Redis).
+
+    `level` is what the bucket holds now (requests or tokens, fractional while it drains) as of
+    `updated_at`; it drains at `limit` per minute. `name` carries the tenant and the scope
+    (billing/services/balances/limits.py), one row per limit ever used.
+    """
+
+    name = models.CharField(max_length=100, primary_key=True)
+    level = models.FloatField(default=0)  # a count, never money: fractions only while draining
+    limit = models.BigIntegerField()
+    updated_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.name

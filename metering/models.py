@@ -38,6 +38,9 @@ class UsageEvent(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     token_source = models.CharField(max_length=8, choices=TokenSource.choices, default=TokenSource.REPORTED)
     encoding = models.CharField(max_length=32, blank=True)  # tiktoken encoding when counted
+    # Comma-separated facts about usage that was recorded although a control would have refused
+    # it (it happened, so it is billed): e.g. "model_not_allowed". Empty for ordinary usage.
+    flags = models.CharField(max_length=100, blank=True, default="")
     # Rating: null cost means no price matched yet (stored anyway, rated when one arrives).
     cost = models.DecimalField(**COST_FIELD, null=True, blank=True)
     currency = models.CharField(max_length=3)

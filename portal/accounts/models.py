@@ -1,5 +1,6 @@
 """Tenants, who may act for them, and the credentials machines use."""
 
+import datetime as dt
 import zoneinfo
 
 from django.conf import settings
@@ -10,6 +11,15 @@ from django.db import models
 def validate_timezone(value: str) -> None:
     if value not in zoneinfo.available_timezones():
         raise ValidationError(f"{value!r} is not an IANA time zone name (e.g. Asia/Shanghai).")
+
+
+# A rate limit is a positive number or absent: 0 would be a key that can never be used, which
+# is what revoking is for.
+RATE_LIMITS_POSITIVE = (
+    (models.Q(rpm_limit__isnull=True) | models.Q(rpm_limit__gt=0))
+    & (models.Q(tpm_limit__isnull=True) | models.Q(tpm_limit__gt=0))
+    & (models.Q(max_parallel_requests__isnull=True) | models.Q(max_parallel_requests__gt=0))
+)
 
 
 def validate_currency(value: str) -> None:
@@ -39,11 +49,16 @@ class Tenant(models.Model):
         "billing.PricePlan", null=True, blank=True, on_delete=models.PROTECT, related_name="tenants"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # Rate limits over all of the tenant's keys (null: none). See RateLimits below.
+    rpm_limit = models.PositiveIntegerField(null=True, blank=True)
+    tpm_limit = models.PositiveBigIntegerField(null=True, blank=True)
+    max_parallel_requests = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["name"]
         constraints = [
-            models.CheckConstraint(condition=models.Q(status__in=["active", "suspended"]), name="tenant_status_valid")
+            models.CheckConstraint(condition=models.Q(status__in=["active", "suspended"]), name="tenant_status_valid"),
+            models.CheckConstraint(condition=RATE_LIMITS_POSITIVE, name="tenant_rate_limits_positive"),
         ]
 
     def __str__(self) -> str:
@@ -88,9 +103,20 @@ class ApiKey(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Controls the key's owner sets (docs/security.md, "Rate limits and per-key controls"):
+    # from expires_at on the key answers 403 like a revoked one; allowed_models holds exact
+    # names and globs (empty: every model); allowed_networks holds CIDRs the key may be used
+    # from as the caller (empty: anywhere); the limits are per minute, null meaning none.
+    expires_at = models.DateTimeField(null=True, blank=True)
+    allowed_models = models.JSONField(default=list, blank=True)
+    allowed_networks = models.JSONField(default=list, blank=True)
+    rpm_limit = models.PositiveIntegerField(null=True, blank=True)
+    tpm_limit = models.PositiveBigIntegerField(null=True, blank=True)
+    max_parallel_requests = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
+        constraints = [models.CheckConstraint(condition=RATE_LIMITS_POSITIVE, name="api_key_rate_limits_positive")]
 
     def __str__(self) -> str:
         return f"{self.name or self.prefix} ({self.tenant.slug})"
@@ -98,6 +124,9 @@ class ApiKey(models.Model):
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
+
+    def is_expired(self, now: dt.datetime) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
