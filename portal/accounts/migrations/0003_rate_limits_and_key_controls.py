@@ -7,7 +7,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('accounts', '0002_initial'),
-        ('billing', '0005_rate_limits_and_key_controls'),
+        ('billing', '0005_rate_limit_bucket'),
     ]
 
     operations = [
