@@ -19,11 +19,16 @@ REQUEST_SECONDS = Histogram(
 )
 AUTHORIZE = Counter(
     "tokenbill_authorize_total",
-    "Authorize answers by outcome (allowed, insufficient_balance, quota_exceeded, unpriced_model).",
+    "Authorize answers by outcome (allowed, insufficient_balance, quota_exceeded, rate_limited, "
+    "model_not_allowed, unpriced_model).",
     ["outcome"],
 )
 AUTHORIZE_SECONDS = Histogram(
     "tokenbill_authorize_seconds",
     "Time to decide an authorization (price, quotas, balance backend), without HTTP.",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
+)
+INGEST_CEILING = Counter(
+    "tokenbill_ingest_ceiling_refusals_total",
+    "Ingest requests refused (429) because one credential passed INGEST_CEILING_PER_MINUTE.",
 )

@@ -12,6 +12,8 @@ class UsageEvent(models.Model):
     cached-read and cache-write tokens are parts of it (see docs/billing-rules.md).
     """
 
+    FLAG_MODEL_NOT_ALLOWED = "model_not_allowed"  # the key's allowed_models exclude the model
+
     class TokenSource(models.TextChoices):
         REPORTED = "reported"  # counts sent by the caller
         COUNTED = "counted"  # counted here from text with tiktoken
@@ -40,7 +42,7 @@ class UsageEvent(models.Model):
     encoding = models.CharField(max_length=32, blank=True)  # tiktoken encoding when counted
     # Comma-separated facts about usage that was recorded although a control would have refused
     # it (it happened, so it is billed): e.g. "model_not_allowed". Empty for ordinary usage.
-    flags = models.CharField(max_length=100, blank=True, default="")
+    flags = models.CharField(max_length=100, blank=True, default="", db_default="")
     # Rating: null cost means no price matched yet (stored anyway, rated when one arrives).
     cost = models.DecimalField(**COST_FIELD, null=True, blank=True)
     currency = models.CharField(max_length=3)

@@ -20,6 +20,7 @@ from django.utils import timezone
 from billing.models import LedgerEntry
 from billing.money import round_to_ledger, to_micros
 from billing.services.balances import MirrorDelta, balance_backend
+from billing.services.balances.limits import LimitedScopes, settlement_moves
 from billing.services.holds import ClosedHold, release_lines, unreserve
 from billing.services.ledger import LedgerLine, ledger_apply
 from billing.services.quota_counters import Deltas
@@ -56,6 +57,7 @@ def usage_settle_batch(
     first_event_id: int,
     claimed: list[ClosedHold],
     now: dt.datetime | None = None,
+    limited: LimitedScopes = LimitedScopes(),  # noqa: B008 - frozen, never mutated
 ) -> SettleResult:
     """Charge newly stored events, settle their holds and count them against quotas.
 
@@ -105,7 +107,13 @@ def usage_settle_batch(
     move = ledger_apply(tenant_id=tenant_id, currency=currency, lines=lines, cells=deltas, now=now)
 
     release = [hold.request_id for hold in claimed]
-    mirrored = MirrorDelta(balance=to_micros(move), cells=deltas, release=release)
+    settled_tokens = {event.request_id: event.input_tokens + event.output_tokens for event in events} if claimed else {}
+    buckets, slots = settlement_moves(
+        tenant_id,
+        [(h.api_key_id, h.request_id, h.estimated_tokens, settled_tokens.get(h.request_id, 0)) for h in claimed],
+        limited,
+    )
+    mirrored = MirrorDelta(balance=to_micros(move), cells=deltas, release=release, buckets=buckets, slots=slots)
     backend.mirror(tenant_id, mirrored)
     overage = sum((hold.overage for hold in claimed), Decimal(0))
     return SettleResult(

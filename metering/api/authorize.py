@@ -253,7 +253,7 @@ class AuthorizeView(TenantAPIView):
             return Response(
                 error_body(exc.code, exc.message, exc.details or None), status=exc.status, headers=exc.headers
             )
-        return Response(result.as_dict())
+        return Response(result.as_dict(), headers=result.headers)
 
 
 class BalanceView(TenantAPIView):

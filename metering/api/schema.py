@@ -45,6 +45,11 @@ class EventOutSerializer(serializers.Serializer):
     api_key_id = serializers.IntegerField()
     token_source = serializers.CharField()
     encoding = serializers.CharField()
+    flags = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Recorded although a control would have refused it, e.g. model_not_allowed (the "
+        "key's allowed_models exclude the model). Usage that happened is always stored and billed.",
+    )
 
 
 class BatchInSerializer(serializers.Serializer):

@@ -17,6 +17,7 @@ from metering.models import UsageEvent
 from metering.services.event_store import NewEvent
 from metering.services.ingest import KeyRejected, usage_record_batch
 from metering.tokens import count_tokens
+from portal.api.ceiling import ingest_ceiling_wait
 from portal.api.errors import ApiError
 from portal.api.views import TenantAPIView, resolve_named_key
 
@@ -44,6 +45,7 @@ def event_payload(event: UsageEvent | NewEvent, *, event_id: int, duplicate: boo
         "token_source": event.token_source,
         "encoding": event.encoding,
         "metadata": event.metadata,
+        "flags": [flag for flag in event.flags.split(",") if flag],
     }
 
 
@@ -62,8 +64,20 @@ class IngestView(TenantAPIView):
 
     def initial(self, request: Request, *args, **kwargs) -> None:
         super().initial(request, *args, **kwargs)
-        if not self.principal(request).is_service:
+        principal = self.principal(request)
+        if not principal.is_service:
             self.acting_key(request)  # the scope is checked before the body is read or judged
+        wait = ingest_ceiling_wait(principal.label)
+        if wait:
+            metrics.INGEST_CEILING.inc()
+            raise ApiError(
+                status_code=429,
+                code="too_many_requests",
+                message=f"This credential sent more than {settings.INGEST_CEILING_PER_MINUTE} ingest requests "
+                f"this minute. Retry after {wait} s with the same request_id (nothing is stored twice).",
+                details={"retry_after": wait},
+                headers={"Retry-After": str(wait)},
+            )
 
     def record(self, request: Request, raw_events: list) -> tuple:
         principal = self.principal(request)

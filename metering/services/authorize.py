@@ -27,7 +27,8 @@ from billing.money import MICROS, from_micros, to_micros
 from billing.money import format_ledger_amount as format_amount
 from billing.rating import rate
 from billing.selectors import QuotaUsage, quota_cell_index, quota_usage_from_cell
-from billing.services.balances import INSUFFICIENT_BALANCE, Admission, Decision, HoldInfo, QuotaCheck
+from billing.services.balances import INSUFFICIENT_BALANCE, RATE_LIMITED, Admission, Decision, HoldInfo, QuotaCheck
+from billing.services.balances.limits import headers_for, limits_for
 from billing.services.holds import balance_authorize
 from metering import metrics
 from portal.accounts.models import ApiKey
@@ -59,6 +60,7 @@ class AuthorizeResult:
     quotas: list[QuotaUsage]
     hold: HoldInfo | None = None
     request_id: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # x-ratelimit-* of the limits that apply
 
     def as_dict(self) -> dict:
         data = {
@@ -162,6 +164,14 @@ def authorize_request(
         raise AuthorizeRefused(
             400, "request_id_required", "A hold needs the request_id that the usage event will carry."
         )
+    if not api_key.allows_model(model):
+        metrics.AUTHORIZE.labels(outcome="model_not_allowed").inc()
+        raise AuthorizeRefused(
+            403,
+            "model_not_allowed",
+            f"This API key may not use model {model!r}.",
+            {"model": model, "allowed_models": api_key.allowed_models},
+        )
     book = billing_selectors.price_book_for_tenant(tenant=tenant, models={model})
     currency = book.currency if book is not None else tenant.currency
     terms = book.terms_for(model, now) if book is not None else None
@@ -200,13 +210,20 @@ def authorize_request(
         now=now,
         hold_ttl=dt.timedelta(seconds=settings.HOLD_TTL_SECONDS),
         request_id=request_id,
+        limits=limits_for(
+            key_limits=(api_key.rpm_limit, api_key.tpm_limit, api_key.max_parallel_requests),
+            tenant_limits=(tenant.rpm_limit, tenant.tpm_limit, tenant.max_parallel_requests),
+            tokens=estimated_input_tokens + max_output_tokens,
+        ),
     )
     decision = balance_authorize(admission=admission, hold=hold)
     usages = _usages(admission, quotas, decision)
     metrics.AUTHORIZE_SECONDS.observe(time.perf_counter() - started)
     if not decision.allowed:
         metrics.AUTHORIZE.labels(outcome=decision.reason or "refused").inc()
-        raise _refusal(admission, decision, usages)
+        refusal = _refusal(admission, decision, usages)
+        refusal.headers = {**headers_for(decision.limits), **refusal.headers}
+        raise refusal
     metrics.AUTHORIZE.labels(outcome="allowed").inc()
     return AuthorizeResult(
         tenant_slug=tenant.slug,
@@ -219,6 +236,7 @@ def authorize_request(
         quotas=usages,
         hold=decision.hold,
         request_id=request_id,
+        headers=headers_for(decision.limits),
     )
 
 
@@ -232,8 +250,36 @@ def _usages(admission: Admission, quotas: list[_QuotaDef], decision: Decision) -
     ]
 
 
+def _rate_refusal(admission: Admission, decision: Decision) -> AuthorizeRefused:
+    assert decision.failed is not None
+    state = decision.limits[decision.failed]
+    limit = state.limit
+    scope = "this API key" if limit.scope == "key" else "the tenant"
+    unit = {"requests": "requests per minute", "tokens": "tokens per minute", "parallel": "requests in flight"}
+    wait = max(1, math.ceil(decision.retry_after_ms / 1000))
+    headers = {**headers_for(decision.limits), "Retry-After": str(wait)}
+    return AuthorizeRefused(
+        429,
+        "rate_limited",
+        f"Rate limit of {scope} reached: {limit.limit} {unit[limit.kind]}; this request needs {limit.cost}, "
+        f"{state.remaining} left. Retry after {wait} s.",
+        {
+            "limit": limit.kind,
+            "scope": "api_key" if limit.scope == "key" else "tenant",
+            "api_key_id": admission.api_key_id if limit.scope == "key" else None,
+            "limit_value": limit.limit,
+            "remaining": state.remaining,
+            "requested": limit.cost,
+            "retry_after_ms": decision.retry_after_ms,
+        },
+        headers,
+    )
+
+
 def _refusal(admission: Admission, decision: Decision, usages: list[QuotaUsage]) -> AuthorizeRefused:
     currency = admission.currency
+    if decision.reason == RATE_LIMITED:
+        return _rate_refusal(admission, decision)
     if decision.reason == INSUFFICIENT_BALANCE:
         balance = from_micros(decision.balance)
         requested = from_micros(admission.estimate_micros)

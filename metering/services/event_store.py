@@ -33,12 +33,12 @@ TABLE = UsageEvent._meta.db_table
 COLUMNS = (
     "tenant_id", "api_key_id", "request_id", "model", "input_tokens", "output_tokens",
     "cached_input_tokens", "cache_write_tokens", "occurred_at", "received_at", "latency_ms",
-    "metadata", "token_source", "encoding", "cost", "currency", "price_id", "body_hash",
+    "metadata", "token_source", "encoding", "cost", "currency", "price_id", "body_hash", "flags",
 )  # fmt: skip
 _PG_TYPES = (
     "bigint", "bigint", "varchar", "varchar", "bigint", "bigint", "bigint", "bigint",
     "timestamptz", "timestamptz", "integer", "jsonb", "varchar", "varchar", "numeric",
-    "varchar", "bigint", "varchar",
+    "varchar", "bigint", "varchar", "varchar",
 )  # fmt: skip
 
 # Identifiers are module constants; every value is a bound parameter.
@@ -76,13 +76,14 @@ class NewEvent:
     currency: str
     price_id: int | None
     body_hash: str
+    flags: str = ""  # what a control would have refused (metering.models.UsageEvent.flags)
 
     def values(self) -> tuple:
         return (
             self.tenant_id, self.api_key_id, self.request_id, self.model, self.input_tokens,
             self.output_tokens, self.cached_input_tokens, self.cache_write_tokens, self.occurred_at,
             self.received_at, self.latency_ms, orjson.dumps(self.metadata).decode(), self.token_source,
-            self.encoding, self.cost, self.currency, self.price_id, self.body_hash,
+            self.encoding, self.cost, self.currency, self.price_id, self.body_hash, self.flags,
         )  # fmt: skip
 
     def record(self) -> dict:
@@ -94,7 +95,7 @@ class NewEvent:
             "occurred_at": self.occurred_at, "received_at": self.received_at, "latency_ms": self.latency_ms,
             "metadata": self.metadata, "token_source": self.token_source, "encoding": self.encoding,
             "cost": str(self.cost) if self.cost is not None else None, "currency": self.currency,
-            "price_id": self.price_id, "body_hash": self.body_hash,
+            "price_id": self.price_id, "body_hash": self.body_hash, "flags": self.flags,
         }  # fmt: skip
 
 

@@ -17,13 +17,14 @@ from django.utils import timezone
 from billing import selectors as billing_selectors
 from billing.rating import rate
 from billing.services.balances import balance_backend
+from billing.services.balances.limits import LimitedScopes
 from billing.services.settlement import SettleResult, usage_settle_batch, usage_settle_undo_mirror
 from metering import metrics
 from metering.models import UsageEvent
 from metering.services.event_store import NewEvent, insert_new
 from metering.signals import usage_recorded_on_commit
 from metering.validation import EventInput, EventInvalid, keyed_body_hash, parse_event
-from portal.accounts.models import ApiKey
+from portal.accounts.models import ApiKey, Tenant
 from portal.db import pipelined_atomic
 
 ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
@@ -239,6 +240,7 @@ def _record_for_tenant(
                 currency=currency,
                 price_id=terms.price_id if terms is not None else None,
                 body_hash=event.body_hash,
+                flags="" if key.allows_model(event.model) else UsageEvent.FLAG_MODEL_NOT_ALLOWED,
             )
         )
 
@@ -263,6 +265,9 @@ def _record_for_tenant(
                     first_event_id=min(inserted.values()),
                     now=now,
                     claimed=stored.claimed,
+                    limited=_limited_scopes(tenant, [key for _, _, key in items])
+                    if stored.claimed
+                    else LimitedScopes(),
                 )
                 usage_recorded_on_commit(tenant_id=tenant_id)  # alerts evaluate after commit, debounced
             existing = {}
@@ -295,6 +300,14 @@ def _record_for_tenant(
     for index, event, _ in repeats:
         out.append(_outcome(index, event, stored_hash))
     return out
+
+
+def _limited_scopes(tenant: Tenant, keys: list[ApiKey]) -> LimitedScopes:
+    """The scopes whose token buckets and parallel slots settling holds must move."""
+    return LimitedScopes(
+        key_ids=frozenset(key.pk for key in keys if key.tpm_limit or key.max_parallel_requests),
+        tenant=bool(tenant.tpm_limit or tenant.max_parallel_requests),
+    )
 
 
 def _outcome(index: int, event: EventInput, stored: dict[str, tuple[int, str]]) -> ItemResult:

@@ -1,6 +1,7 @@
 """Tenants, who may act for them, and the credentials machines use."""
 
 import datetime as dt
+import fnmatch
 import zoneinfo
 
 from django.conf import settings
@@ -124,6 +125,10 @@ class ApiKey(models.Model):
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
+
+    def allows_model(self, model: str) -> bool:
+        """No list means every model; otherwise an exact name or a glob of the list must match."""
+        return not self.allowed_models or any(fnmatch.fnmatchcase(model, p) for p in self.allowed_models)
 
     def is_expired(self, now: dt.datetime) -> bool:
         return self.expires_at is not None and self.expires_at <= now

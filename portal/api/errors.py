@@ -1,5 +1,10 @@
-"""One error shape for the whole API: {"error": {"code", "message", "details"}}."""
+"""One error shape for the whole API: {"error": {"code", "message", "details"}}.
 
+A 5xx body never carries an exception's own text (a database or Redis error names hosts,
+ports and database names): only the messages our exceptions were given; the rest is logged.
+"""
+
+import logging
 from typing import Any
 
 from django.http import Http404
@@ -7,15 +12,21 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+logger = logging.getLogger(__name__)
+SERVER_ERROR_MESSAGE = "The service cannot answer right now; try again."
+
 
 class ApiError(exceptions.APIException):
     """An error with a stable machine-readable code, a human message and optional details."""
 
-    def __init__(self, *, status_code: int, code: str, message: str, details: Any = None) -> None:
+    def __init__(
+        self, *, status_code: int, code: str, message: str, details: Any = None, headers: dict | None = None
+    ) -> None:
         self.status_code = status_code
         self.code = code
         self.message = message
         self.details = details
+        self.headers = headers or {}  # e.g. Retry-After on a 429
         super().__init__(detail=message, code=code)
 
 
@@ -46,7 +57,7 @@ def _flatten_message(detail: Any) -> str:
 
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, ApiError):
-        response = Response(error_body(exc.code, exc.message, exc.details), status=exc.status_code)
+        response = Response(error_body(exc.code, exc.message, exc.details), status=exc.status_code, headers=exc.headers)
         if exc.status_code == status.HTTP_401_UNAUTHORIZED:
             response["WWW-Authenticate"] = "Bearer"
         return response
@@ -62,6 +73,9 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         code, message = str(detail["code"]), str(detail["message"])
     elif isinstance(exc, exceptions.ValidationError):
         code, message, details = "invalid_request", _flatten_message(detail), detail
+    elif response.status_code >= status.HTTP_500_INTERNAL_SERVER_ERROR:
+        logger.warning("API %s: %s: %s", response.status_code, type(exc).__name__, _flatten_message(detail))
+        message = SERVER_ERROR_MESSAGE
     else:
         message = _flatten_message(detail)
     response.data = error_body(code, message, details)

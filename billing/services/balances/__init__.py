@@ -9,6 +9,7 @@ from django.conf import settings
 from billing.services.balances.base import (
     INSUFFICIENT_BALANCE,
     QUOTA_EXCEEDED,
+    RATE_LIMITED,
     Admission,
     BalanceBackend,
     BalanceUnavailable,
@@ -25,6 +26,7 @@ from billing.services.balances.redis_backend import RedisBackend
 __all__ = [
     "INSUFFICIENT_BALANCE",
     "QUOTA_EXCEEDED",
+    "RATE_LIMITED",
     "Admission",
     "BalanceBackend",
     "BalanceUnavailable",

@@ -23,12 +23,14 @@ from billing import selectors
 from billing.models import Hold, Quota
 from billing.money import to_micros
 from billing.selectors import CellUsage
+from billing.services.balances.limits import LimitState, RateLimit
 from billing.services.quota_counters import quota_cells_reserve
 from billing.windows import Cell, cells_for
 from portal.db import hot_cursor
 
 INSUFFICIENT_BALANCE = "insufficient_balance"
 QUOTA_EXCEEDED = "quota_exceeded"
+RATE_LIMITED = "rate_limited"
 TOKENS, MONEY = Quota.Metric.TOKENS.value, Quota.Metric.MONEY.value
 
 # pg_advisory_xact_lock(LOCK_CLASS, tenant_id): shared by every transaction that changes a
@@ -38,11 +40,15 @@ LOCK_CLASS = 0x62616C  # "bal"
 
 
 class BalanceUnavailable(APIException):
-    """The balance store cannot answer (Redis down or failing): 503, the caller may retry."""
+    """The balance store cannot answer (Redis down or failing): 503, the caller may retry.
+
+    The message goes to API clients: never an exception's text (it names hosts and ports);
+    the raiser logs that instead.
+    """
 
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str = "The balance store is unavailable; try again.") -> None:
         super().__init__(detail={"code": "balance_unavailable", "message": message})
 
 
@@ -80,6 +86,10 @@ class Admission:
     now: dt.datetime
     hold_ttl: dt.timedelta
     request_id: str | None = None
+    limits: tuple[RateLimit, ...] = ()  # requests, tokens and parallel slots (limits.py)
+
+    def limit_names(self) -> list[str]:
+        return [limit.name(self.tenant_id, self.api_key_id) for limit in self.limits]
 
     @property
     def cells(self) -> list[Cell]:
@@ -105,8 +115,13 @@ class Decision:
     reason: str | None  # INSUFFICIENT_BALANCE | QUOTA_EXCEEDED
     balance: int  # micro-units; after this request's hold when one was placed
     states: list[CellUsage]  # one per Admission.checks entry, including this request's hold
-    failed: int | None = None  # index into Admission.checks of the quota that refused
+    failed: int | None = None  # index into Admission.checks (or .limits, when rate limited) that refused
     hold: HoldInfo | None = None
+    limits: list[LimitState] = field(default_factory=list)  # one per Admission.limits entry
+
+    @property
+    def retry_after_ms(self) -> int:
+        return max((state.retry_after_ms for state in self.limits), default=0)
 
     def with_hold(self, admission: Admission, info: HoldInfo, balance_after: int) -> "Decision":
         tokens, micros = admission.estimate_tokens, admission.estimate_micros
@@ -123,14 +138,27 @@ class MirrorDelta:
     balance: int = 0  # micro-units
     cells: dict[Cell, tuple[int, int, int, int]] = field(default_factory=dict)  # d tokens, micros, held t, held m
     release: list[str] = field(default_factory=list)  # request_ids whose hold keys are dropped
+    # Rate limits (limits.py): token deltas for token buckets, and (slot set, request_id) of
+    # parallel slots that settled holds free.
+    buckets: dict[str, int] = field(default_factory=dict)
+    slots: list[tuple[str, str]] = field(default_factory=list)
 
     def is_empty(self) -> bool:
-        return not self.balance and not self.release and not any(any(d) for d in self.cells.values())
+        return (
+            not self.balance
+            and not self.release
+            and not any(self.buckets.values())
+            and not self.slots
+            and not any(any(d) for d in self.cells.values())
+        )
 
     def negated(self) -> "MirrorDelta":
-        """The counter moves that undo this one (closed holds are not reopened)."""
+        """The counter moves that undo this one (closed holds and their slots are not reopened)."""
         return MirrorDelta(
-            balance=-self.balance, cells={cell: tuple(-v for v in d) for cell, d in self.cells.items()}, release=[]
+            balance=-self.balance,
+            cells={cell: tuple(-v for v in d) for cell, d in self.cells.items()},
+            release=[],
+            buckets={name: -delta for name, delta in self.buckets.items()},
         )
 
     def add(self, cell: Cell, tokens: int = 0, micros: int = 0, held_tokens: int = 0, held_micros: int = 0) -> None:

@@ -6,14 +6,17 @@ there to commit: the quota read that follows sees every hold committed before it
 holds can both spend the same money. A check (no hold) reads without locking.
 """
 
+from dataclasses import replace
 from decimal import Decimal
 
 from django.db import transaction
+from django.utils import timezone
 
 from billing import selectors
 from billing.money import from_micros, to_micros
 from billing.services.balances.base import (
     INSUFFICIENT_BALANCE,
+    RATE_LIMITED,
     Admission,
     BalanceBackend,
     Decision,
@@ -26,6 +29,7 @@ from billing.services.balances.base import (
     pg_states,
     reserve_cells,
 )
+from billing.services.balances.db_limits import db_buckets_correct, db_limits_take
 from billing.services.wallets import wallet_move
 
 
@@ -36,11 +40,18 @@ class DatabaseBackend(BalanceBackend):
         return None  # the wallet row lock serialises what needs serialising
 
     def mirror(self, tenant_id: int, delta: MirrorDelta) -> None:
-        return None  # nothing cached
+        # Nothing cached; only settlement's token-bucket corrections have rows to move (a
+        # freed parallel slot is the hold row itself, closed by the caller).
+        if delta.buckets:
+            db_buckets_correct(delta.buckets, timezone.now())
 
     def check(self, admission: Admission) -> Decision:
         balance = selectors.wallet_balance_micros(tenant_id=admission.tenant_id)
-        return decide(admission, balance, pg_states(admission))
+        decision = decide(admission, balance, pg_states(admission))
+        if not decision.allowed or not admission.limits:
+            return decision
+        with transaction.atomic():
+            return self._limited(decision, db_limits_take(admission, admission.now))
 
     def reserve(self, admission: Admission, persist: Persist) -> Decision:
         estimate = from_micros(admission.estimate_micros)
@@ -54,6 +65,8 @@ class DatabaseBackend(BalanceBackend):
                 return Decision(False, INSUFFICIENT_BALANCE, balance, pg_states(admission))
             # From here to commit this tenant's other holds wait on the wallet row.
             decision = decide(admission, to_micros(after) + admission.estimate_micros, pg_states(admission))
+            if decision.allowed and admission.limits:
+                decision = self._limited(decision, db_limits_take(admission, admission.now))
             if not decision.allowed:
                 transaction.set_rollback(True)
                 return decision
@@ -63,6 +76,12 @@ class DatabaseBackend(BalanceBackend):
                 return decision.with_hold(admission, info, to_micros(after))
             transaction.set_rollback(True)  # the request_id already has a hold
         return existing_hold(admission)
+
+    def _limited(self, decision: Decision, states: list) -> Decision:
+        refused = next((i for i, state in enumerate(states) if state.retry_after_ms), None)
+        if refused is None:
+            return replace(decision, limits=states)
+        return replace(decision, allowed=False, reason=RATE_LIMITED, failed=refused, limits=states)
 
     def drift(self, *, tenant_id: int, tz_name: str, fix: bool) -> list[Drift]:
         return []  # no cache to drift

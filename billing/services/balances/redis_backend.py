@@ -34,6 +34,7 @@ from billing.services.balances import keys
 from billing.services.balances.base import (
     INSUFFICIENT_BALANCE,
     QUOTA_EXCEEDED,
+    RATE_LIMITED,
     TOKENS,
     Admission,
     BalanceBackend,
@@ -48,6 +49,8 @@ from billing.services.balances.base import (
     lock_tenant_statement,
     reserve_cells,
 )
+from billing.services.balances.limits import PARALLEL, REQUESTS, LimitState
+from billing.services.balances.limits import TOKENS as TOKEN_LIMIT
 from billing.services.wallets import wallet_move
 from billing.windows import LIFETIME, Cell, window_period
 
@@ -59,7 +62,8 @@ _ATTEMPTS = 3  # cold -> seed -> retry; more means Redis is being flushed contin
 _CELL_GRACE = dt.timedelta(days=2)
 # A hold key outlives its hold by this much, so the release always finds it.
 _HOLD_KEY_GRACE = dt.timedelta(hours=1)
-_VERDICTS = {"ok": None, "funds": INSUFFICIENT_BALANCE, "quota": QUOTA_EXCEEDED}
+_VERDICTS = {"ok": None, "funds": INSUFFICIENT_BALANCE, "quota": QUOTA_EXCEEDED, "rate": RATE_LIMITED}
+_LIMIT_CODES = {REQUESTS: "r", TOKEN_LIMIT: "t", PARALLEL: "p"}
 
 
 class RedisBackend(BalanceBackend):
@@ -81,7 +85,8 @@ class RedisBackend(BalanceBackend):
         try:
             return script(keys=keys_, args=args)
         except redis.RedisError as exc:
-            raise BalanceUnavailable(f"The balance store (Redis) failed: {type(exc).__name__}: {exc}") from exc
+            logger.warning("balance store (Redis) failed: %s: %s", type(exc).__name__, exc)
+            raise BalanceUnavailable() from exc
 
     # --- mirror ---------------------------------------------------------------------------
 
@@ -98,9 +103,17 @@ class RedisBackend(BalanceBackend):
         keys_ = [keys.balance_key(tenant_id)]
         keys_ += [keys.cell_key(tenant_id, cell) for cell, _ in cells]
         keys_ += [keys.hold_key(tenant_id, request_id) for request_id in delta.release]
+        buckets = [(name, d) for name, d in delta.buckets.items() if d]
+        keys_ += [name for name, _ in buckets]
+        keys_ += [name for name, _ in delta.slots]
         args: list = [delta.balance, len(cells)]
         for _, d in cells:
             args.extend(d)
+        args.append(len(delta.release))
+        args.append(len(buckets))
+        args.extend(d for _, d in buckets)
+        args.append(len(delta.slots))
+        args.extend(keys.hold_key(tenant_id, request_id) for _, request_id in delta.slots)
         self._run(self._apply, keys_, args)
 
     # --- admission ------------------------------------------------------------------------
@@ -108,7 +121,8 @@ class RedisBackend(BalanceBackend):
     def _keys(self, admission: Admission) -> list[str]:
         t = admission.tenant_id
         hold = keys.hold_key(t, admission.request_id or "-")
-        return [keys.balance_key(t), hold, *(keys.cell_key(t, cell) for cell in admission.cells)]
+        cells = (keys.cell_key(t, cell) for cell in admission.cells)
+        return [keys.balance_key(t), hold, *cells, *admission.limit_names()]
 
     def _args(self, admission: Admission, mode: str) -> list:
         ttl_ms = int((admission.hold_ttl + _HOLD_KEY_GRACE).total_seconds() * 1000)
@@ -116,14 +130,24 @@ class RedisBackend(BalanceBackend):
         for check in admission.checks:
             metric = "t" if check.metric == TOKENS else "m"
             args.extend([check.cell_index + 1, metric, check.limit, 1 if check.enforce else 0])
+        if admission.limits:
+            args.append(len(admission.limits))
+            for limit in admission.limits:
+                args.extend([_LIMIT_CODES[limit.kind], limit.limit, limit.cost])
+            args.append(int(admission.hold_ttl.total_seconds() * 1000))
         return args
 
     def _decision(self, admission: Admission, reply: list) -> Decision:
         verdict, balance, failed = reply[0], int(reply[1]), int(reply[2])
         values = [int(v) for v in reply[3:]]
-        states = [CellUsage(*values[i : i + 4]) for i in range(0, len(values), 4)]
+        split = 4 * len(admission.checks)
+        states = [CellUsage(*values[i : i + 4]) for i in range(0, split, 4)]
+        rest = values[split:]
+        limits = [
+            LimitState(limit, rest[3 * i], rest[3 * i + 1], rest[3 * i + 2]) for i, limit in enumerate(admission.limits)
+        ]
         reason = _VERDICTS[verdict]
-        return Decision(reason is None, reason, balance, states, failed - 1 if failed else None)
+        return Decision(reason is None, reason, balance, states, failed - 1 if failed else None, limits=limits)
 
     def check(self, admission: Admission) -> Decision:
         for _ in range(_ATTEMPTS):
@@ -156,6 +180,11 @@ class RedisBackend(BalanceBackend):
         undo = MirrorDelta(balance=admission.estimate_micros, release=[admission.request_id or "-"])
         for cell in admission.cells:
             undo.add(cell, held_tokens=-admission.estimate_tokens, held_micros=-admission.estimate_micros)
+        for limit, name in zip(admission.limits, admission.limit_names(), strict=True):
+            if limit.kind == PARALLEL:
+                undo.slots.append((name, admission.request_id or "-"))
+            else:
+                undo.buckets[name] = -limit.cost
         hold_commit_mode()
         try:
             # The hold's own rows first; the tenant's shared rows (wallet, then quota cells, the
@@ -234,7 +263,8 @@ class RedisBackend(BalanceBackend):
                     pipe.hmget(member, "t", "m", "ht", "hm")
                 replies = pipe.execute()
             except redis.RedisError as exc:
-                raise BalanceUnavailable(f"The balance store (Redis) failed: {exc}") from exc
+                logger.warning("balance store (Redis) failed: %s: %s", type(exc).__name__, exc)
+                raise BalanceUnavailable() from exc
             cached_balance, rest = replies[0], replies[1:]
             cached: dict[Cell, list[int]] = {}
             gone: list[str] = []

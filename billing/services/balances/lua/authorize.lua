@@ -9,11 +9,17 @@
 --             (hash: t, m = settled tokens and micros; ht, hm = reserved by open holds)
 -- ARGV[1] "check" | "hold"; ARGV[2] estimate (micros); ARGV[3] estimated tokens; ARGV[4] hold TTL (ms)
 -- ARGV[5] n, then n checks of 4 values: cell index (1..6), metric ("t" | "m"), limit, enforce ("1" | "0")
+-- then nl rate limits (limits.py): nl, then per limit kind ("r" | "t" | "p"), limit, cost;
+-- KEYS[9 .. 8+nl] their buckets (hash lv, ts, lim) or slot sets (zset request_id -> expiry ms);
+-- last, the slot lifetime in ms (the hold's TTL).
 --
 -- Replies: {"exists", "micros:tokens"} the request already holds; {"cold", idx...} absent keys
 -- (0 = bal, 1..6 = cells: seed them from PostgreSQL and call again); otherwise
--- {verdict, balance, failed check (0 = none), then per check t, m, ht, hm} with verdict
--- "ok" | "funds" | "quota". With "hold" and "ok", the estimate is reserved and balance is after it.
+-- {verdict, balance, failed check or limit (0 = none), then per check t, m, ht, hm, then per
+-- limit remaining, reset ms, retry ms} with verdict "ok" | "funds" | "quota" | "rate". Money is
+-- judged first (a request refused for money consumes no rate); with "ok" the limits are taken
+-- (requests and tokens always, a slot only with "hold"), and with "hold" the estimate is
+-- reserved and balance is after it. Rate state needs no seeding: an absent bucket is empty.
 local mode = ARGV[1]
 if mode == "hold" then
   local held = redis.call("GET", KEYS[2])
@@ -65,6 +71,78 @@ for i = 1, n do
       out[3] = tostring(i)
     end
   end
+end
+
+local lbase = 5 + 4 * n + 1
+local nl = tonumber(ARGV[lbase] or "0")
+local slot_ttl = tonumber(ARGV[lbase + 3 * nl + 1] or "0")
+local limit_out = {}
+local writes = {}
+if nl > 0 then
+  local t = redis.call("TIME")
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  for i = 1, nl do
+    local kind = ARGV[lbase + 3 * (i - 1) + 1]
+    local lim = tonumber(ARGV[lbase + 3 * (i - 1) + 2])
+    local cost = tonumber(ARGV[lbase + 3 * (i - 1) + 3])
+    local key = KEYS[8 + i]
+    local remaining, reset, retry = 0, 0, 0
+    if kind == "p" then
+      redis.call("ZREMRANGEBYSCORE", key, "-inf", now)
+      local used = redis.call("ZCARD", key)
+      local oldest = redis.call("ZRANGE", key, 0, 0, "WITHSCORES")
+      if oldest[2] then
+        reset = math.max(tonumber(oldest[2]) - now, 0)
+      end
+      if used + cost > lim then
+        remaining = math.max(lim - used, 0)
+        retry = math.max(reset, 1)
+      else
+        remaining = lim - used - cost
+        if mode == "hold" then
+          writes[#writes + 1] = {"p", key}
+        end
+      end
+    else
+      local h = redis.call("HMGET", key, "lv", "ts")
+      local level = tonumber(h[1] or "0")
+      local since = tonumber(h[2] or tostring(now))
+      level = math.max(level - math.max(now - since, 0) * lim / 60000, 0)
+      if level + cost > lim then
+        remaining = math.max(math.floor(lim - level), 0)
+        reset = math.ceil(level * 60000 / lim)
+        retry = math.max(math.ceil((level + cost - lim) * 60000 / lim), 1)
+        if cost > lim then
+          retry = 60000
+        end
+      else
+        remaining = math.floor(lim - level - cost)
+        reset = math.ceil((level + cost) * 60000 / lim)
+        writes[#writes + 1] = {"b", key, level + cost, reset, lim}
+      end
+    end
+    if retry > 0 and verdict == "ok" then
+      verdict = "rate"
+      out[3] = tostring(i)
+    end
+    limit_out[#limit_out + 1] = tostring(remaining)
+    limit_out[#limit_out + 1] = tostring(reset)
+    limit_out[#limit_out + 1] = tostring(retry)
+  end
+  if verdict == "ok" then
+    for _, w in ipairs(writes) do
+      if w[1] == "b" then
+        redis.call("HSET", w[2], "lv", tostring(w[3]), "ts", tostring(now), "lim", tostring(w[5]))
+        redis.call("PEXPIRE", w[2], w[4] + 1000)
+      else
+        redis.call("ZADD", w[2], now + slot_ttl, KEYS[2])  -- member: the hold key
+        redis.call("PEXPIRE", w[2], slot_ttl + 60000)
+      end
+    end
+  end
+end
+for _, v in ipairs(limit_out) do
+  out[#out + 1] = v
 end
 out[1] = verdict
 
