@@ -89,6 +89,17 @@ class OpenHoldSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField()
 
 
+class LimitsSerializer(serializers.Serializer):
+    requests_per_minute = serializers.IntegerField(allow_null=True)
+    tokens_per_minute = serializers.IntegerField(allow_null=True)
+    max_parallel_requests = serializers.IntegerField(allow_null=True)
+
+
+class RateLimitsSerializer(serializers.Serializer):
+    api_key = LimitsSerializer()
+    tenant = LimitsSerializer()
+
+
 class BalanceOutSerializer(serializers.Serializer):
     tenant = serializers.CharField()
     balance = serializers.CharField(help_text="sum(ledger): prepaid money net of open holds.")
@@ -97,6 +108,7 @@ class BalanceOutSerializer(serializers.Serializer):
     holds_count = serializers.IntegerField()
     holds = OpenHoldSerializer(many=True, help_text="Open holds, oldest first (at most 100).")
     quotas = QuotaStateSerializer(many=True)
+    rate_limits = RateLimitsSerializer(help_text="The configured rate limits of the acting key and its tenant.")
 
 
 _402 = OpenApiResponse(
@@ -300,8 +312,18 @@ class BalanceView(TenantAPIView):
                     for hold in summary.holds
                 ],
                 "quotas": [quota.as_dict() for quota in summary.quotas],
+                "rate_limits": {"api_key": _limits_of(key), "tenant": _limits_of(tenant)},
             }
         )
+
+
+def _limits_of(row) -> dict:
+    """The configured rate limits of a key or tenant (null: none); docs/security.md."""
+    return {
+        "requests_per_minute": row.rpm_limit,
+        "tokens_per_minute": row.tpm_limit,
+        "max_parallel_requests": row.max_parallel_requests,
+    }
 
 
 __all__ = ["AuthorizeView", "BalanceView"]

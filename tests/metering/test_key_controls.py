@@ -135,3 +135,14 @@ def test_the_ingest_ceiling_works_without_redis(funded, settings):
     _, secret = factories.issue_api_key(funded)
     client = _client(secret)
     assert [_event(client, f"n-{n}").status_code for n in range(3)] == [201, 201, 429]
+
+
+def test_balance_shows_the_configured_rate_limits(funded):
+    funded.rpm_limit = 1000
+    funded.save()
+    key, secret = factories.issue_api_key(funded, scopes=["read"])
+    key.tpm_limit, key.max_parallel_requests = 50_000, 4
+    key.save()
+    limits = _client(secret).get("/api/v1/balance").json()["rate_limits"]
+    assert limits["api_key"] == {"requests_per_minute": None, "tokens_per_minute": 50_000, "max_parallel_requests": 4}
+    assert limits["tenant"]["requests_per_minute"] == 1000
