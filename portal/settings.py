@@ -4,6 +4,7 @@ Every variable is documented in .env.example. A bad value fails loudly with
 ImproperlyConfigured at start-up; nothing here connects to a database or Redis.
 """
 
+import datetime as dt
 from pathlib import Path
 
 import environ
@@ -44,6 +45,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_prometheus",
+    "axes",  # login throttling: failed attempts per account and per client address
     "portal.accounts",
     "billing",
     "metering",
@@ -65,6 +67,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
+    # Last, so that its 429 lockout page is what every other middleware (metrics too) sees.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -181,9 +185,23 @@ for _name in ("ROLLUP_REFRESH_SECONDS", "ALERTS_SWEEP_SECONDS", "ALERTS_DEBOUNCE
         raise ImproperlyConfigured(f"{_name} must be a positive number")
 
 # --- Auth, i18n, static -------------------------------------------------------------------
+PASSWORD_MIN_LENGTH = env.int("PASSWORD_MIN_LENGTH", default=12)
+if PASSWORD_MIN_LENGTH < 8:
+    raise ImproperlyConfigured("PASSWORD_MIN_LENGTH must be at least 8")
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": PASSWORD_MIN_LENGTH},
+    },
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# The lockout check runs first and refuses a locked-out account or address before any
+# password is compared (docs/security.md, "Login and password protection").
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"  # the session's tenant dashboard (or operations for staff)
@@ -222,7 +240,36 @@ EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="billing@localhost")
 
+# --- Login throttling (django-axes; docs/security.md, "Login and password protection") ------
+# After LOGIN_FAILURE_LIMIT failed logins for one account, or from one client address, within
+# LOGIN_COOLOFF_MINUTES, logins for it answer 429 until that long after the last failure.
+LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+LOGIN_COOLOFF_MINUTES = env.int("LOGIN_COOLOFF_MINUTES", default=15)
+if LOGIN_FAILURE_LIMIT < 1 or LOGIN_COOLOFF_MINUTES < 1:
+    raise ImproperlyConfigured("LOGIN_FAILURE_LIMIT and LOGIN_COOLOFF_MINUTES must be positive numbers")
+AXES_FAILURE_LIMIT = LOGIN_FAILURE_LIMIT
+AXES_COOLOFF_TIME = dt.timedelta(minutes=LOGIN_COOLOFF_MINUTES)
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one alone locks out
+# A success does not wipe the count: attempts are keyed by address too, and an attacker who
+# owns one account could otherwise clear their address's failures by logging into it.
+AXES_RESET_ON_SUCCESS = False
+AXES_ENABLE_ACCESS_FAILURE_LOG = True  # every failure kept for operators (admin: Axes)
+AXES_CLIENT_IP_CALLABLE = "portal.accounts.client_ip.client_ip"  # the one client-address rule
+AXES_LOCKOUT_CALLABLE = "portal.web.views.auth.locked_out"  # the translated 429 page
+# The password reset form: requests per email address and per client address per window.
+PASSWORD_RESET_LIMIT_PER_EMAIL = env.int("PASSWORD_RESET_LIMIT_PER_EMAIL", default=3)
+PASSWORD_RESET_LIMIT_PER_ADDRESS = env.int("PASSWORD_RESET_LIMIT_PER_ADDRESS", default=10)
+PASSWORD_RESET_WINDOW_MINUTES = env.int("PASSWORD_RESET_WINDOW_MINUTES", default=60)
+if min(PASSWORD_RESET_LIMIT_PER_EMAIL, PASSWORD_RESET_LIMIT_PER_ADDRESS, PASSWORD_RESET_WINDOW_MINUTES) < 1:
+    raise ImproperlyConfigured("PASSWORD_RESET_LIMIT_* and PASSWORD_RESET_WINDOW_MINUTES must be positive numbers")
+
 # --- Production safety --------------------------------------------------------------------
+# Reverse proxies in front of the portal (0: clients connect directly). Only when declared is
+# X-Forwarded-For believed (the client address: portal.accounts.client_ip); the portal's port
+# must then be reachable through the proxy alone.
+TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
+if not 0 <= TRUSTED_PROXY_COUNT <= 5:
+    raise ImproperlyConfigured("TRUSTED_PROXY_COUNT must be between 0 and 5")
 if not DEBUG:
     SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
     CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)

@@ -3,8 +3,9 @@
 import datetime as dt
 import secrets
 
-from django.contrib.auth import get_user_model
+from django.contrib.auth import get_user_model, password_validation
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import Group, Permission
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -16,6 +17,17 @@ from portal.accounts.models import ApiKey, AuditLog, Membership, ServiceToken, T
 # Touching last_used_at on every request would turn each API call into a row update;
 # once a minute per credential is precise enough for people reading it.
 LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
+
+# Staff users who are not superusers get their admin rights from this group: read everything,
+# plus the few changes operators make in the admin (docs/deploy.md, "Operators").
+OPERATORS_GROUP = "operators"
+OPERATORS_VIEW_APPS = ("accounts", "billing", "metering", "alerts", "invoicing", "axes", "django_celery_beat")
+OPERATORS_EXTRA_PERMISSIONS = (
+    "auth.view_user",
+    "billing.add_ledgerentry",  # the wallets' top-up action (the ops page's top-up, in the admin)
+    "django_celery_beat.change_periodictask",  # pause or retime a beat job
+    "axes.delete_accessattempt",  # unlock an account or address locked out by login throttling
+)
 
 
 def audit_record(
@@ -74,17 +86,50 @@ def tenant_create(
     return tenant
 
 
+def login_lockout_record(*, username: str | None, ip_address: str | None, path: str, failures: int) -> AuditLog:
+    """Audit a login lockout (the moment the failure limit is reached) for operators."""
+    user = get_user_model().objects.filter(username=username).first() if username else None
+    return AuditLog.objects.create(
+        actor_label=f"address:{ip_address or 'unknown'}",
+        action="login.lockout",
+        target_type="User",
+        target_id=str(user.pk) if user is not None else "",
+        changes={
+            "username": (username or "")[:150],
+            "ip_address": ip_address or "",
+            "path": path[:200],
+            "failures": failures,
+        },
+    )
+
+
+def operators_group_sync() -> Group:
+    """Create or update the operators group with exactly its permissions; idempotent."""
+    group, _ = Group.objects.get_or_create(name=OPERATORS_GROUP)
+    extra = [name.split(".", 1) for name in OPERATORS_EXTRA_PERMISSIONS]
+    wanted = Permission.objects.filter(content_type__app_label__in=OPERATORS_VIEW_APPS, codename__startswith="view_")
+    for app_label, codename in extra:
+        wanted = wanted | Permission.objects.filter(content_type__app_label=app_label, codename=codename)
+    group.permissions.set(wanted)
+    return group
+
+
 @transaction.atomic
 def user_create(
     *,
     email: str,
     password: str | None = None,
     is_staff: bool = False,
+    is_superuser: bool = False,
     tenant: Tenant | None = None,
     role: str = Membership.Role.VIEWER,
     actor_label: str = "",
 ) -> tuple[AbstractBaseUser, str | None]:
-    """Create a portal user (username = email). Returns the user and a generated password."""
+    """Create a portal user (username = email). Returns the user and a generated password.
+
+    A given password must pass AUTH_PASSWORD_VALIDATORS. Staff users are operators (the ops
+    pages, and the admin through the operators group); only `is_superuser` gives every right.
+    """
     user_model = get_user_model()
     email = user_model.objects.normalize_email(email.strip())
     if user_model.objects.filter(username__iexact=email).exists():
@@ -92,10 +137,17 @@ def user_create(
     generated = None
     if password is None:
         generated = password = secrets.token_urlsafe(12)
-    user = user_model(username=email, email=email, is_staff=is_staff, is_superuser=is_staff)
+    is_staff = is_staff or is_superuser
+    user = user_model(username=email, email=email, is_staff=is_staff, is_superuser=is_superuser)
+    try:
+        password_validation.validate_password(password, user=user)
+    except ValidationError as exc:
+        raise ValidationError({"password": exc.messages}) from None
     user.set_password(password)
     user.full_clean(exclude=["password"])
     user.save()
+    if is_staff and not is_superuser:
+        user.groups.add(operators_group_sync())
     if tenant is not None:
         membership_set(user=user, tenant=tenant, role=role, actor_label=actor_label)
     return user, generated

@@ -9,11 +9,15 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
+import redis
+from django.conf import settings
+from django.core.cache import cache
 from django.utils import timezone
 
 from metering.services.ingest import usage_record_batch
 from metering.services.rollup import rollup_tenant
 from portal.accounts import services as account_services
+from portal.web import reset_limits
 from tests import factories
 
 PASSWORD = "correct horse battery staple 42"
@@ -24,6 +28,22 @@ def make_user(email: str, *, tenant=None, role: str = "viewer", staff: bool = Fa
         email=email, password=PASSWORD, is_staff=staff, tenant=tenant, role=role, actor_label="test"
     )
     return user
+
+
+@pytest.fixture(autouse=True)
+def _fresh_password_reset_counts():
+    """The reset form's counts live in the cache (Redis), which outlives a test's transaction;
+    login failures (django-axes) are database rows and go with it."""
+    if not settings.REDIS_URL:
+        cache.clear()
+        return
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        stale = list(client.scan_iter(match=f"*:{reset_limits.KEY_PREFIX}:*", count=1000))
+        if stale:
+            client.delete(*stale)
+    finally:
+        client.close()
 
 
 def record(key, events: list[dict]) -> None:

@@ -71,7 +71,7 @@ class Command(BaseCommand):
             reference="demo credit",
             actor_label="seed_demo",
         )
-        password = secrets.token_urlsafe(9)
+        password = secrets.token_urlsafe(12)  # 16 characters: passes AUTH_PASSWORD_VALIDATORS
         self._user(OWNER_EMAIL, password, tenant=tenant, staff=False)
         self._user(OPERATOR_EMAIL, password, tenant=None, staff=True)
         key, secret = services.api_key_create(tenant=tenant, name="demo key", actor_label="seed_demo")
