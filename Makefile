@@ -89,6 +89,9 @@ format: $(VENV)/.dev-installed
 
 test: $(VENV)/.dev-installed lint system-deps messages pdf-deps
 	$(TEST_ENV) DATABASE_URL=sqlite://:memory: $(PY) manage.py makemigrations --check --dry-run -v0
+# Production settings (DEBUG=0, a long secret, a real host name) pass every deploy check.
+	$(TEST_ENV) SECRET_KEY=ci-deploy-check-Zq7mW2xK9pR4tV8nB3cY6hJ1sF5gD0aLuE ALLOWED_HOSTS=billing.example.com \
+		$(PY) manage.py check --deploy --fail-level WARNING
 	$(TEST_ENV) $(PY) manage.py collectstatic --noinput -v0
 	$(TEST_ENV) $(BIN)/pytest --create-db $(PYTEST_ARGS)
 

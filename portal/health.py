@@ -1,10 +1,60 @@
-"""Liveness and readiness probes for load balancers and orchestrators."""
+"""Liveness and readiness probes for load balancers and orchestrators, and /metrics.
+
+/healthz and /readyz answer anyone (a load balancer has no credential), but /readyz tells an
+anonymous caller only "ok" or "unavailable"; the per-check results, and /metrics, are for
+observers: a caller presenting METRICS_TOKEN or calling from METRICS_ALLOWED_NETWORKS. No
+answer names a host, a port or a database: failures are logged here, in full, instead.
+"""
+
+import functools
+import hmac
+import ipaddress
+import logging
 
 import redis
 from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.views.decorators.http import require_GET
+from django_prometheus.exports import ExportToDjangoView
+
+from portal.accounts.client_ip import client_address
+
+logger = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=8)
+def _networks(cidrs: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(cidr.strip()) for cidr in cidrs)
+
+
+def _token_presented(request: HttpRequest) -> bool:
+    token = settings.METRICS_TOKEN
+    if not token:
+        return False
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), token.encode())
+
+
+def observer_allowed(request: HttpRequest) -> bool:
+    """May this caller read metrics and readiness details? Token, allow-listed address, or DEBUG
+    with neither configured (the embedded default)."""
+    if _token_presented(request):
+        return True
+    cidrs = tuple(settings.METRICS_ALLOWED_NETWORKS)
+    if cidrs:
+        address = client_address(request)
+        if address is not None and any(address in network for network in _networks(cidrs)):
+            return True
+    return bool(settings.DEBUG and not settings.METRICS_TOKEN and not cidrs)
+
+
+@require_GET
+def metrics(request: HttpRequest) -> HttpResponse:
+    """django-prometheus' exporter, for observers only (platform-wide counts)."""
+    if not observer_allowed(request):
+        return HttpResponseForbidden("Forbidden\n", content_type="text/plain")
+    return ExportToDjangoView(request)
 
 
 @require_GET
@@ -40,6 +90,11 @@ def readyz(request: HttpRequest) -> JsonResponse:
         try:
             checks[name] = probe()
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready", reported by name
-            checks[name] = f"error: {type(exc).__name__}: {exc}"
+            # The exception's text names hosts and ports: the log has it, the answer does not.
+            logger.warning("readiness check %s failed: %s: %s", name, type(exc).__name__, exc)
+            checks[name] = f"error: {type(exc).__name__}"
     ready = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)
+    body: dict[str, object] = {"status": "ok" if ready else "unavailable"}
+    if observer_allowed(request):
+        body["checks"] = checks
+    return JsonResponse(body, status=200 if ready else 503)

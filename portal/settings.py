@@ -5,6 +5,7 @@ ImproperlyConfigured at start-up; nothing here connects to a database or Redis.
 """
 
 import datetime as dt
+import ipaddress
 from pathlib import Path
 
 import environ
@@ -264,18 +265,33 @@ if min(PASSWORD_RESET_LIMIT_PER_EMAIL, PASSWORD_RESET_LIMIT_PER_ADDRESS, PASSWOR
     raise ImproperlyConfigured("PASSWORD_RESET_LIMIT_* and PASSWORD_RESET_WINDOW_MINUTES must be positive numbers")
 
 # --- Production safety --------------------------------------------------------------------
-# Reverse proxies in front of the portal (0: clients connect directly). Only when declared is
-# X-Forwarded-For believed (the client address: portal.accounts.client_ip); the portal's port
-# must then be reachable through the proxy alone.
+# Reverse proxies in front of the portal (0: clients connect directly). Only when declared are
+# X-Forwarded-For (the client address: portal.accounts.client_ip) and X-Forwarded-Proto (HTTPS)
+# believed; the portal's port must then be reachable through the proxy alone.
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 if not 0 <= TRUSTED_PROXY_COUNT <= 5:
     raise ImproperlyConfigured("TRUSTED_PROXY_COUNT must be between 0 and 5")
+if TRUSTED_PROXY_COUNT:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Deploy checks silenced on purpose, each with its reason (docs/security.md).
+_DEPLOY_CHECKS_SILENCED: list[str] = []
 if not DEBUG:
     SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=True)
     CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=True)
-    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)  # usually the proxy's job
-    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+    if not SECURE_SSL_REDIRECT:
+        # security.W008: TLS ends at the reverse proxy, which redirects http:// to https://;
+        # redirecting here too would answer plain-HTTP health probes and scrapers with 301.
+        _DEPLOY_CHECKS_SILENCED.append("security.W008")
+    # Browsers refuse plain HTTP to this host for a year after one HTTPS answer.
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31_536_000)
+    # Subdomains of the portal's own host name (not of its parent domain).
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+    SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+    if not SECURE_HSTS_PRELOAD:
+        # security.W021: preloading is a commitment for the whole registered domain, made by
+        # submitting it to the browsers' list; the operator opts in, the portal cannot.
+        _DEPLOY_CHECKS_SILENCED.append("security.W021")
     SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
@@ -356,7 +372,19 @@ LOGGING_CONFIG = None
 logging_config(level=LOG_LEVEL, fmt=LOG_FORMAT)
 
 PROMETHEUS_EXPORT_MIGRATIONS = False
+# Who may read /metrics and /readyz's per-check details: a caller presenting
+# "Authorization: Bearer <METRICS_TOKEN>" or one whose client address is in
+# METRICS_ALLOWED_NETWORKS (CIDRs). Neither set: nobody when DEBUG=0, everybody when DEBUG=1.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+METRICS_ALLOWED_NETWORKS = env.list("METRICS_ALLOWED_NETWORKS", default=[])
+if METRICS_TOKEN and len(METRICS_TOKEN) < 32:
+    raise ImproperlyConfigured("METRICS_TOKEN must be at least 32 characters (a random string)")
+for _network in METRICS_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_network)  # strict: host bits set is a mistake, refused
+    except ValueError:
+        raise ImproperlyConfigured(f"METRICS_ALLOWED_NETWORKS: {_network!r} is not a CIDR network") from None
 
 # SQLite (the embedded default) cannot make NULLs equal in a unique constraint; PostgreSQL,
 # where money is handled in production, does.
-SILENCED_SYSTEM_CHECKS = ["models.W047"]
+SILENCED_SYSTEM_CHECKS = ["models.W047", *_DEPLOY_CHECKS_SILENCED]

@@ -7,7 +7,7 @@ from portal import health
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("readyz", health.readyz, name="readyz"),
-    path("", include("django_prometheus.urls")),  # /metrics
+    path("metrics", health.metrics, name="prometheus-django-metrics"),  # observers only
     path("api/v1/", include("metering.api.urls")),
     path("api/v1/", include("billing.invoicing.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

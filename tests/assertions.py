@@ -2,6 +2,7 @@
 
 from decimal import Decimal
 
+from django.test import override_settings
 from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.test import APIClient
 
@@ -34,9 +35,14 @@ def assert_wallet_reconciles(tenant) -> Decimal:
     return balance
 
 
+# /metrics answers observers only: the tests present this token (portal/health.py).
+METRICS_TOKEN = "test-metrics-token-0123456789abcdef"
+
+
 def metric_value(name: str, **labels: str) -> float:
     """A sample as GET /metrics exports it now (0 when absent)."""
-    response = APIClient().get("/metrics")
+    with override_settings(METRICS_TOKEN=METRICS_TOKEN):
+        response = APIClient().get("/metrics", HTTP_AUTHORIZATION=f"Bearer {METRICS_TOKEN}")
     assert response.status_code == 200
     for family in text_string_to_metric_families(response.content.decode()):
         for sample in family.samples:
