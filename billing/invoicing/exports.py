@@ -2,7 +2,9 @@
 
 Stable column order, decimals written in a fixed number of places, rows in a fixed order and
 nothing that depends on when the file was made: the same data gives the same bytes. The BOM
-option prefixes UTF-8's byte order mark so that Excel opens non-ASCII names correctly.
+option prefixes UTF-8's byte order mark so that Excel opens non-ASCII names correctly. Cells
+go through portal.api.csv_writer, which neutralises text a spreadsheet would run as a formula
+(tenant names, models, descriptions); amounts are plain decimal strings and stay numbers.
 """
 
 import csv
@@ -12,6 +14,7 @@ from decimal import Decimal
 from billing.invoicing import selectors
 from billing.invoicing.models import Invoice, InvoiceLine
 from billing.money import currency_exponent
+from portal.api import csv_writer
 
 BOM = "\ufeff"
 
@@ -57,8 +60,8 @@ def _time(value) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else ""
 
 
-def _writer(buffer: io.StringIO):
-    return csv.writer(buffer, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
+def _writer(buffer: io.StringIO) -> csv_writer.SafeWriter:
+    return csv_writer.writer(buffer, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
 
 
 def _finish(buffer: io.StringIO, *, bom: bool) -> bytes:

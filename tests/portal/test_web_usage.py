@@ -3,6 +3,7 @@
 import csv
 import datetime as dt
 import io
+from decimal import Decimal
 
 import pytest
 from django.db import connection
@@ -10,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
+from portal.accounts.models import ApiKey
 from tests import factories
 from tests.portal.web_support import event, record
 
@@ -113,3 +115,27 @@ def test_csv_times_are_in_the_tenants_zone(client, tenant_b, owner_b, key_b):
     body = b"".join(client.get(reverse("usage-csv", kwargs={"slug": tenant_b.slug})).streaming_content).decode()
     row = next(csv.DictReader(io.StringIO(body)))
     assert dt.datetime.fromisoformat(row["occurred_at"]).utcoffset() == dt.timedelta(hours=8)
+
+
+FORMULA_NAMES = ['=HYPERLINK("http://x")', "+1", "-2+3", "@SUM(A1)", "\tx", "\rx"]
+
+
+def test_csv_neutralises_formula_key_names_and_request_ids(client, tenant_a, owner_a):
+    """Key names and request ids are the tenant's text: a spreadsheet must show, not run, them."""
+    when = timezone.now() - dt.timedelta(minutes=5)
+    for n, name in enumerate(FORMULA_NAMES):
+        key, _ = factories.issue_api_key(tenant_a, name="placeholder")
+        ApiKey.objects.filter(pk=key.pk).update(name=name)  # stored as given (the form would strip \t)
+        record(key, [event(f"@req-{n}", when - dt.timedelta(seconds=n)), event(f"plain-{n}", when)])
+    client.force_login(owner_a)
+    response = client.get(reverse("usage-csv", kwargs={"slug": tenant_a.slug}))
+    assert response.status_code == 200
+    body = b"".join(response.streaming_content).decode()
+    rows = list(csv.DictReader(io.StringIO(body, newline="")))
+    by_request = {row["request_id"]: row for row in rows}
+    for n, name in enumerate(FORMULA_NAMES):
+        assert by_request[f"'@req-{n}"]["api_key"] == "'" + name
+        assert by_request[f"plain-{n}"]["api_key"] == "'" + name
+    for row in rows:  # numbers stay numbers
+        assert int(row["input_tokens"]) == 1000
+        assert Decimal(row["cost"]) > 0 and not row["cost"].startswith("'")

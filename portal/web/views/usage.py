@@ -1,6 +1,5 @@
 """The usage explorer: raw events by key, model and dates; keyset pages; streamed CSV."""
 
-import csv
 import zoneinfo
 from collections.abc import Iterator
 
@@ -9,6 +8,7 @@ from django.utils.translation import gettext as _
 
 from metering import selectors as usage_selectors
 from portal.accounts import selectors as account_selectors
+from portal.api import csv_writer
 from portal.web.access import PortalContext, portal_view
 from portal.web.forms import UsageFilterForm
 from portal.web.ranges import PRESETS, range_from_query
@@ -96,7 +96,7 @@ class _Echo:
 
 
 def _csv_lines(event_filter, key_names: dict, tz_name: str) -> Iterator[str]:
-    writer = csv.writer(_Echo())
+    writer = csv_writer.writer(_Echo())  # key names, request ids and models are neutralised
     tz = zoneinfo.ZoneInfo(tz_name)
     yield writer.writerow(CSV_HEADER)
     for row in usage_selectors.events_iter(event_filter=event_filter):

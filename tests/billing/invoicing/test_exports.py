@@ -14,7 +14,10 @@ from pypdf import PdfReader
 from billing.invoicing import exports, pdf, services
 from billing.invoicing.models import Invoice
 from portal.accounts import services as account_services
+from tests import factories
 from tests.billing.invoicing.helpers import record, utc
+from tests.conftest import Credential
+from tests.portal.web_support import make_user
 
 pytestmark = pytest.mark.django_db
 
@@ -163,3 +166,81 @@ def test_staff_download_and_member_pdf(period):
     assert member_client.get(f"/finance/invoices/{zh.pk}.pdf").content.startswith(b"%PDF-")
     assert member_client.get(f"/finance/invoices/{zh.pk}.csv").status_code == 200
     assert outsider_client.get(f"/finance/invoices/{zh.pk}.pdf").status_code == 404
+
+
+# --- Formula cells (portal.api.csv_writer) -----------------------------------------------------
+
+FORMULAS = ['=HYPERLINK("http://x")', "+1", "-2+3", "@SUM(A1)", "\tx", "\rx"]
+AMOUNT_COLUMNS = ("quantity_tokens", "unit_price_per_1m", "unit_price_per_1k", "amount_unrounded", "amount")
+
+
+def _rows(body: bytes) -> list[dict]:
+    return list(csv.DictReader(io.StringIO(body.decode("utf-8"), newline="")))
+
+
+def _numeric(cell: str) -> bool:
+    try:
+        Decimal(cell)
+    except ArithmeticError:
+        return False
+    return not cell.startswith("'")
+
+
+@pytest.fixture
+def formula_invoice(make_tenant):
+    """A tenant named like a formula, with a slug starting "-", using models named like formulas."""
+    tenant, key = make_tenant("-formula-co", prices=[(model, "2.5", "10") for model in FORMULAS])
+    tenant.name = FORMULAS[0]
+    tenant.save()
+    for day, model in enumerate(FORMULAS, start=1):
+        record(key, model=model, at=utc(2026, 10, day), input_tokens=123_457, output_tokens=65_432)
+    (invoice,) = _close_all(tenant)
+    return invoice
+
+
+def test_export_bills_neutralises_formula_text_and_keeps_amounts(formula_invoice, tmp_path):
+    out = tmp_path / "bills.csv"
+    call_command("export_bills", "--period", "2026-10", "--out", str(out), stderr=StringIO())
+    rows = [row for row in _rows(out.read_bytes()) if row["invoice_number"] == formula_invoice.number]
+    assert rows and all(row["tenant"] == "'-formula-co" for row in rows)
+    assert all(row["tenant_name"] == "'" + FORMULAS[0] for row in rows)
+    lines = [row for row in rows if row["record"] == "line"]
+    assert {row["model"] for row in lines} == {"'" + model for model in FORMULAS}
+    assert all(row["description"].startswith("'") for row in lines)
+    for row in lines:
+        assert all(_numeric(row[column]) for column in AMOUNT_COLUMNS), row
+    assert sum(Decimal(row["amount"]) for row in lines) == formula_invoice.subtotal
+    head = next(row for row in rows if row["record"] == "invoice")
+    assert Decimal(head["amount_due"]) == formula_invoice.amount_due
+    again = tmp_path / "again.csv"
+    call_command("export_bills", "--period", "2026-10", "--out", str(again), stderr=StringIO())
+    assert again.read_bytes() == out.read_bytes()  # re-export byte-identical
+
+
+def test_reconciliation_neutralises_text_and_keeps_negative_amounts(formula_invoice, tmp_path):
+    target = tmp_path / "rec.csv"
+    call_command("reconcile_period", "--period", "2026-10", "--out", str(target), stdout=StringIO(), stderr=StringIO())
+    (row,) = _rows(target.read_bytes())
+    assert row["tenant"] == "'-formula-co"
+    numbers = [value for column, value in row.items() if column not in ("tenant", "period", "currency")
+               and column not in ("invoice_number", "invoice_status")]  # fmt: skip
+    assert all(_numeric(value) for value in numbers), row
+    assert any(value.startswith("-") for value in numbers), "the fixture should give a negative difference"
+    assert target.read_bytes() == exports.reconciliation_csv(year=2026, month=10)
+
+
+def test_invoice_csv_neutralises_models_on_the_portal_and_the_api(formula_invoice):
+    finance = make_user("finance@formula.test", tenant=formula_invoice.tenant, role="finance")
+    client = Client()
+    client.force_login(finance)
+    portal = client.get(f"/finance/invoices/{formula_invoice.pk}.csv")
+    assert portal.status_code == 200
+    api = Credential(*factories.issue_api_key(formula_invoice.tenant)).get(f"/api/v1/invoices/{formula_invoice.pk}.csv")
+    assert api.status_code == 200
+    assert portal.content == api.content == exports.invoice_csv(formula_invoice)
+    rows = _rows(portal.content)
+    lines = [row for row in rows if row["line"].isdigit()]
+    assert {row["model"] for row in lines} == {"'" + model for model in FORMULAS}
+    for row in lines:
+        assert all(_numeric(row[column]) for column in AMOUNT_COLUMNS), row
+    assert rows[-1]["line"] == "amount_due" and Decimal(rows[-1]["amount"]) == formula_invoice.amount_due
