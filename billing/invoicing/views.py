@@ -1,6 +1,9 @@
 """Browser downloads: the finance export for staff, an invoice's PDF or CSV for its tenant's people.
 
-Thin: check who asks, call an export, send the file. The portal's pages link here.
+Thin: check who asks, call an export, send the file. The portal's pages link here, and each
+download asks the same question of portal.accounts.roles as the page that links it: the
+invoice files need `billing.view` (the billing page; a viewer gets 403, a stranger 404), the
+finance export needs `ops.view` (the operators' tenants page, staff only).
 """
 
 from django.contrib.auth.decorators import login_required
@@ -10,7 +13,7 @@ from django.views.decorators.http import require_GET
 
 from billing.invoicing import exports, pdf, selectors
 from billing.invoicing.services import parse_period
-from portal.accounts import selectors as account_selectors
+from portal.accounts import roles
 
 EXPORT_KINDS = ("bills", "reconciliation")
 
@@ -19,7 +22,7 @@ EXPORT_KINDS = ("bills", "reconciliation")
 @login_required
 def finance_export(request: HttpRequest) -> HttpResponse:
     """GET ?period=YYYY-MM[&kind=bills|reconciliation][&bom=1]: all tenants, staff only."""
-    if not request.user.is_staff:
+    if not roles.allows(roles.roles_for(user=request.user, tenant=None), "ops.view"):
         raise PermissionDenied("Finance exports are for staff.")
     try:
         year, month = parse_period(request.GET.get("period", ""))
@@ -42,15 +45,19 @@ def finance_export(request: HttpRequest) -> HttpResponse:
 @require_GET
 @login_required
 def invoice_download(request: HttpRequest, pk: int, rendition: str) -> HttpResponse:
-    """An invoice as PDF or CSV, for staff and for members of the invoice's tenant (else 404)."""
+    """An invoice as PDF or CSV, for whoever may open its tenant's billing page (`billing.view`).
+
+    Like the page: a user with no role in the tenant gets 404 (the invoice's existence is not
+    told), a member whose role lacks billing.view (a viewer) gets 403.
+    """
     invoice = selectors.invoice_with_lines(invoice_id=pk)
     if invoice is None:
         raise Http404
-    if (
-        not request.user.is_staff
-        and account_selectors.membership_role(user=request.user, tenant=invoice.tenant) is None
-    ):
+    held = roles.roles_for(user=request.user, tenant=invoice.tenant)
+    if not held:
         raise Http404
+    if not roles.allows(held, "billing.view"):
+        raise PermissionDenied("Your role may not open this tenant's billing (billing.view).")
     name = invoice.number or f"draft-{invoice.period}-{invoice.pk}"
     if rendition == "pdf":
         response = HttpResponse(pdf.invoice_pdf(invoice), content_type="application/pdf")

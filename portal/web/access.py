@@ -17,30 +17,16 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 
+from portal.accounts import roles
 from portal.accounts import selectors as account_selectors
 from portal.accounts.models import Membership, Tenant
 
 SESSION_TENANT = "portal_tenant"
 
-OWNER, ADMIN, FINANCE, VIEWER = (
-    Membership.Role.OWNER,
-    Membership.Role.ADMIN,
-    Membership.Role.FINANCE,
-    Membership.Role.VIEWER,
-)
-OPERATOR = "operator"
-
-# permission -> roles that have it. Operators are staff users; "ops.*" is theirs alone.
-PERMISSIONS: dict[str, frozenset[str]] = {
-    "usage.view": frozenset({OWNER, ADMIN, FINANCE, VIEWER, OPERATOR}),
-    "billing.view": frozenset({OWNER, ADMIN, FINANCE, OPERATOR}),
-    "keys.view": frozenset({OWNER, ADMIN, OPERATOR}),
-    "keys.manage": frozenset({OWNER, ADMIN}),
-    "alerts.view": frozenset({OWNER, ADMIN, FINANCE, OPERATOR}),
-    "alerts.manage": frozenset({OWNER, ADMIN, FINANCE}),
-    "ops.view": frozenset({OPERATOR}),
-    "ops.manage": frozenset({OPERATOR}),
-}
+# The role table lives in portal.accounts.roles, so that the downloads these pages link
+# (billing.invoicing.views) apply the very same rules; re-exported here for the views.
+OWNER, ADMIN, FINANCE, VIEWER, OPERATOR = roles.OWNER, roles.ADMIN, roles.FINANCE, roles.VIEWER, roles.OPERATOR
+PERMISSIONS = roles.PERMISSIONS
 
 
 @dataclass
@@ -53,7 +39,7 @@ class PortalContext:
     memberships: list[Membership] = field(default_factory=list)
 
     def can(self, permission: str) -> bool:
-        return bool(PERMISSIONS[permission] & self.roles)
+        return roles.allows(self.roles, permission)
 
     @property
     def role(self) -> str:
@@ -79,14 +65,13 @@ class PortalContext:
 def _context(request: HttpRequest, slug: str | None) -> PortalContext:
     user = request.user
     memberships = account_selectors.memberships_for_user(user)
-    operator = {OPERATOR} if user.is_staff else set()
     if slug is None:
         # Pages outside a tenant (operations, home): the session's tenant feeds the navigation.
         current = request.session.get(SESSION_TENANT)
         membership = next((m for m in memberships if m.tenant.slug == current), None)
         tenant = membership.tenant if membership else None
-        roles = frozenset(operator | ({membership.role} if membership else set()))
-        return PortalContext(user=user, tenant=tenant, roles=roles, memberships=memberships)
+        held = roles.roles_from(is_staff=user.is_staff, membership_role=membership.role if membership else None)
+        return PortalContext(user=user, tenant=tenant, roles=held, memberships=memberships)
     membership = next((m for m in memberships if m.tenant.slug == slug), None)
     if membership is not None:
         tenant = membership.tenant
@@ -96,8 +81,8 @@ def _context(request: HttpRequest, slug: str | None) -> PortalContext:
         tenant = None
     if tenant is None:
         raise Http404("No such tenant.")
-    roles = frozenset(operator | ({membership.role} if membership else set()))
-    return PortalContext(user=user, tenant=tenant, roles=roles, memberships=memberships)
+    held = roles.roles_from(is_staff=user.is_staff, membership_role=membership.role if membership else None)
+    return PortalContext(user=user, tenant=tenant, roles=held, memberships=memberships)
 
 
 def portal_context(request: HttpRequest, slug: str | None = None) -> PortalContext:

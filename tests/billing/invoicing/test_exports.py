@@ -157,7 +157,9 @@ def test_staff_download_and_member_pdf(period):
     assert client.get("/finance/exports.csv", {"period": "x"}).status_code == 400
 
     zh = Invoice.objects.get(tenant__slug="zh-co")
-    member, _ = account_services.user_create(email="cfo@zh.example", password="pw-123456789", tenant=zh.tenant)
+    member, _ = account_services.user_create(
+        email="cfo@zh.example", password="pw-123456789", tenant=zh.tenant, role="finance"
+    )
     outsider, _ = account_services.user_create(email="x@other.example", password="pw-123456789")
     member_client, outsider_client = Client(), Client()
     member_client.force_login(member)
@@ -244,3 +246,38 @@ def test_invoice_csv_neutralises_models_on_the_portal_and_the_api(formula_invoic
     for row in lines:
         assert all(_numeric(row[column]) for column in AMOUNT_COLUMNS), row
     assert rows[-1]["line"] == "amount_due" and Decimal(rows[-1]["amount"]) == formula_invoice.amount_due
+
+
+# --- Downloads follow the billing page's role rule (portal.accounts.roles) ---------------------
+
+
+@pytest.mark.parametrize(
+    ("role", "expected"),
+    [("owner", 200), ("admin", 200), ("finance", 200), ("viewer", 403), ("operator", 200), ("outsider", 404)],
+)
+def test_invoice_downloads_answer_like_the_billing_page(period, role, expected):
+    invoice = Invoice.objects.get(tenant__slug="usd-co")
+    if role == "operator":
+        user = make_user("ops@platform.test", staff=True)
+    elif role == "outsider":
+        user = make_user("owner@other.test", tenant=Invoice.objects.get(tenant__slug="jpy-co").tenant, role="owner")
+    else:
+        user = make_user(f"{role}@usd.test", tenant=invoice.tenant, role=role)
+    client = Client()
+    client.force_login(user)
+    page = client.get(f"/t/{invoice.tenant.slug}/billing/")
+    assert page.status_code == expected
+    for suffix in ("pdf", "csv"):
+        response = client.get(f"/finance/invoices/{invoice.pk}.{suffix}")
+        assert response.status_code == expected, (role, suffix)
+        if expected == 200:
+            assert response.content.startswith(b"%PDF-" if suffix == "pdf" else b"line,line_kind")
+
+
+@pytest.mark.parametrize("role", ["owner", "finance", "viewer"])
+def test_finance_export_answers_like_the_operations_page(period, role):
+    user = make_user(f"{role}@usd.test", tenant=Invoice.objects.get(tenant__slug="usd-co").tenant, role=role)
+    client = Client()
+    client.force_login(user)
+    assert client.get("/ops/").status_code == 403
+    assert client.get("/finance/exports.csv", {"period": "2026-10"}).status_code == 403
