@@ -2,9 +2,10 @@
 
 import pytest
 
-from billing.models import LedgerEntry
+from billing.models import Hold, LedgerEntry
 from metering.models import UsageEvent
 from portal.accounts import services
+from tests import factories
 from tests.assertions import assert_charged_once
 from tests.conftest import Credential
 from tests.factories import EventBodyFactory, issue_api_key, issue_service_token
@@ -134,3 +135,66 @@ def test_revoked_service_token(key_a):
     response = Credential(token, secret).post("/api/v1/events", EventBodyFactory(api_key=key_a.row.pk))
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "token_revoked"
+
+
+# --- A named key's scopes bind the service token (portal.api.views.resolve_named_key) ---------
+
+
+@pytest.fixture
+def reader_key(tenant_a):
+    return Credential(*issue_api_key(tenant_a, scopes=["read"], name="reader"))
+
+
+@pytest.fixture
+def writer_key(tenant_a):
+    return Credential(*issue_api_key(tenant_a, scopes=["ingest"], name="writer"))
+
+
+def _scope_error(response, scope: str) -> None:
+    assert response.status_code == 403, response.content
+    error = response.json()["error"]
+    assert error["code"] == "insufficient_scope"
+    assert scope in error["message"]
+
+
+@pytest.mark.parametrize("ref", ["id", "full-key"])
+def test_ingest_naming_a_read_only_key_is_insufficient_scope(service, reader_key, tenant_a, ref):
+    named = reader_key.row.pk if ref == "id" else reader_key.secret
+    _scope_error(service.post("/api/v1/events", EventBodyFactory(api_key=named)), "ingest")
+    _scope_error(reader_key.post("/api/v1/events", EventBodyFactory()), "ingest")  # the key itself: the same
+    batch = service.post("/api/v1/events/batch", {"events": [EventBodyFactory(api_key=named)]})
+    assert batch.status_code == 200
+    (item,) = batch.json()["results"]
+    assert item["status"] == "rejected"
+    assert (item["error"]["code"], item["error"]["field"]) == ("insufficient_scope", "api_key")
+    assert UsageEvent.objects.count() == 0
+    assert not LedgerEntry.objects.filter(kind="usage").exists()
+
+
+def test_ingest_naming_an_ingest_key_is_accepted(service, writer_key, tenant_a):
+    response = service.post("/api/v1/events", EventBodyFactory(api_key=writer_key.row.pk))
+    assert response.status_code == 201, response.content
+    assert UsageEvent.objects.get().api_key_id == writer_key.row.pk
+    assert_charged_once(tenant_a)
+
+
+def test_reads_naming_an_ingest_only_key_are_insufficient_scope(service, writer_key, reader_key):
+    event = service.post("/api/v1/events", EventBodyFactory(api_key=writer_key.row.pk)).json()
+    named = {"api_key": writer_key.row.pk}
+    for path in ("/api/v1/usage", "/api/v1/balance", "/api/v1/invoices", f"/api/v1/events/{event['id']}"):
+        _scope_error(service.get(path, named), "read")
+        _scope_error(writer_key.get(path), "read")  # the key itself: the same
+        assert service.get(path, {"api_key": reader_key.row.pk}).status_code == 200, path
+
+
+def test_authorize_naming_a_read_only_key_is_insufficient_scope(service, reader_key, writer_key, tenant_a):
+    """/authorize needs ingest from a tenant key; a service token is held to the named key's."""
+    factories.topup(tenant_a, "1.00")
+    body = {"model": "gpt-4o", "estimated_input_tokens": 1000, "max_output_tokens": 500}
+    _scope_error(reader_key.post("/api/v1/authorize", body), "ingest")
+    _scope_error(service.post("/api/v1/authorize", {**body, "api_key": reader_key.row.pk}), "ingest")
+    _scope_error(service.post("/api/v1/authorize", {**body, "api_key": reader_key.secret, "hold": True}), "ingest")
+    assert not Hold.objects.exists()
+    allowed = service.post("/api/v1/authorize", {**body, "api_key": writer_key.row.pk})
+    assert allowed.status_code == 200, allowed.content
+    assert allowed.json()["allowed"] is True
