@@ -1,3 +1,11 @@
+"""Prices, wallets, the ledger and quotas in the Django admin.
+
+Edits of price plans, prices (new versions only) and quotas are audited
+(portal.accounts.admin_audit). Wallets, ledger entries, holds and quota counters are
+read-only: money moves only through the ledger's services (the wallet top-up action posts an
+audited ledger credit).
+"""
+
 from decimal import Decimal
 
 from django import forms
@@ -7,29 +15,17 @@ from django.template.response import TemplateResponse
 
 from billing.models import Hold, LedgerEntry, Price, PricePlan, Quota, QuotaCounter, Wallet
 from billing.services.topups import topup_amount, wallet_topup
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Append-only records: visible, never edited or deleted by hand."""
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+from portal.accounts.admin_audit import AuditedModelAdmin, ReadOnlyAdmin
 
 
 @admin.register(PricePlan)
-class PricePlanAdmin(admin.ModelAdmin):
+class PricePlanAdmin(AuditedModelAdmin):
     list_display = ["name", "slug", "currency", "allow_unpriced_models", "created_at"]
     search_fields = ["name", "slug"]
 
 
 @admin.register(Price)
-class PriceAdmin(admin.ModelAdmin):
+class PriceAdmin(AuditedModelAdmin):
     """Prices are versioned: add a new version with a later effective_from, never edit one."""
 
     list_display = [
@@ -123,6 +119,6 @@ class HoldAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Quota)
-class QuotaAdmin(admin.ModelAdmin):
+class QuotaAdmin(AuditedModelAdmin):
     list_display = ["tenant", "api_key", "metric", "window", "limit", "enforcement"]
     list_filter = ["metric", "window", "enforcement"]

@@ -1,10 +1,14 @@
+"""Usage in the Django admin: read-only. Events are append-only (re-rating is an audited
+service); daily rollups are derived from them and rebuilt by the rollup service."""
+
 from django.contrib import admin
 
 from metering.models import DailyUsage, UsageEvent
+from portal.accounts.admin_audit import ReadOnlyAdmin
 
 
 @admin.register(UsageEvent)
-class UsageEventAdmin(admin.ModelAdmin):
+class UsageEventAdmin(ReadOnlyAdmin):
     """Append-only: events are viewed here, never edited (re-rating is an audited service)."""
 
     list_display = ["occurred_at", "tenant", "api_key", "model", "input_tokens", "output_tokens", "cost", "request_id"]
@@ -13,23 +17,8 @@ class UsageEventAdmin(admin.ModelAdmin):
     date_hierarchy = "occurred_at"
     show_full_result_count = False  # COUNT(*) over millions of rows is not worth a page load
 
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
-
 
 @admin.register(DailyUsage)
-class DailyUsageAdmin(admin.ModelAdmin):
+class DailyUsageAdmin(ReadOnlyAdmin):
     list_display = ["day", "tenant", "api_key", "model", "requests", "input_tokens", "output_tokens", "cost"]
     list_filter = ["tenant"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False

@@ -1,17 +1,22 @@
+"""Alerts in the Django admin. Channel and rule edits are audited like the portal's
+(portal.accounts.admin_audit; a channel's secrets are recorded as changed, never by value);
+fired alerts and their deliveries are the record of what was sent: read-only."""
+
 from django.contrib import admin
 
 from billing.alerts.models import AlertDelivery, AlertEvent, AlertRule, NotificationChannel
+from portal.accounts.admin_audit import AuditedModelAdmin, ReadOnlyAdmin
 
 
 @admin.register(NotificationChannel)
-class NotificationChannelAdmin(admin.ModelAdmin):
+class NotificationChannelAdmin(AuditedModelAdmin):
     list_display = ("name", "tenant", "kind", "enabled", "created_at")
     list_filter = ("kind", "enabled")
     search_fields = ("name", "tenant__slug")
 
 
 @admin.register(AlertRule)
-class AlertRuleAdmin(admin.ModelAdmin):
+class AlertRuleAdmin(AuditedModelAdmin):
     list_display = ("__str__", "tenant", "kind", "threshold_unit", "thresholds", "enabled")
     list_filter = ("kind", "enabled")
     search_fields = ("name", "tenant__slug")
@@ -27,29 +32,17 @@ class AlertDeliveryInline(admin.TabularInline):
 
 
 @admin.register(AlertEvent)
-class AlertEventAdmin(admin.ModelAdmin):
-    """The record of what was sent: read-only."""
+class AlertEventAdmin(ReadOnlyAdmin):
+    """The record of what was sent: read-only (deleting one would let its alert fire again)."""
 
     list_display = ("fired_at", "tenant", "rule", "threshold", "period", "usage", "limit")
     list_filter = ("threshold",)
     search_fields = ("tenant__slug",)
     inlines = [AlertDeliveryInline]
 
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
 
 @admin.register(AlertDelivery)
-class AlertDeliveryAdmin(admin.ModelAdmin):
+class AlertDeliveryAdmin(ReadOnlyAdmin):
     list_display = ("created_at", "tenant", "channel", "status", "attempts", "error_kind", "delivered_at")
     list_filter = ("status", "error_kind")
     search_fields = ("tenant__slug", "error")
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_add_permission(self, request) -> bool:
-        return False

@@ -4,17 +4,7 @@ from django.contrib import admin, messages
 
 from billing.invoicing import services
 from billing.invoicing.models import CreditNote, Invoice, InvoiceLine, NumberSequence
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
+from portal.accounts.admin_audit import ReadOnlyAdmin
 
 
 class InvoiceLineInline(admin.TabularInline):

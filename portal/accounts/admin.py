@@ -1,5 +1,14 @@
+"""Tenants, credentials and the audit log in the Django admin.
+
+Every edit here is audited (portal.accounts.admin_audit): tenants and their memberships, key
+names and scopes, service tokens. Keys and tokens are issued by the portal or the commands
+(their secret is shown once there) and are revoked, never deleted: their rows stay for the
+usage and audit rows that name them. The audit log itself is read-only.
+"""
+
 from django.contrib import admin
 
+from portal.accounts.admin_audit import AuditedModelAdmin, ReadOnlyAdmin
 from portal.accounts.models import ApiKey, AuditLog, Membership, ServiceToken, Tenant
 
 
@@ -10,7 +19,7 @@ class MembershipInline(admin.TabularInline):
 
 
 @admin.register(Tenant)
-class TenantAdmin(admin.ModelAdmin):
+class TenantAdmin(AuditedModelAdmin):
     list_display = ["name", "slug", "status", "currency", "timezone", "price_plan", "created_at"]
     list_filter = ["status", "currency"]
     search_fields = ["name", "slug"]
@@ -18,7 +27,7 @@ class TenantAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(AuditedModelAdmin):
     """Keys are issued by the portal or `create_api_key` (the secret is shown once there)."""
 
     list_display = ["prefix", "name", "tenant", "scopes", "created_at", "last_used_at", "revoked_at"]
@@ -29,27 +38,24 @@ class ApiKeyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request) -> bool:
         return False
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # revoke instead: usage events and holds name the key
+
 
 @admin.register(ServiceToken)
-class ServiceTokenAdmin(admin.ModelAdmin):
+class ServiceTokenAdmin(AuditedModelAdmin):
     list_display = ["name", "prefix", "created_at", "last_used_at", "revoked_at"]
     readonly_fields = ["prefix", "secret_hash", "created_at", "last_used_at"]
 
     def has_add_permission(self, request) -> bool:
         return False
 
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # revoke instead: the audit log names the token
+
 
 @admin.register(AuditLog)
-class AuditLogAdmin(admin.ModelAdmin):
+class AuditLogAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "actor_label", "tenant", "action", "target_type", "target_id"]
     list_filter = ["action"]
     search_fields = ["actor_label", "action", "target_id"]
-
-    def has_add_permission(self, request) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
