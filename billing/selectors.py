@@ -2,12 +2,12 @@
 
 import datetime as dt
 import fnmatch
-import threading
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
@@ -17,6 +17,7 @@ from billing.money import from_micros, to_micros
 from billing.rating import PriceTerms, terms_from_price
 from billing.windows import PERIODS, TENANT_SCOPE, Cell, window_period, window_starts
 from portal.accounts.models import Tenant
+from portal.cache import BoundedCache
 from portal.db import hot_cursor, instance_from_row
 
 _GLOB_CHARS = ("*", "?", "[")
@@ -76,15 +77,61 @@ def price_book_for(
     """The price book of `models` for a tenant on a plan (None: no plan).
 
     With the plan's `version` as just read from the database (the API key lookup loads the
-    plan), a process reuses the book it built for the same plan, tenant and version, and reads
-    only the models it has not seen; PostgreSQL's triggers move the version on any change to
-    the plan's prices (migration 0004), so a reused book is never older than that read.
+    plan), a process reuses what it resolved for the same plan, tenant, model and version, and
+    reads only the models it has not seen; PostgreSQL's triggers move the version on any change
+    to the plan's prices (migration 0004), so a reused entry is never older than that read.
+    The cache holds one entry per (plan, tenant, model), at most PRICE_BOOK_CACHE_SIZE of them:
+    model names come from clients, so an unknown name costs one bounded entry, never more.
     """
     if plan_id is None:
         return None
     if version is None or connection.vendor != "postgresql":
         return _price_book_read(plan_id=plan_id, tenant_id=tenant_id, models=models)
-    return _BOOKS.get(plan_id=plan_id, tenant_id=tenant_id, version=version, models=models)
+    resolved: dict[str, _ModelPrices] = {}
+    for model in models:
+        entry = _PRICE_BOOKS.get((plan_id, tenant_id, model))
+        if entry is not None and entry.version == version:
+            resolved[model] = entry
+    missing = models - resolved.keys()
+    if missing:
+        # One read for every model this process lacks (every read carries all the globs).
+        book = _price_book_read(plan_id=plan_id, tenant_id=tenant_id, models=missing)
+        if book is None:
+            return None
+        for model in missing:
+            entry = _ModelPrices(
+                version=version,
+                currency=book.currency,
+                allow_unpriced=book.allow_unpriced,
+                ranked=tuple((key, tuple(book._versions[key])) for key in book._candidates_for(model)),
+            )
+            _PRICE_BOOKS.set((plan_id, tenant_id, model), entry)
+            resolved[model] = entry
+        if not resolved.keys() - missing:
+            return book
+    return _book_from(resolved)
+
+
+@dataclass(frozen=True, slots=True)
+class _ModelPrices:
+    """What one model resolves to on a plan version: its candidate patterns, best first, each
+    with its versions newest first (the slice of a PriceBook that answers this model)."""
+
+    version: int
+    currency: str
+    allow_unpriced: bool
+    ranked: tuple[tuple[tuple[bool, str], tuple[tuple[dt.datetime, PriceTerms], ...]], ...]
+
+
+def _book_from(resolved: dict[str, _ModelPrices]) -> PriceBook:
+    """A PriceBook answering exactly the models in `resolved`."""
+    first = next(iter(resolved.values()))
+    book = PriceBook(currency=first.currency, allow_unpriced=first.allow_unpriced)
+    for model, entry in resolved.items():
+        for key, versions in entry.ranked:
+            book._versions.setdefault(key, list(versions))
+        book._candidates[model] = [key for key, _ in entry.ranked]
+    return book
 
 
 def price_book_for_tenant(*, tenant: Tenant, models: set[str]) -> PriceBook | None:
@@ -132,41 +179,8 @@ def _price_book_read(*, plan_id: int, tenant_id: int, models: set[str]) -> Price
     return book
 
 
-class _BookCache:
-    """Price books per (plan, tenant), each valid for one plan version; least recently used out."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._entries: OrderedDict[tuple[int, int], tuple[int, PriceBook, frozenset[str]]] = OrderedDict()
-        self._lock = threading.Lock()  # gthread workers share the process's cache
-
-    def get(self, *, plan_id: int, tenant_id: int, version: int, models: set[str]) -> PriceBook | None:
-        key = (plan_id, tenant_id)
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is not None:
-                self._entries.move_to_end(key)
-        seen: frozenset[str] = entry[2] if entry is not None and entry[0] == version else frozenset()
-        if seen and models <= seen:
-            return entry[1]
-        # Read only the models this version's book lacks (every read carries all the globs).
-        book = _price_book_read(plan_id=plan_id, tenant_id=tenant_id, models=models - seen)
-        if book is None:
-            return None
-        if seen:
-            book.add_versions(entry[1])
-        with self._lock:
-            self._entries[key] = (version, book, seen | models)
-            if len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-        return book
-
-    def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
-
-
-_BOOKS = _BookCache(size=1024)
+# (plan id, tenant id, model name) -> _ModelPrices; bounded because model names come from clients.
+_PRICE_BOOKS: BoundedCache[_ModelPrices] = BoundedCache("price_book", max_size=lambda: settings.PRICE_BOOK_CACHE_SIZE)
 
 
 def wallet_balance(*, tenant_id: int) -> Decimal:

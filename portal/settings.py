@@ -368,6 +368,13 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 LOG_FORMAT = env.str("LOG_FORMAT", default="json")
 if LOG_FORMAT not in ("json", "console"):
     raise ImproperlyConfigured("LOG_FORMAT must be 'json' or 'console'")
+# In-process caches are bounded (portal/cache.py; least recently used out): model names and
+# credentials come from clients. Entries, per worker process.
+PRICE_BOOK_CACHE_SIZE = env.int("PRICE_BOOK_CACHE_SIZE", default=10_000)  # one per (plan, tenant, model)
+AUTHORIZE_CACHE_SIZE = env.int("AUTHORIZE_CACHE_SIZE", default=10_000)  # one quota list per tenant
+for _name in ("PRICE_BOOK_CACHE_SIZE", "AUTHORIZE_CACHE_SIZE"):
+    if not 0 <= globals()[_name] <= 10_000_000:
+        raise ImproperlyConfigured(f"{_name} must be 0..10000000 entries (0: no cache)")
 LOGGING_CONFIG = None
 logging_config(level=LOG_LEVEL, fmt=LOG_FORMAT)
 

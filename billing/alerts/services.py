@@ -20,7 +20,6 @@ above the level ends.
 
 import datetime as dt
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -39,6 +38,7 @@ from portal.accounts.models import ApiKey, Tenant
 from portal.notifications import ConfigError, TransportError, get_transport
 
 logger = logging.getLogger(__name__)
+from portal.cache import BoundedCache
 
 LEASE = dt.timedelta(seconds=120)  # longer than a send can take (tasks' hard time limit is 90 s)
 MAX_ATTEMPTS = 8  # transient failures, then the delivery is failed
@@ -349,19 +349,15 @@ def tenants_with_rules() -> list[int]:
 # RULES_MEMO_SECONDS answers it (a rule made in another process is seen that much later by the
 # ingest hook; the sweep covers the gap). Only a cache: losing it costs one query.
 RULES_MEMO_SECONDS = 30.0
-_rules_memo: dict[str, Any] = {"until": 0.0, "tenants": frozenset()}
+_rules_memo: BoundedCache[frozenset[int]] = BoundedCache("alert_rule_tenants", max_size=1, ttl=RULES_MEMO_SECONDS)
 
 
 def tenant_has_rules(*, tenant_id: int) -> bool:
-    now = time.monotonic()
-    if now >= _rules_memo["until"]:
-        _rules_memo["tenants"] = frozenset(tenants_with_rules())
-        _rules_memo["until"] = now + RULES_MEMO_SECONDS
-    return tenant_id in _rules_memo["tenants"]
+    return tenant_id in _rules_memo.get_or_load("tenants", lambda: frozenset(tenants_with_rules()))
 
 
 def _forget_rules_memo() -> None:
-    _rules_memo["until"] = 0.0
+    _rules_memo.clear()
 
 
 # --- Delivering -------------------------------------------------------------------------------

@@ -13,7 +13,6 @@ itself is never cached here.
 
 import datetime as dt
 import math
-import threading
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -32,6 +31,7 @@ from billing.services.balances.limits import headers_for, limits_for
 from billing.services.holds import balance_authorize
 from metering import metrics
 from portal.accounts.models import ApiKey
+from portal.cache import BoundedCache
 
 MAX_TOKENS = 100_000_000  # per request; anything above is a client bug
 
@@ -90,33 +90,16 @@ class AuthorizeResult:
 # --- In-process cache of quota lists, bounded and short-lived ----------------------------------
 
 
-@dataclass
-class _Cache:
-    entries: dict = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    max_entries: int = 10_000
-
-    def get(self, key, load):
-        ttl = settings.AUTHORIZE_CACHE_SECONDS
-        if ttl <= 0:
-            return load()
-        now = time.monotonic()
-        hit = self.entries.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        value = load()
-        with self.lock:
-            if len(self.entries) >= self.max_entries:
-                self.entries.clear()
-            self.entries[key] = (now + ttl, value)
-        return value
-
-
-_quota_lists = _Cache()
+# Quota lists per tenant, AUTHORIZE_CACHE_SECONDS each, at most AUTHORIZE_CACHE_SIZE tenants.
+_quota_lists: BoundedCache[list] = BoundedCache(
+    "authorize_quota_lists",
+    max_size=lambda: settings.AUTHORIZE_CACHE_SIZE,
+    ttl=lambda: settings.AUTHORIZE_CACHE_SECONDS,
+)
 
 
 def authorize_caches_clear() -> None:
-    _quota_lists.entries.clear()
+    _quota_lists.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +119,9 @@ def _quotas(tenant_id: int) -> list[_QuotaDef]:
             for q in billing_selectors.tenant_quotas(tenant_id=tenant_id)
         ]
 
-    return _quota_lists.get(tenant_id, load)
+    if settings.AUTHORIZE_CACHE_SECONDS <= 0:
+        return load()
+    return _quota_lists.get_or_load(tenant_id, load)
 
 
 # --- The service -------------------------------------------------------------------------------

@@ -17,13 +17,19 @@ import time
 import redis
 from django.conf import settings
 
+from portal.cache import BoundedCache
+
 logger = logging.getLogger(__name__)
 WINDOW_SECONDS = 60
 
 _clients: dict[str, redis.Redis] = {}
 _local_lock = threading.Lock()
-_local: dict[str, tuple[int, int]] = {}  # credential -> (window number, count)
-_LOCAL_MAX = 10_000  # credentials remembered in-process before the table is cleared
+# credential -> (window number, count); the least recently seen credentials are forgotten first,
+# so a flood of new credentials cannot reset the count of a busy one.
+_LOCAL_MAX = 10_000
+_local: BoundedCache[tuple[int, int]] = BoundedCache(
+    "ingest_ceiling_windows", max_size=_LOCAL_MAX, ttl=WINDOW_SECONDS * 2
+)
 
 
 def _client(url: str) -> redis.Redis:
@@ -43,9 +49,7 @@ def _count(credential: str, window: int) -> int:
     with _local_lock:
         seen_window, count = _local.get(credential, (window, 0))
         count = count + 1 if seen_window == window else 1
-        if len(_local) >= _LOCAL_MAX:
-            _local.clear()
-        _local[credential] = (window, count)
+        _local.set(credential, (window, count))
         return count
 
 

@@ -10,10 +10,12 @@ import functools
 import threading
 import time
 import uuid
-from collections import defaultdict, deque
+from collections import deque
 
 import redis
 from django.conf import settings
+
+from portal.cache import BoundedCache
 
 # KEYS[1] the window; ARGV: window ms, limit, a unique member. Returns 0 when a slot was taken,
 # else the milliseconds until the oldest send leaves the window.
@@ -32,7 +34,10 @@ return math.max(tonumber(oldest[2]) + window - now_ms, 1)
 """
 
 _local_lock = threading.Lock()
-_local_windows: dict[str, deque[float]] = defaultdict(deque)
+# Send times per key; keys are channels, bounded all the same (an evicted window only forgets
+# sends older than the busiest LOCAL_WINDOWS_MAX keys' ones).
+LOCAL_WINDOWS_MAX = 10_000
+_local_windows: BoundedCache[deque[float]] = BoundedCache("notify_rate_windows", max_size=LOCAL_WINDOWS_MAX)
 
 
 @functools.cache
@@ -49,7 +54,10 @@ def acquire(key: str, *, limit: int, window_seconds: float) -> float:
         return int(waited_ms) / 1000
     now = time.monotonic()
     with _local_lock:
-        window = _local_windows[key]
+        window = _local_windows.get(key)
+        if window is None:
+            window = deque()
+            _local_windows.set(key, window)
         while window and window[0] <= now - window_seconds:
             window.popleft()
         if len(window) < limit:
