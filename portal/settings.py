@@ -184,6 +184,25 @@ DINGTALK_MAX_PER_MINUTE = env.int("DINGTALK_MAX_PER_MINUTE", default=20)
 for _name in ("ROLLUP_REFRESH_SECONDS", "ALERTS_SWEEP_SECONDS", "ALERTS_DEBOUNCE_SECONDS", "DINGTALK_MAX_PER_MINUTE"):
     if globals()[_name] < 1:
         raise ImproperlyConfigured(f"{_name} must be a positive number")
+# Alert channels (webhook, DingTalk) reach public internet addresses only; receivers on
+# premises are allowed here: comma-separated CIDR networks and/or exact host names
+# (portal/notifications/outbound.py, docs/security.md "Outbound requests"). Empty by default.
+OUTBOUND_ALLOWED_NETWORKS = tuple(
+    _entry.strip().lower() for _entry in env.list("OUTBOUND_ALLOWED_NETWORKS", default=[]) if _entry.strip()
+)
+for _entry in OUTBOUND_ALLOWED_NETWORKS:
+    try:
+        ipaddress.ip_network(_entry)  # strict: 10.0.0.1/8 (host bits set) is refused, not guessed
+    except ValueError as _error:
+        if "/" in _entry or ":" in _entry or _entry.replace(".", "").isdigit():
+            raise ImproperlyConfigured(
+                f"OUTBOUND_ALLOWED_NETWORKS: {_entry!r} is not a CIDR network ({_error})"
+            ) from None
+        _labels = _entry.removesuffix(".").split(".")
+        if not all(_label.isascii() and _label.replace("-", "").replace("_", "").isalnum() for _label in _labels):
+            raise ImproperlyConfigured(
+                f"OUTBOUND_ALLOWED_NETWORKS: {_entry!r} is neither a CIDR network nor a host name"
+            ) from None
 
 # --- Auth, i18n, static -------------------------------------------------------------------
 PASSWORD_MIN_LENGTH = env.int("PASSWORD_MIN_LENGTH", default=12)

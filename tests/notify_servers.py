@@ -6,7 +6,13 @@
   DingTalk documents it (timestamp in ms within an hour, sign = urlencode(base64(HMAC-SHA256(
   secret, "timestamp\\nsecret")))) and the keyword, and answers with DingTalk's errcode JSON;
 - a webhook receiver that checks the HMAC signature over "<timestamp>.<body>" and can be told
-  to fail the next requests.
+  to fail the next requests;
+- a plain listener that records every TCP connection and request it gets (so a test can show
+  that nothing was sent to it), and answers 200, redirects, or never answers.
+
+The DingTalk and webhook fixtures put 127.0.0.1 on the outbound allow-list
+(OUTBOUND_ALLOWED_NETWORKS), as an operator would for a receiver on premises; the policy
+refuses loopback otherwise. The listener fixture leaves the allow-list alone.
 
 Import the fixtures into a conftest.py: `from tests.notify_servers import *`.
 """
@@ -28,7 +34,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from aiosmtpd.controller import Controller
 
-__all__ = ["dingtalk_robot", "smtp_server", "webhook_receiver"]
+__all__ = ["dingtalk_robot", "listener", "smtp_server", "webhook_receiver"]
+
+LOOPBACK_ALLOWED = ("127.0.0.1/32",)  # the test receivers' address, allowed as an on-premise receiver
 
 
 # --- SMTP ---------------------------------------------------------------------------------
@@ -204,8 +212,9 @@ class DingTalkRobot:
 
 
 @pytest.fixture
-def dingtalk_robot() -> Iterator[type[DingTalkRobot]]:
+def dingtalk_robot(settings) -> Iterator[type[DingTalkRobot]]:
     """A factory of robots (each its own server); all are shut down after the test."""
+    settings.OUTBOUND_ALLOWED_NETWORKS = LOOPBACK_ALLOWED
     robots: list[DingTalkRobot] = []
 
     def make(**kwargs) -> DingTalkRobot:
@@ -262,7 +271,8 @@ class WebhookReceiver:
 
 
 @pytest.fixture
-def webhook_receiver() -> Iterator[type[WebhookReceiver]]:
+def webhook_receiver(settings) -> Iterator[type[WebhookReceiver]]:
+    settings.OUTBOUND_ALLOWED_NETWORKS = LOOPBACK_ALLOWED
     receivers: list[WebhookReceiver] = []
 
     def make(**kwargs) -> WebhookReceiver:
@@ -274,3 +284,76 @@ def webhook_receiver() -> Iterator[type[WebhookReceiver]]:
     for receiver in receivers:
         receiver.server.shutdown()
         receiver.server.server_close()
+
+
+class Listener:
+    """An HTTP listener that records every connection and request: zero means never contacted.
+
+    mode "ok" answers 200; "redirect" answers `status` with `Location: location`; "silent"
+    reads the request and never answers (the client times out).
+    """
+
+    def __init__(
+        self, *, mode: str = "ok", host: str = "127.0.0.1", port: int = 0, status: int = 302, location: str = ""
+    ) -> None:
+        self.state = _HttpState()
+        self.connections = 0
+        self.release = threading.Event()
+        listener = self
+
+        class Handler(_QuietHandler):
+            def do_POST(self) -> None:
+                parts, body = self._read()
+                with listener.state.lock:
+                    listener.state.received.append(Received(parts.path, {}, dict(self.headers), body))
+                if mode == "silent":
+                    listener.release.wait(30)
+                    self.close_connection = True
+                elif mode == "redirect":
+                    self._answer(status, {}, {"Location": location})
+                else:
+                    self._answer(200, {"ok": True})
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def verify_request(self, request, client_address) -> bool:
+                with listener.state.lock:
+                    listener.connections += 1
+                return True
+
+        self.server = Server((host, port), Handler)
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        self.host, self.port = host, self.server.server_address[1]
+        self.url = f"http://{host}:{self.port}/hooks/billing"
+
+    @property
+    def requests(self) -> list[Received]:
+        with self.state.lock:
+            return list(self.state.received)
+
+    @property
+    def contacts(self) -> int:
+        """TCP connections accepted (a request needs one)."""
+        with self.state.lock:
+            return self.connections
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def listener() -> Iterator[type[Listener]]:
+    """A factory of recording listeners; the outbound allow-list is left as the test sets it."""
+    listeners: list[Listener] = []
+
+    def make(**kwargs) -> Listener:
+        made = Listener(**kwargs)
+        listeners.append(made)
+        return made
+
+    yield make
+    for made in listeners:
+        made.close()

@@ -47,15 +47,16 @@ class DingTalkTransport(Transport):
     label = "DingTalk robot"
 
     def validate(self, config: dict[str, Any]) -> dict[str, Any]:
-        url = check_url(config.get("webhook_url"), "webhook_url")
-        if "access_token=" not in urllib.parse.urlsplit(url).query:
-            raise ConfigError("webhook_url: paste the robot's whole webhook address, with ?access_token=...")
         secret = config.get("secret") or ""
         keyword = config.get("keyword") or ""
         if not isinstance(secret, str) or not isinstance(keyword, str):
             raise ConfigError("secret and keyword must be text.")
         if secret and not secret.startswith("SEC"):
             raise ConfigError("secret: DingTalk signing secrets start with SEC.")
+        url = config.get("webhook_url")
+        if not isinstance(url, str) or "access_token=" not in url.partition("#")[0].partition("?")[2]:
+            raise ConfigError("webhook_url: paste the robot's whole webhook address, with ?access_token=...")
+        url = check_url(url, "webhook_url")  # last: the outbound policy resolves the host
         return {"webhook_url": url, "secret": secret.strip(), "keyword": keyword.strip()}
 
     def send(self, config: dict[str, Any], message: Message) -> SendResult:
@@ -76,10 +77,8 @@ class DingTalkTransport(Transport):
         if config.get("secret"):
             url = signed_url(url, config["secret"], int(time.time() * 1000))
         body = json.dumps({"msgtype": "markdown", "markdown": {"title": title, "text": text}}, ensure_ascii=False)
-        try:
-            response = post_json(url, body.encode(), headers={}, timeout=settings.NOTIFICATIONS_HTTP_TIMEOUT)
-        except OSError as exc:
-            raise TransportError(f"DingTalk unreachable: {exc}", permanent=False) from exc
+        # The outbound policy applies here: refused, network failures and redirects raise.
+        response = post_json(url, body.encode(), headers={}, timeout=settings.NOTIFICATIONS_HTTP_TIMEOUT)
         if response.status != 200:
             raise TransportError(
                 f"DingTalk HTTP {response.status}", permanent=response.status < 500, retry_after=response.retry_after

@@ -4,7 +4,8 @@ Headers: `X-Tokenbill-Timestamp: <unix seconds>`, `X-Tokenbill-Signature: sha256
 HMAC-SHA256(secret, "<timestamp>." + body)>` and `X-Tokenbill-Delivery: <id>` (the same on
 every retry, for deduplication). A receiver recomputes the signature and rejects timestamps
 older than a few minutes (replays). Transient failures (network, 408, 429, 5xx) are retried
-with exponential backoff inside NOTIFICATIONS_RETRY_BUDGET seconds; 4xx are permanent.
+with exponential backoff inside NOTIFICATIONS_RETRY_BUDGET seconds; 4xx, redirects and
+addresses the outbound policy refuses are permanent (portal/notifications/outbound.py).
 """
 
 import hashlib
@@ -32,10 +33,10 @@ class WebhookTransport(Transport):
     label = "Webhook"
 
     def validate(self, config: dict[str, Any]) -> dict[str, Any]:
-        url = check_url(config.get("url"), "url")
         secret = config.get("secret")
         if not isinstance(secret, str) or len(secret) < 16:
             raise ConfigError("secret: at least 16 characters, shared with the receiver to check signatures.")
+        url = check_url(config.get("url"), "url")  # last: the outbound policy resolves the host
         return {"url": url, "secret": secret}
 
     def send(self, config: dict[str, Any], message: Message) -> SendResult:
@@ -59,8 +60,11 @@ class WebhookTransport(Transport):
             retry_after = None
             try:
                 response = post_json(config["url"], body, headers=headers, timeout=timeout)
-            except OSError as exc:
-                error = f"unreachable: {exc}"
+            except TransportError as exc:  # refused by policy, redirected, or no answer
+                if exc.permanent:
+                    exc.attempts = attempts
+                    raise
+                error = str(exc)
             else:
                 if 200 <= response.status < 300:
                     return SendResult(attempts=attempts, detail=f"HTTP {response.status}")

@@ -137,7 +137,8 @@ def test_dingtalk_rate_limit_defers_the_third_message(dingtalk_robot, settings):
     assert len(robot.messages) == 2
 
 
-def test_dingtalk_unreachable_is_transient():
+def test_dingtalk_unreachable_is_transient(settings):
+    settings.OUTBOUND_ALLOWED_NETWORKS = ("127.0.0.1/32",)  # a receiver on premises, down
     with pytest.raises(TransportError) as caught:
         get_transport("dingtalk").send({"webhook_url": "http://127.0.0.1:1/robot/send?access_token=x"}, MESSAGE)
     assert not caught.value.permanent
