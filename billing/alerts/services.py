@@ -19,6 +19,7 @@ above the level ends.
 """
 
 import datetime as dt
+import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from typing import Any
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import RedisError
 
 from billing import selectors as billing_selectors
 from billing.alerts.messages import render_delivery
@@ -35,10 +38,10 @@ from billing.alerts.models import AlertDelivery, AlertEvent, AlertRule, Notifica
 from billing.periods import local_date
 from metering import selectors as metering_selectors
 from portal.accounts.models import ApiKey, Tenant
+from portal.cache import BoundedCache
 from portal.notifications import ConfigError, TransportError, get_transport
 
 logger = logging.getLogger(__name__)
-from portal.cache import BoundedCache
 
 LEASE = dt.timedelta(seconds=120)  # longer than a send can take (tasks' hard time limit is 90 s)
 MAX_ATTEMPTS = 8  # transient failures, then the delivery is failed
@@ -425,9 +428,10 @@ def alert_delivery_send(*, delivery_id: int, now: dt.datetime | None = None) -> 
         # (task retry or the sweep) sends it, instead of waiting for the lease to lapse; a
         # delivery that keeps crashing stops after MAX_ATTEMPTS.
         exhausted = delivery.attempts >= MAX_ATTEMPTS
+        logger.warning("delivery %s crashed after its claim: %r", delivery_id, exc)  # the detail stays here
         sending.update(
             status=AlertDelivery.Status.FAILED if exhausted else AlertDelivery.Status.PENDING,
-            error=f"crashed: {exc!r}"[:2000],
+            error=f"interrupted ({type(exc).__name__})",
             error_kind=AlertDelivery.ErrorKind.TRANSIENT,
             lease_expires_at=None,
             updated_at=timezone.now(),
@@ -476,12 +480,33 @@ def notification_channel_update(
     return channel
 
 
-def notification_channel_send_test(*, channel: NotificationChannel, now: dt.datetime | None = None) -> AlertDelivery:
-    """Send a test message now (the portal's "send test" button) and return its recorded delivery."""
-    delivery = AlertDelivery.objects.create(tenant_id=channel.tenant_id, channel=channel)
-    alert_delivery_send(delivery_id=delivery.pk, now=now)
-    delivery.refresh_from_db()
-    return delivery
+def notification_channel_send_test(*, channel: NotificationChannel) -> tuple[AlertDelivery, bool]:
+    """Queue a test message (the portal's "send test" button): (its delivery, whether queued now).
+
+    The delivery row is written here; a worker sends it after commit (alert_delivery_send, with
+    the retries and the outbound policy of any alert), never the web request. A test of this
+    channel that is still waiting for its first try is returned instead of queuing another, so
+    a button pressed over and over does not fill the workers' queue.
+    """
+    with transaction.atomic():
+        NotificationChannel.objects.select_for_update().filter(pk=channel.pk).first()  # one request at a time
+        waiting = AlertDelivery.objects.filter(
+            channel=channel, event__isnull=True, status__in=[AlertDelivery.Status.PENDING, AlertDelivery.Status.SENDING]
+        ).first()
+        if waiting is not None:
+            return waiting, False
+        delivery = AlertDelivery.objects.create(tenant_id=channel.tenant_id, channel=channel)
+        transaction.on_commit(functools.partial(_queue_delivery, delivery.pk))
+    return delivery, True
+
+
+def _queue_delivery(delivery_id: int) -> None:
+    from billing.alerts.tasks import alert_delivery_send as send_task  # noqa: PLC0415 - tasks import this module
+
+    try:
+        send_task.delay(delivery_id)
+    except (RedisError, BrokerError, OSError) as exc:  # the row is written: the sweep sends it
+        logger.warning("could not queue delivery %s, the sweep will: %r", delivery_id, exc)
 
 
 def _check_thresholds(values: Iterable[object]) -> list[str]:

@@ -1,5 +1,6 @@
 """Alerts in the portal: channels (add, edit, send test), rules, and the history of sent alerts."""
 
+import socket
 from decimal import Decimal
 
 import pytest
@@ -10,6 +11,8 @@ from billing.alerts.models import AlertDelivery, AlertRule, NotificationChannel
 from billing.alerts.services import alert_rule_create, alerts_evaluate, notification_channel_create
 from billing.services.quotas import quota_create
 from portal.accounts.models import AuditLog
+from portal.celery import app as celery_app
+from tests.notify_servers import *  # noqa: F403 - the local receivers' fixtures
 from tests.portal.web_support import event, record, rollup
 
 pytestmark = pytest.mark.django_db
@@ -26,10 +29,21 @@ def email_channel(tenant):
     return notification_channel_create(tenant=tenant, kind="email", name="ops", config={"recipients": ["o@a.test"]})
 
 
+WEBHOOK_SECRET = "webhook-secret-for-tests"
 RULE_DEFAULTS = {"window": "month", "threshold_unit": "percent", "forecast_days": 7, "spike_factor": "3"}
 
 
-def test_add_an_email_channel_and_send_a_test(client, tenant_a, owner_a, mailoutbox):
+@pytest.fixture
+def eager():
+    """Tasks run in this process when queued (as a worker would run them)."""
+    celery_app.conf.task_always_eager = True
+    yield
+    celery_app.conf.task_always_eager = False
+
+
+def test_add_an_email_channel_and_send_a_test(
+    client, tenant_a, owner_a, mailoutbox, eager, django_capture_on_commit_callbacks
+):
     client.force_login(owner_a)
     response = add_email_channel(client, tenant_a)
     assert response.status_code == 302
@@ -37,17 +51,120 @@ def test_add_an_email_channel_and_send_a_test(client, tenant_a, owner_a, mailout
     assert channel.config == {"recipients": ["cfo@acme.test", "ops@acme.test"]}
     assert AuditLog.objects.filter(action="notification_channel.create", actor=owner_a).exists()
 
-    tested = client.post(
-        reverse("alert-channel-test", kwargs={"slug": tenant_a.slug, "channel_id": channel.pk}), follow=True
-    )
+    test_url = reverse("alert-channel-test", kwargs={"slug": tenant_a.slug, "channel_id": channel.pk})
+    with django_capture_on_commit_callbacks() as queued:
+        tested = client.post(test_url, follow=True)
     assert tested.status_code == 200
-    assert len(mailoutbox) == 1
-    assert mailoutbox[0].to == ["cfo@acme.test", "ops@acme.test"]
+    assert mailoutbox == []  # queued for a worker, not sent by the request
     delivery = AlertDelivery.objects.get(channel=channel)
-    assert delivery.status == "delivered" and delivery.event_id is None
+    assert delivery.status == "pending" and delivery.event_id is None
     page = tested.content.decode()
-    assert "Test sent to finance team." in page
-    assert "delivered" in page  # the channel page lists its deliveries
+    assert "Test queued for finance team." in page
+    assert "queued" in page  # the channel page lists its deliveries
+
+    for callback in queued:  # the commit queues the task; a worker (here: eagerly) runs it
+        callback()
+    assert [mail.to for mail in mailoutbox] == [["cfo@acme.test", "ops@acme.test"]]
+    delivery.refresh_from_db()
+    assert delivery.status == "delivered"
+    refreshed = client.get(reverse("alert-channel", kwargs={"slug": tenant_a.slug, "channel_id": channel.pk}))
+    assert "delivered" in refreshed.content.decode()
+
+
+def test_send_test_answers_at_once_and_the_receiver_hears_from_the_worker(
+    client, tenant_a, owner_a, webhook_receiver, eager, django_capture_on_commit_callbacks
+):
+    receiver = webhook_receiver(secret=WEBHOOK_SECRET)  # allowed: 127.0.0.1 on the allow-list
+    channel = notification_channel_create(
+        tenant=tenant_a, kind="webhook", name="hook", config={"url": receiver.url, "secret": WEBHOOK_SECRET}
+    )
+    client.force_login(owner_a)
+    with django_capture_on_commit_callbacks() as queued:
+        response = client.post(
+            reverse("alert-channel-test", kwargs={"slug": tenant_a.slug, "channel_id": channel.pk}), {"back": "list"}
+        )
+    assert response.status_code == 302 and response["Location"] == reverse("alerts", kwargs={"slug": tenant_a.slug})
+    assert receiver.answered == []  # the request did not call the receiver
+    page = client.get(response["Location"]).content.decode()
+    assert "Test queued for hook." in page
+
+    for callback in queued:
+        callback()
+    assert [message["subject"] for message in receiver.messages] == [f"[{tenant_a.name}] Test notification"]
+    tests_table = client.get(response["Location"]).content.decode().split('id="tests"')[1]
+    assert "delivered" in tests_table
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields"),
+    [
+        ("webhook", {"url": "http://127.0.0.1:6379/", "secret": WEBHOOK_SECRET}),
+        ("webhook", {"url": "http://localhost:5432/", "secret": WEBHOOK_SECRET}),
+        ("webhook", {"url": "http://[::ffff:169.254.169.254]/latest/meta-data/", "secret": WEBHOOK_SECRET}),
+        ("dingtalk", {"webhook_url": "http://169.254.169.254/robot/send?access_token=x"}),
+        ("dingtalk", {"webhook_url": "http://10.0.0.8/robot/send?access_token=x"}),
+    ],
+)
+def test_the_channel_form_refuses_internal_addresses(client, tenant_a, owner_a, kind, fields):
+    client.force_login(owner_a)
+    response = client.post(
+        reverse("alert-channel-create", kwargs={"slug": tenant_a.slug}),
+        {"kind": kind, "name": "internal", "enabled": "on", **fields},
+    )
+    assert response.status_code == 400
+    assert "refused by policy" in response.content.decode()
+    assert not NotificationChannel.objects.exists()
+
+    channel = notification_channel_create(
+        tenant=tenant_a, kind="webhook", name="hook", config={"url": "https://8.8.8.8/h", "secret": WEBHOOK_SECRET}
+    )
+    update = reverse("alert-channel-update", kwargs={"slug": tenant_a.slug, "channel_id": channel.pk})
+    response = client.post(update, {"url": "http://127.0.0.1:6379/", "secret": "", "enabled": "on"})
+    assert response.status_code == 400 and "refused by policy" in response.content.decode()
+    channel.refresh_from_db()
+    assert channel.config["url"] == "https://8.8.8.8/h"
+
+
+def test_tenants_see_one_generic_error_for_every_network_failure(
+    client, tenant_a, owner_a, listener, settings, eager, django_capture_on_commit_callbacks
+):
+    """A closed port and a port that never answers read the same; an internal address reads
+    "refused by policy" and is never contacted. No errno, no "timed out", no "connection refused"."""
+    settings.OUTBOUND_ALLOWED_NETWORKS = ("127.0.0.1/32",)
+    settings.NOTIFICATIONS_HTTP_TIMEOUT = 0.3
+    settings.NOTIFICATIONS_RETRY_BUDGET = 0.5
+    silent, internal = listener(mode="silent"), listener(host="127.0.0.2")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}/h"
+    channels = {
+        "closed": notification_channel_create(
+            tenant=tenant_a, kind="webhook", name="closed", config={"url": closed, "secret": WEBHOOK_SECRET}
+        ),
+        "silent": notification_channel_create(
+            tenant=tenant_a, kind="webhook", name="silent", config={"url": silent.url, "secret": WEBHOOK_SECRET}
+        ),
+        "internal": NotificationChannel.objects.create(  # written around the save check
+            tenant=tenant_a, kind="webhook", name="internal", config={"url": internal.url, "secret": WEBHOOK_SECRET}
+        ),
+    }
+    client.force_login(owner_a)
+    for channel in channels.values():
+        with django_capture_on_commit_callbacks(execute=True):
+            client.post(reverse("alert-channel-test", kwargs={"slug": tenant_a.slug, "channel_id": channel.pk}))
+
+    pages = {
+        name: client.get(reverse("alert-channel", kwargs={"slug": tenant_a.slug, "channel_id": c.pk})).content.decode()
+        for name, c in channels.items()
+    }
+    no_answer = "could not deliver: the receiver did not answer"
+    assert no_answer in pages["closed"] and no_answer in pages["silent"]
+    assert "refused by policy" in pages["internal"] and no_answer not in pages["internal"]
+    assert silent.requests and internal.contacts == 0
+    alerts_page = client.get(reverse("alerts", kwargs={"slug": tenant_a.slug})).content.decode()
+    for page in [*pages.values(), alerts_page]:
+        lowered = page.lower()
+        assert "errno" not in lowered and "timed out" not in lowered and "connection refused" not in lowered
 
 
 def test_bad_channel_config_is_explained(client, tenant_a, owner_a):
@@ -64,7 +181,8 @@ def test_bad_channel_config_is_explained(client, tenant_a, owner_a):
     assert not NotificationChannel.objects.exists()
 
 
-def test_edit_a_channel_keeps_its_secret(client, tenant_a, owner_a):
+def test_edit_a_channel_keeps_its_secret(client, tenant_a, owner_a, settings):
+    settings.OUTBOUND_ALLOWED_NETWORKS = ("example.test",)  # a receiver the operator named: no DNS question
     channel = notification_channel_create(
         tenant=tenant_a, kind="webhook", name="hook", config={"url": "https://example.test/a", "secret": "s" * 20}
     )

@@ -9,7 +9,7 @@ from django.views.decorators.http import require_POST
 from billing import selectors as billing_selectors
 from billing.alerts import selectors as alert_selectors
 from billing.alerts import services as alert_services
-from billing.alerts.models import AlertDelivery, AlertRule, NotificationChannel
+from billing.alerts.models import AlertRule, NotificationChannel
 from portal.accounts import selectors as account_selectors
 from portal.accounts.models import Tenant
 from portal.accounts.services import audit_record
@@ -257,16 +257,16 @@ def channel_update(request: HttpRequest, portal: PortalContext, channel: Notific
 @with_channel
 @require_POST
 def channel_test(request: HttpRequest, portal: PortalContext, channel: NotificationChannel) -> HttpResponse:
-    """Send a test message now and say how it went (it is recorded like any delivery)."""
-    delivery = alert_services.notification_channel_send_test(channel=channel)
-    if delivery.status == AlertDelivery.Status.DELIVERED:
-        messages.success(request, _("Test sent to %(name)s.") % {"name": channel.name})
-    elif delivery.status == AlertDelivery.Status.RETRY:
-        messages.warning(
-            request, _("The test could not be sent yet; it will be retried: %(error)s") % {"error": delivery.error}
+    """Queue a test message; a worker sends it, and its delivery record shows how it went."""
+    _delivery, queued = alert_services.notification_channel_send_test(channel=channel)
+    if queued:
+        messages.info(
+            request,
+            _("Test queued for %(name)s. Refresh the page in a few seconds to see how it went.")
+            % {"name": channel.name},
         )
     else:
-        messages.error(request, _("The test failed: %(error)s") % {"error": delivery.error or delivery.status})
+        messages.info(request, _("A test for %(name)s is already queued.") % {"name": channel.name})
     if request.POST.get("back") == "list":
         return redirect("alerts", slug=channel.tenant.slug)
     return redirect("alert-channel", slug=channel.tenant.slug, channel_id=channel.pk)
