@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from billing.periods import TimeBounds, TimeInvalid, TimeOutOfRange, event_bounds, user_time
 from metering.tokens import count_tokens
 
 MAX_TOKENS = 1_000_000_000  # per kind per event; above it is a client bug, not usage
@@ -103,26 +104,23 @@ def _printable_string(raw: dict, name: str, max_length: int, *, required: bool) 
     return value
 
 
-def _timestamp(raw: dict, now: dt.datetime, max_future: dt.timedelta) -> dt.datetime:
+def _timestamp(raw: dict, now: dt.datetime, bounds: TimeBounds) -> dt.datetime:
     value = raw.get("timestamp")
     if value is None:
         return now
-    if not isinstance(value, str):
-        raise EventInvalid("timestamp", "timestamp must be an ISO 8601 string with a zone, e.g. 2026-11-23T10:00:00Z.")
     try:
-        moment = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise EventInvalid("timestamp", f"timestamp {value!r} is not ISO 8601.") from None
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise EventInvalid("timestamp", f"timestamp {value!r} has no zone; add Z or an offset like +08:00.")
-    moment = moment.astimezone(dt.UTC)
-    if moment > now + max_future:
-        raise EventInvalid(
-            "timestamp",
-            f"timestamp {value!r} is more than {int(max_future.total_seconds())} s in the future.",
-            code="timestamp_in_future",
-        )
-    return moment
+        return user_time(value, field="timestamp", bounds=bounds)
+    except TimeOutOfRange as exc:
+        if exc.later:  # a real time, only ahead of the clock: it keeps its own (older) code
+            raise EventInvalid(
+                "timestamp",
+                f"timestamp {value!r} is more than {int((bounds.latest - now).total_seconds())} s in the future; "
+                f"the accepted range is {bounds.describe()}.",
+                code="timestamp_in_future",
+            ) from None
+        raise EventInvalid("timestamp", exc.message, code=exc.code) from None
+    except TimeInvalid as exc:
+        raise EventInvalid("timestamp", exc.message) from None
 
 
 def _metadata(raw: dict) -> dict:
@@ -192,8 +190,19 @@ def _counts_from_text(raw: dict, model: str) -> tuple[dict[str, int], str, str]:
     return counts, token_source, encoding
 
 
-def parse_event(raw: Any, *, now: dt.datetime, max_future: dt.timedelta, allow_api_key: bool) -> EventInput:
+def event_time_bounds(*, now: dt.datetime, max_past_days: int, max_future_seconds: int) -> TimeBounds:
+    """The timestamps an event may carry: max_past_days back (never before 2000-01-01) to
+    max_future_seconds ahead of `now` (INGEST_MAX_PAST_DAYS, INGEST_MAX_FUTURE_SECONDS)."""
+    return event_bounds(
+        now=now, max_past=dt.timedelta(days=max_past_days), max_future=dt.timedelta(seconds=max_future_seconds)
+    )
+
+
+def parse_event(raw: Any, *, now: dt.datetime, bounds: TimeBounds, allow_api_key: bool) -> EventInput:
     """Validate one event; raise EventInvalid naming the first field that is wrong.
+
+    `bounds` (event_time_bounds) is computed once per batch: a timestamp outside it is refused
+    here, so no stored event can overflow the period arithmetic of rollups, quotas or invoices.
 
     The checks run in a fixed order. A field passes with one inline test; only a failing or
     unusual field goes to its helper, which finds the message. A 1,000-event batch runs this
@@ -235,7 +244,7 @@ def parse_event(raw: Any, *, now: dt.datetime, max_future: dt.timedelta, allow_a
             "(input_tokens counts every prompt token, cached ones included).",
         )
     latency_ms = get("latency_ms")
-    occurred_at = _timestamp(raw, now, max_future)
+    occurred_at = _timestamp(raw, now, bounds)
     if latency_ms is not None and (type(latency_ms) is not int or not 0 <= latency_ms <= MAX_LATENCY_MS):
         _latency(raw)  # raises
     return EventInput(

@@ -319,6 +319,13 @@ X_FRAME_OPTIONS = "DENY"
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("MAX_REQUEST_BODY_BYTES", default=4 * 1024 * 1024)
 INGEST_MAX_BATCH = env.int("INGEST_MAX_BATCH", default=1000)
 INGEST_MAX_FUTURE_SECONDS = env.int("INGEST_MAX_FUTURE_SECONDS", default=300)
+# How old an event's timestamp may be, in days (never before 2000-01-01 whatever this says).
+# Older or unrepresentable timestamps answer 400 timestamp_out_of_range (metering/validation.py).
+INGEST_MAX_PAST_DAYS = env.int("INGEST_MAX_PAST_DAYS", default=400)
+if not 1 <= INGEST_MAX_PAST_DAYS <= 100_000:
+    raise ImproperlyConfigured("INGEST_MAX_PAST_DAYS must be between 1 and 100000 (days)")
+if not 0 <= INGEST_MAX_FUTURE_SECONDS <= 10 * 366 * 86400:
+    raise ImproperlyConfigured("INGEST_MAX_FUTURE_SECONDS must be between 0 and ten years (in seconds)")
 if not 1 <= INGEST_MAX_BATCH <= 10_000:
     raise ImproperlyConfigured("INGEST_MAX_BATCH must be between 1 and 10000")
 

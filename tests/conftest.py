@@ -74,5 +74,12 @@ def service(db) -> Credential:
 
 
 @pytest.fixture
+def any_past_timestamp(settings) -> None:
+    """For tests that post events at fixed dates (2020, last January): the ingest horizon
+    (INGEST_MAX_PAST_DAYS) reaches back to its floor, 2000-01-01, so they pass in any year."""
+    settings.INGEST_MAX_PAST_DAYS = 100_000
+
+
+@pytest.fixture
 def anonymous() -> APIClient:
     return APIClient()

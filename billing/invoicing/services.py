@@ -18,7 +18,6 @@ The rules (docs/billing-rules.md, "Invoices and monthly close"):
 import dataclasses
 import datetime as dt
 import decimal
-import re
 import zoneinfo
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -32,7 +31,7 @@ from billing.invoicing import selectors
 from billing.invoicing.models import CreditNote, Invoice, InvoiceImmutable, InvoiceLine, NumberSequence
 from billing.models import Price
 from billing.money import COST_QUANTUM, currency_exponent, round_to_currency
-from billing.periods import month_period
+from billing.periods import month_period, typed_bounds, user_time
 from billing.rating import Rates, terms_from_price
 from billing.services.ledger import ledger_post
 from metering.selectors import RatedUsage, rated_usage_by_price
@@ -52,7 +51,6 @@ __all__ = [
     "parse_period",
 ]
 
-_PERIOD_RE = re.compile(r"^(\d{4})-(\d{2})$")
 _EXACT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN, traps=[decimal.Inexact])
 _PER_MILLION = Decimal(1_000_000)
 TOKEN_KINDS = (
@@ -73,12 +71,11 @@ class InvoiceError(Exception):
     """A close or correction that cannot be done as asked (the message says why)."""
 
 
-def parse_period(value: str) -> tuple[int, int]:
-    """'2026-10' -> (2026, 10); ValueError with a clear message otherwise."""
-    match = _PERIOD_RE.match(value.strip())
-    if not match or not 1 <= int(match.group(2)) <= 12 or int(match.group(1)) < 2000:
-        raise ValueError(f"{value!r} is not a period; use YYYY-MM, e.g. 2026-10.")
-    return int(match.group(1)), int(match.group(2))
+def parse_period(value: str, *, now: dt.datetime | None = None) -> tuple[int, int]:
+    """'2026-10' -> (2026, 10); a ValueError with a clear message otherwise (TimeOutOfRange for a
+    month before 2000 or more than a year ahead: billing/periods.py, user_time)."""
+    first = user_time(value, field="period", bounds=typed_bounds(now=now or timezone.now()), shape="month")
+    return first.year, first.month
 
 
 def period_label(year: int, month: int) -> str:

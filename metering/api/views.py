@@ -2,7 +2,6 @@
 
 import datetime as dt
 import time
-import zoneinfo
 
 from django.conf import settings
 from django.utils import timezone
@@ -11,6 +10,7 @@ from rest_framework import exceptions, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from billing.periods import TimeInvalid, day_period, typed_bounds, user_time
 from metering import metrics, selectors
 from metering.api import schema
 from metering.models import UsageEvent
@@ -231,33 +231,17 @@ class TokenizeView(TenantAPIView):
         return Response({"model": model, "tokens": counted.tokens, "encoding": counted.encoding})
 
 
-def _parse_bound(value: str, tz: zoneinfo.ZoneInfo, *, end: bool) -> dt.datetime:
+def _parse_bound(value: str, tz_name: str, *, end: bool, now: dt.datetime) -> dt.datetime:
+    """`from` / `to`: a tenant-local date (a whole day; `to` includes it) or an ISO 8601 time."""
+    name = "to" if end else "from"
     try:
-        day = dt.date.fromisoformat(value)
-    except ValueError:
-        day = None
-    if day is not None:
-        # A date is a whole tenant-local day; `to` includes that day.
-        if end:
-            day += dt.timedelta(days=1)
-        return dt.datetime.combine(day, dt.time.min, tzinfo=tz).astimezone(dt.UTC)
-    try:
-        moment = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise ApiError(
-            status_code=400,
-            code="invalid_field",
-            message=f"{'to' if end else 'from'}={value!r} is neither a date (YYYY-MM-DD) nor an ISO 8601 time.",
-            details={"field": "to" if end else "from"},
-        ) from None
-    if moment.tzinfo is None:
-        raise ApiError(
-            status_code=400,
-            code="invalid_field",
-            message=f"{'to' if end else 'from'}={value!r} has no zone; add Z or an offset.",
-            details={"field": "to" if end else "from"},
-        )
-    return moment.astimezone(dt.UTC)
+        bound = user_time(value, field=name, bounds=typed_bounds(now=now), shape="date_or_time", tz_name=tz_name)
+    except TimeInvalid as exc:
+        raise ApiError(status_code=400, code=exc.code, message=exc.message, details={"field": name}) from None
+    if isinstance(bound, dt.datetime):
+        return bound
+    period = day_period(bound, tz_name)
+    return period.end if end else period.start
 
 
 MAX_USAGE_RANGE = dt.timedelta(days=400)
@@ -286,7 +270,6 @@ class UsageView(TenantAPIView):
             )
         key = self.acting_key(request, params.get("api_key"))
         tenant = key.tenant
-        tz = zoneinfo.ZoneInfo(tenant.timezone)
         group_by = params.get("group_by", "day")
         if group_by not in selectors.GROUPINGS:
             raise ApiError(
@@ -295,8 +278,13 @@ class UsageView(TenantAPIView):
                 message=f"group_by must be one of {', '.join(selectors.GROUPINGS)}.",
                 details={"field": "group_by"},
             )
-        end = _parse_bound(params["to"], tz, end=True) if "to" in params else timezone.now()
-        start = _parse_bound(params["from"], tz, end=False) if "from" in params else end - dt.timedelta(days=30)
+        now = timezone.now()
+        end = _parse_bound(params["to"], tenant.timezone, end=True, now=now) if "to" in params else now
+        start = (
+            _parse_bound(params["from"], tenant.timezone, end=False, now=now)
+            if "from" in params
+            else end - dt.timedelta(days=30)
+        )
         if start >= end:
             raise ApiError(status_code=400, code="invalid_range", message="from must be before to.")
         if end - start > MAX_USAGE_RANGE:

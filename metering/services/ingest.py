@@ -23,7 +23,7 @@ from metering import metrics
 from metering.models import UsageEvent
 from metering.services.event_store import NewEvent, insert_new
 from metering.signals import usage_recorded_on_commit
-from metering.validation import EventInput, EventInvalid, keyed_body_hash, parse_event
+from metering.validation import EventInput, EventInvalid, event_time_bounds, keyed_body_hash, parse_event
 from portal.accounts.models import ApiKey, Tenant
 from portal.db import pipelined_atomic
 
@@ -97,7 +97,9 @@ def usage_record_batch(
     Every item gets a result in input order; a rejected item never stops the valid ones.
     """
     now = timezone.now()
-    max_future = dt.timedelta(seconds=settings.INGEST_MAX_FUTURE_SECONDS)
+    bounds = event_time_bounds(
+        now=now, max_past_days=settings.INGEST_MAX_PAST_DAYS, max_future_seconds=settings.INGEST_MAX_FUTURE_SECONDS
+    )
     results: list[ItemResult | None] = [None] * len(raw_events)
     by_key: dict[int, list[tuple[int, EventInput]]] = defaultdict(list)
     keys: dict[int, ApiKey] = {}
@@ -107,7 +109,7 @@ def usage_record_batch(
     allow_api_key = api_key is None
     for index, raw in enumerate(raw_events):
         try:
-            event = parse_event(raw, now=now, max_future=max_future, allow_api_key=allow_api_key)
+            event = parse_event(raw, now=now, bounds=bounds, allow_api_key=allow_api_key)
             key = api_key if api_key is not None else _resolve(event, resolve_key)
             event.body_hash = keyed_body_hash(event.body_hash, key.id)
         except EventInvalid as exc:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from billing.periods import day_period, local_date
+from billing.periods import TimeInvalid, TimeOutOfRange, day_period, local_date, typed_bounds, user_time
 
 PRESETS = (7, 30, 90)
 DEFAULT_PRESET = 30
@@ -32,13 +32,32 @@ def today_for(tz_name: str) -> dt.date:
     return local_date(timezone.now(), tz_name)
 
 
-def _parse_date(value: str | None) -> dt.date | None:
+def _typed_day(value: str | None, field: str, tz_name: str) -> dt.date | None:
+    """A typed start or end day (None when empty); TimeInvalid / TimeOutOfRange as user_time says."""
     if not value:
         return None
+    return user_time(value, field=field, bounds=typed_bounds(now=timezone.now()), shape="date", tz_name=tz_name)
+
+
+def _custom(query, tz_name: str) -> DayRange | str:
+    """The custom range `start`..`end`, or why it cannot be used."""
     try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        return None
+        start, end = _typed_day(query.get("start"), "start", tz_name), _typed_day(query.get("end"), "end", tz_name)
+    except TimeOutOfRange:
+        bounds = typed_bounds(now=timezone.now())
+        return _("Dates must be from %(earliest)s to %(latest)s.") % {
+            "earliest": local_date(bounds.earliest, tz_name).isoformat(),
+            "latest": local_date(bounds.latest, tz_name).isoformat(),
+        }
+    except TimeInvalid:
+        start = end = None
+    if start is None or end is None:
+        return _("Give both a start and an end date (YYYY-MM-DD).")
+    if start > end:
+        return _("The start date must not be after the end date.")
+    if (end - start).days + 1 > MAX_CUSTOM_DAYS:
+        return _("A custom range may span at most %(days)s days.") % {"days": MAX_CUSTOM_DAYS}
+    return DayRange(start=start, end=end, preset="custom")
 
 
 def range_from_query(query, tz_name: str) -> tuple[DayRange, str]:
@@ -47,16 +66,10 @@ def range_from_query(query, tz_name: str) -> tuple[DayRange, str]:
     today = today_for(tz_name)
     preset = query.get("range", "")
     if preset == "custom" or (not preset and (query.get("start") or query.get("end"))):
-        start, end = _parse_date(query.get("start")), _parse_date(query.get("end"))
-        if start is None or end is None:
-            error = _("Give both a start and an end date (YYYY-MM-DD).")
-        elif start > end:
-            error = _("The start date must not be after the end date.")
-        elif (end - start).days + 1 > MAX_CUSTOM_DAYS:
-            error = _("A custom range may span at most %(days)s days.") % {"days": MAX_CUSTOM_DAYS}
-        else:
-            return DayRange(start=start, end=end, preset="custom"), ""
-        return _preset(DEFAULT_PRESET, today), error
+        custom = _custom(query, tz_name)
+        if isinstance(custom, DayRange):
+            return custom, ""
+        return _preset(DEFAULT_PRESET, today), custom
     days = int(preset) if preset.isdigit() and int(preset) in PRESETS else DEFAULT_PRESET
     return _preset(days, today), ""
 

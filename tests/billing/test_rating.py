@@ -218,6 +218,7 @@ def test_override_not_yet_in_force_leaves_the_plan_price(rules_plan, tenant):
     assert cost(tenant, "m", T1, input_tokens=1_000_000, output_tokens=0) == Decimal("2")
 
 
+@pytest.mark.usefixtures("any_past_timestamp")  # fixed dates
 def test_event_time_picks_the_version_through_the_api(key_a, tenant_a):
     plan = tenant_a.price_plan
     factories.PriceFactory(plan=plan, model_pattern="m", effective_from=T0, input_per_mtok=Decimal("2.5"))

@@ -12,6 +12,7 @@ from tests.factories import EventBodyFactory
 pytestmark = pytest.mark.django_db
 
 
+@pytest.mark.usefixtures("any_past_timestamp")  # a fixed date
 def test_timestamp_with_an_offset_is_stored_in_utc(key_a):
     response = key_a.post("/api/v1/events", EventBodyFactory(timestamp="2026-11-01T08:00:00+08:00"))
     assert response.status_code == 201

@@ -72,6 +72,7 @@ def test_settlement_costs_the_same_statements_whatever_the_batch_size(backend, k
         assert balances_reconcile(tenant_id=tenant_a.pk, fix=False).clean
 
 
+@pytest.mark.usefixtures("any_past_timestamp")  # fixed dates
 def test_counters_follow_the_tenant_timezone(backend, key_b, tenant_b):
     factories.topup(tenant_b, "10.00")
     quota_create(tenant=tenant_b, metric="tokens", window="day", limit=Decimal(10_000), actor_label="t")

@@ -6,7 +6,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 from metering.models import UsageEvent
 from tests.factories import EventBodyFactory
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("any_past_timestamp")]  # events in 2020
 
 RANGE = {"from": "2020-01-01", "to": "2020-12-31"}
 

@@ -122,9 +122,11 @@ def usage_csv(request: HttpRequest, portal: PortalContext) -> HttpResponse:
     """Every event the explorer's filter matches (all pages), streamed; times in the tenant's zone."""
     tenant = portal.tenant
     assert tenant is not None
-    _form, valid, day_range, _range_error, event_filter, key_names = _filter(request, portal)
+    _form, valid, day_range, range_error, event_filter, key_names = _filter(request, portal)
     if not valid:
         return HttpResponse(_("Invalid filter."), status=400, content_type="text/plain; charset=utf-8")
+    if range_error:  # never a file of some other range than the one asked for
+        return HttpResponse(range_error, status=400, content_type="text/plain; charset=utf-8")
     response = StreamingHttpResponse(
         _csv_lines(event_filter, key_names, tenant.timezone), content_type="text/csv; charset=utf-8"
     )
