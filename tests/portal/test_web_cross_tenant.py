@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from billing.alerts.models import AlertRule, NotificationChannel
+from billing.alerts.models import AlertDelivery, AlertRule, NotificationChannel
 from billing.alerts.services import alert_rule_create, notification_channel_create
 from billing.services.quotas import quota_create
 from tests import factories
@@ -89,6 +89,7 @@ def test_nothing_changed_after_the_attempts(client, tenant_a, tenant_b, owner_a,
     client.force_login(owner_a)
     channel_b = foreign["b"]["channel_id"]
     client.post(reverse("alert-channel-test", kwargs={"slug": tenant_a.slug, "channel_id": channel_b}))
+    assert not AlertDelivery.objects.filter(channel_id=channel_b).exists()  # no test queued
     update = reverse("alert-channel-update", kwargs={"slug": tenant_a.slug, "channel_id": channel_b})
     client.post(update, {"recipients": "me@x.test"})
     assert mailoutbox == []
