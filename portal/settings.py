@@ -350,6 +350,13 @@ if not 10 <= HOLD_TTL_SECONDS <= 7 * 86_400:
     raise ImproperlyConfigured("HOLD_TTL_SECONDS must be between 10 and 604800")
 if not 0 <= AUTHORIZE_CACHE_SECONDS <= 3600 or not 0 < BALANCE_REDIS_TIMEOUT <= 30:
     raise ImproperlyConfigured("AUTHORIZE_CACHE_SECONDS must be 0..3600 and BALANCE_REDIS_TIMEOUT 0..30 seconds")
+# In-process caches are bounded (portal/cache.py; least recently used out): model names and
+# credentials come from clients. Entries, per worker process.
+PRICE_BOOK_CACHE_SIZE = env.int("PRICE_BOOK_CACHE_SIZE", default=10_000)  # one per (plan, tenant, model)
+AUTHORIZE_CACHE_SIZE = env.int("AUTHORIZE_CACHE_SIZE", default=10_000)  # one quota list per tenant
+for _name in ("PRICE_BOOK_CACHE_SIZE", "AUTHORIZE_CACHE_SIZE"):
+    if not 0 <= globals()[_name] <= 10_000_000:
+        raise ImproperlyConfigured(f"{_name} must be 0..10000000 entries (0: no cache)")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["portal.accounts.authentication.BearerAuthentication"],
@@ -394,13 +401,6 @@ LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 LOG_FORMAT = env.str("LOG_FORMAT", default="json")
 if LOG_FORMAT not in ("json", "console"):
     raise ImproperlyConfigured("LOG_FORMAT must be 'json' or 'console'")
-# In-process caches are bounded (portal/cache.py; least recently used out): model names and
-# credentials come from clients. Entries, per worker process.
-PRICE_BOOK_CACHE_SIZE = env.int("PRICE_BOOK_CACHE_SIZE", default=10_000)  # one per (plan, tenant, model)
-AUTHORIZE_CACHE_SIZE = env.int("AUTHORIZE_CACHE_SIZE", default=10_000)  # one quota list per tenant
-for _name in ("PRICE_BOOK_CACHE_SIZE", "AUTHORIZE_CACHE_SIZE"):
-    if not 0 <= globals()[_name] <= 10_000_000:
-        raise ImproperlyConfigured(f"{_name} must be 0..10000000 entries (0: no cache)")
 LOGGING_CONFIG = None
 logging_config(level=LOG_LEVEL, fmt=LOG_FORMAT)
 
