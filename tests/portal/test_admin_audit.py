@@ -14,7 +14,7 @@ from django.contrib.auth.models import Permission
 from django.forms import CheckboxInput, MultiWidget, SelectMultiple
 from django.test import Client
 
-from billing.alerts.models import NotificationChannel
+from billing.alerts.models import AlertRule, NotificationChannel
 from billing.models import LedgerEntry, Price, Quota, Wallet
 from billing.services.quotas import quota_create
 from metering.models import UsageEvent
@@ -265,3 +265,21 @@ def test_staff_without_the_permission_cannot_change(key_a):
 def test_secret_fields_are_recorded_as_changed_never_by_value():
     changes = diff({"secret_hash": "a" * 64, "name": "k"}, {"secret_hash": "b" * 64, "name": "k"})
     assert changes == {"before": {"secret_hash": "(redacted)"}, "after": {"secret_hash": "(redacted)"}}
+
+
+def test_alert_rule_channels_are_audited_as_ids(tenant_a):
+    """A many-to-many field is saved after the row: its change is read once the admin is done."""
+    first, second = (
+        NotificationChannel.objects.create(
+            tenant=tenant_a, kind="email", name=name, config={"recipients": ["a@x.test"]}
+        )
+        for name in ("first", "second")
+    )
+    rule = AlertRule.objects.create(tenant=tenant_a, kind="balance", amount=Decimal(10))
+    rule.channels.set([first])
+    client, _ = staff_client("view_alertrule", "change_alertrule")
+    url = admin_url(AlertRule, rule.pk)
+    response = client.post(url, form_data(client.get(url), channels=[str(first.pk), str(second.pk)]))
+    assert response.status_code == 302, response.content
+    entry = only_entry("alert_rule.admin_update")
+    assert entry.changes == {"before": {"channels": [first.pk]}, "after": {"channels": sorted([first.pk, second.pk])}}
