@@ -44,6 +44,7 @@ _RFC1918 = tuple(ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12"
 _SHARED = ipaddress.ip_network("100.64.0.0/10")  # carrier-grade NAT (RFC 6598)
 _UNIQUE_LOCAL = ipaddress.ip_network("fc00::/7")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")  # well-known prefix: the last 32 bits are IPv4
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 _HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*")
 
 
@@ -94,7 +95,7 @@ def refusal_reason(address: IPAddress) -> str | None:
     return None
 
 
-@functools.cache
+@functools.lru_cache(maxsize=8)  # keyed by the setting's value, which tests change
 def _allow_list(
     entries: tuple[str, ...],
 ) -> tuple[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...], frozenset]:
@@ -168,6 +169,7 @@ def _parse(value: object, field: str) -> _Parsed:
         if not _HOST_NAME.fullmatch(host.rstrip(".")):
             raise ConfigError(f"{field} has an invalid host name.")
     request_target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    request_target = _NON_ASCII.sub(lambda match: urllib.parse.quote(match.group()), request_target)  # IRI -> URI
     return _Parsed(parts.scheme, host, port or (443 if parts.scheme == "https" else 80), request_target)
 
 

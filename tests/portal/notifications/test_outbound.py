@@ -233,6 +233,13 @@ def test_the_allow_list_by_host_name(settings, listener):
     assert len(receiver.requests) == 1
 
 
+def test_a_path_in_unicode_is_sent_percent_encoded(settings, listener):
+    settings.OUTBOUND_ALLOWED_NETWORKS = ("127.0.0.1/32",)
+    receiver = listener()
+    get_transport("webhook").send({"url": f"http://127.0.0.1:{receiver.port}/告警/ü?x=1", "secret": SECRET}, MESSAGE)
+    assert [request.path for request in receiver.requests] == ["/%E5%91%8A%E8%AD%A6/%C3%BC"]
+
+
 def test_an_allowed_network_does_not_open_its_neighbours(settings, listener):
     settings.OUTBOUND_ALLOWED_NETWORKS = ("127.0.0.1/32",)
     neighbour = listener(host="127.0.0.2")
