@@ -40,6 +40,7 @@ from django.utils import timezone
 from billing.models import PRICE_FIELD, Price, PricePlan
 from billing.money import ROUNDING
 from billing.selectors import is_glob
+from billing.services.pricing import PRICED_FROM_BEGINNING, default_effective_from
 from portal.accounts.services import audit_record
 
 CATALOG_SOURCE = "litellm catalog"  # Price.source of imported versions
@@ -105,6 +106,8 @@ class CatalogImportResult:
     unchanged_models: list[str] = field(default_factory=list)
     skipped_models: dict[str, list[str]] = field(default_factory=dict)  # reason -> model names
     rounded: list[RoundedRate] = field(default_factory=list)
+    # New models whose first version applies from PRICED_FROM_BEGINNING (no date was given).
+    from_beginning_models: list[str] = field(default_factory=list)
 
     @property
     def created(self) -> int:
@@ -136,6 +139,11 @@ class CatalogImportResult:
         )
         if reasons:
             text += f" ({reasons})"
+        if self.from_beginning_models:
+            text += (
+                f"; {len(self.from_beginning_models)} first versions effective from "
+                f"{PRICED_FROM_BEGINNING.isoformat()} (usage stamped before today is priced too)"
+            )
         if self.rounded:
             text += f"; {len(self.rounded)} rates rounded to {_PLACES} places per 1M"
         return text
@@ -245,6 +253,7 @@ def prices_import_litellm(
             f"Plan {plan.slug!r} is priced in {plan.currency} but the catalog is in {currency.upper()}; "
             "prices are not converted."
         )
+    dated = effective_from is not None  # without a date: first versions from the beginning, others now
     effective_from = effective_from or timezone.now()
     if timezone.is_naive(effective_from):
         raise ValidationError("effective_from must be timezone-aware.")
@@ -269,27 +278,29 @@ def prices_import_litellm(
         rounded_by_model[name] = rounded
 
     newest: dict[str, Price] = {}
-    taken: set[str] = set()  # models with a version at exactly effective_from
+    taken: set[tuple[str, dt.datetime]] = set()  # (model, effective_from) of existing versions
     existing = Price.objects.filter(plan=plan, tenant__isnull=True, model_pattern__in=list(parsed)).order_by(
         "model_pattern", "-effective_from"
     )
     for price in existing:
         newest.setdefault(price.model_pattern, price)
-        if price.effective_from == effective_from:
-            taken.add(price.model_pattern)
+        taken.add((price.model_pattern, price.effective_from))
 
     to_create: list[Price] = []
     for name, fields in parsed.items():
         current = newest.get(name)
+        starts = effective_from if dated else default_effective_from(first=current is None, now=effective_from)
         if current is not None and _same_rates(current, fields):
             result.unchanged_models.append(name)
-        elif name in taken:
+        elif (name, starts) in taken:
             result.skipped_models.setdefault("version_conflict", []).append(name)
         else:
             to_create.append(
-                Price(plan=plan, model_pattern=name, effective_from=effective_from, source=CATALOG_SOURCE, **fields)
+                Price(plan=plan, model_pattern=name, effective_from=starts, source=CATALOG_SOURCE, **fields)
             )
             result.created_models.append(name)
+            if starts != effective_from:
+                result.from_beginning_models.append(name)
             result.rounded.extend(rounded_by_model[name])
     Price.objects.bulk_create(to_create, batch_size=500)
 
@@ -300,6 +311,7 @@ def prices_import_litellm(
         changes={
             "source": source or CATALOG_SOURCE,
             "effective_from": effective_from.isoformat(),
+            "from_beginning_models": result.from_beginning_models,
             "created": result.created,
             "unchanged": result.unchanged,
             "skipped": result.skipped,

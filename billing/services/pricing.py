@@ -1,6 +1,7 @@
 """Price plans and price versions. A price is never edited: a change adds a version."""
 
 import datetime as dt
+from collections.abc import Iterable
 from decimal import Decimal
 
 from django.core.exceptions import ValidationError
@@ -8,7 +9,16 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing.models import Price, PricePlan
+from billing.periods import EARLIEST
 from portal.accounts.services import audit_record
+
+# Usage can arrive stamped long before its model's first price: client retry queues, backfills,
+# clock skew, or a deployment whose prices were imported today. So the FIRST plan-wide version
+# of a model (or glob) applies from the beginning, the earliest time ingest accepts, unless the
+# caller gives a date; later versions take effect when they say. A tenant override's first
+# version starts now: it changes one tenant's terms, it does not reach back over usage the plan
+# priced. docs/billing-rules.md section 4.
+PRICED_FROM_BEGINNING = EARLIEST
 
 RATE_FIELDS = (
     "input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok",
@@ -25,6 +35,18 @@ def plan_get_or_create(*, slug: str, name: str = "", currency: str = "USD", acto
     return plan
 
 
+def patterns_without_versions(*, plan: PricePlan, patterns: Iterable[str]) -> set[str]:
+    """The patterns of `patterns` with no plan-wide version in `plan` yet (their next version is the first)."""
+    wanted = set(patterns)
+    existing = Price.objects.filter(plan=plan, tenant__isnull=True, model_pattern__in=wanted)
+    return wanted - set(existing.values_list("model_pattern", flat=True).distinct().order_by())
+
+
+def default_effective_from(*, first: bool, now: dt.datetime | None = None) -> dt.datetime:
+    """When a version added without a date takes effect: a first version from the beginning, else now."""
+    return PRICED_FROM_BEGINNING if first else (now or timezone.now())
+
+
 @transaction.atomic
 def price_add(
     *,
@@ -38,15 +60,25 @@ def price_add(
     actor_label: str = "",
     **optional_rates: Decimal | int | None,
 ) -> Price:
-    """Add a price version (optional: cached/cache-write/tier rates and tier_threshold)."""
+    """Add a price version (optional: cached/cache-write/tier rates and tier_threshold).
+
+    Without `effective_from`, the first plan-wide version of the pattern applies from the
+    beginning (PRICED_FROM_BEGINNING), any other version from now.
+    """
     unknown = set(optional_rates) - set(RATE_FIELDS) - {"tier_threshold"}
     if unknown:
         raise ValidationError(f"Unknown price field(s): {', '.join(sorted(unknown))}.")
+    model_pattern = model_pattern.strip()
+    if effective_from is None:
+        # Serialize with imports into this plan: "is this the first version?" must not race.
+        PricePlan.objects.select_for_update().filter(pk=plan.pk).first()
+        first = tenant_id is None and bool(patterns_without_versions(plan=plan, patterns=[model_pattern]))
+        effective_from = default_effective_from(first=first)
     price = Price(
         plan=plan,
         tenant_id=tenant_id,
-        model_pattern=model_pattern.strip(),
-        effective_from=effective_from or timezone.now(),
+        model_pattern=model_pattern,
+        effective_from=effective_from,
         input_per_mtok=input_per_mtok,
         output_per_mtok=output_per_mtok,
         source=source,
@@ -58,6 +90,9 @@ def price_add(
         action="price.add",
         target=price,
         actor_label=actor_label,
-        changes={field: str(getattr(price, field)) for field in ("model_pattern", *RATE_FIELDS, "tier_threshold")},
+        changes={
+            field: str(getattr(price, field))
+            for field in ("model_pattern", "effective_from", *RATE_FIELDS, "tier_threshold")
+        },
     )
     return price

@@ -60,7 +60,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--effective-from",
             metavar="ISO",
-            help="when the new versions take effect: ISO 8601 with an offset, e.g. 2026-01-01T00:00:00Z (default: now)",
+            help=(
+                "when the new versions take effect: ISO 8601 with an offset, e.g. 2026-01-01T00:00:00Z "
+                "(default: a model's first version from 2000-01-01T00:00:00Z, so earlier usage is priced; "
+                "a changed price from now)"
+            ),
         )
         parser.add_argument(
             "--model", action="append", dest="models", metavar="NAME", help="import only this model (repeatable)"
