@@ -326,6 +326,12 @@ if not 1 <= INGEST_MAX_PAST_DAYS <= 100_000:
     raise ImproperlyConfigured("INGEST_MAX_PAST_DAYS must be between 1 and 100000 (days)")
 if not 0 <= INGEST_MAX_FUTURE_SECONDS <= 10 * 366 * 86400:
     raise ImproperlyConfigured("INGEST_MAX_FUTURE_SECONDS must be between 0 and ten years (in seconds)")
+# Abuse ceiling: ingest requests per credential per minute (2,000 a second), far above any honest client (one
+# request may carry 1,000 events); above it 429 + Retry-After. 0 turns it off. Usage is never
+# refused for a tenant's own rate limits (docs/security.md).
+INGEST_CEILING_PER_MINUTE = env.int("INGEST_CEILING_PER_MINUTE", default=120_000)
+if INGEST_CEILING_PER_MINUTE < 0:
+    raise ImproperlyConfigured("INGEST_CEILING_PER_MINUTE must be 0 (off) or a positive number")
 if not 1 <= INGEST_MAX_BATCH <= 10_000:
     raise ImproperlyConfigured("INGEST_MAX_BATCH must be between 1 and 10000")
 
