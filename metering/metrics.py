@@ -1,6 +1,15 @@
 """Prometheus metrics for ingest. Exported at /metrics with Django's own (django-prometheus)."""
 
+import logging
+
+from django.conf import settings
+from django.db import DatabaseError
 from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+from portal.cache import BoundedCache
+
+logger = logging.getLogger(__name__)
 
 EVENTS = Counter(
     "tokenbill_ingest_events_total",
@@ -32,3 +41,40 @@ INGEST_CEILING = Counter(
     "tokenbill_ingest_ceiling_refusals_total",
     "Ingest requests refused (429) because one credential passed INGEST_CEILING_PER_MINUTE.",
 )
+
+
+class UnpricedCollector:
+    """`tokenbill_unpriced_events` (events stored without a price and still not charged) and
+    `tokenbill_unpriced_models`, computed when /metrics is scraped: what an operator alerts on,
+    unlike the counter above, which only ever grows. One indexed count (the partial index
+    usage_event_unpriced), at most once per UNPRICED_GAUGE_SECONDS per process. No model label:
+    model names come from clients, and a label per name would grow the series without bound.
+    """
+
+    def collect(self):
+        from metering.selectors import unpriced_by_model  # noqa: PLC0415 (models load after this module)
+
+        try:
+            if settings.UNPRICED_GAUGE_SECONDS > 0:
+                by_model = _UNPRICED_SNAPSHOT.get_or_load("all", unpriced_by_model)
+            else:
+                by_model = unpriced_by_model()
+        except DatabaseError:
+            logger.warning("unpriced gauge not computed: the database failed", exc_info=True)
+            return
+        yield GaugeMetricFamily(
+            "tokenbill_unpriced_events",
+            "Usage events stored without a price and not charged yet (rerate_unpriced charges them).",
+            value=sum(by_model.values()),
+        )
+        yield GaugeMetricFamily(
+            "tokenbill_unpriced_models", "Models with usage stored without a price.", value=len(by_model)
+        )
+
+
+_UNPRICED_SNAPSHOT: BoundedCache[dict[str, int]] = BoundedCache(
+    "unpriced_gauge", max_size=1, ttl=lambda: settings.UNPRICED_GAUGE_SECONDS
+)
+
+
+UNPRICED_COLLECTOR = UnpricedCollector()

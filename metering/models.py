@@ -124,3 +124,22 @@ class RollupCursor(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {self.received_from.isoformat()}"
+
+
+class UnpricedUsageNotice(models.Model):
+    """Staff were told on `day` (UTC) that `model` has unpriced usage: one row per model and day.
+
+    The unpriced check claims the row (INSERT ... ON CONFLICT DO NOTHING) before it sends the
+    email, so two runs, or two beat schedulers, tell staff about a model at most once a day.
+    """
+
+    model = models.CharField(max_length=200)
+    day = models.DateField()
+    events = models.BigIntegerField()  # unpriced events of the model when the notice was sent
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["model", "day"], name="unpriced_notice_once_a_day")]
+
+    def __str__(self) -> str:
+        return f"{self.model} {self.day}"

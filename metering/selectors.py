@@ -5,7 +5,7 @@ import zoneinfo
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import BooleanField, Case, Count, F, Q, Sum, Value, When
+from django.db.models import BooleanField, Case, Count, F, Max, Min, Q, Sum, Value, When
 from django.db.models.functions import TruncDate, TruncMonth
 
 from metering.models import DailyUsage, UsageEvent
@@ -352,3 +352,45 @@ def usage_per_day(
         .order_by("day")
     )
     return {row["day"]: _rollup_row(row) for row in rows}
+
+
+# --- Unpriced usage (operators' page, gauge, staff alert) -------------------------------------
+
+
+@dataclass(frozen=True)
+class UnpricedUsage:
+    """Still-unpriced events of one tenant and model (the partial index usage_event_unpriced)."""
+
+    tenant_id: int
+    model: str
+    events: int  # all still unpriced
+    recent: int  # of those, received in the recent window
+    oldest: dt.datetime  # the earliest occurred_at among them
+    last_received: dt.datetime
+
+
+def unpriced_usage(*, now: dt.datetime, recent: dt.timedelta, limit: int | None = 100) -> list[UnpricedUsage]:
+    """Per tenant and model, the events stored without a price, most first (at most `limit` rows)."""
+    rows = (
+        UsageEvent.objects.filter(cost__isnull=True)
+        .values("tenant_id", "model")
+        .annotate(
+            n=Count("id"),
+            n_recent=Count("id", filter=Q(received_at__gte=now - recent)),
+            first=Min("occurred_at"),
+            last=Max("received_at"),
+        )
+        .order_by("-n", "tenant_id", "model")
+    )
+    if limit is not None:
+        rows = rows[:limit]
+    return [
+        UnpricedUsage(row["tenant_id"], row["model"], row["n"], row["n_recent"], row["first"], row["last"])
+        for row in rows
+    ]
+
+
+def unpriced_by_model() -> dict[str, int]:
+    """Still-unpriced events per model name, every tenant together."""
+    rows = UsageEvent.objects.filter(cost__isnull=True).values("model").annotate(n=Count("id")).order_by("model")
+    return {row["model"]: row["n"] for row in rows}

@@ -1,4 +1,4 @@
-"""Rollup tasks (beat runs them; see CELERY_BEAT_SCHEDULE): thin calls into the rollup service.
+"""Rollup and unpriced-usage tasks (beat runs them; see CELERY_BEAT_SCHEDULE): thin calls into their services.
 
 Options for this family, declared once: acks_late + reject_on_worker_lost, so a worker lost
 mid-rebuild has its task redelivered (a rebuild is idempotent: running it twice, or in two
@@ -12,7 +12,7 @@ import datetime as dt
 from celery import shared_task
 from django.db import DatabaseError
 
-from metering.services import rollup
+from metering.services import rollup, unpriced
 
 ROLLUP_TASK_OPTIONS = {
     "acks_late": True,
@@ -43,3 +43,18 @@ def rollup_finalize() -> int:
 def rollup_day(day: str) -> int:
     """Rebuild one local day (ISO date) for every tenant."""
     return rollup.rollup_day(day=dt.date.fromisoformat(day)).groups
+
+
+@shared_task(
+    name="metering.tasks.unpriced_usage_check",
+    # Not acks_late: a lost run is simply the next one (beat, UNPRICED_CHECK_SECONDS); the
+    # claim rows make a run twice send nothing twice. Database errors retry with backoff.
+    autoretry_for=(DatabaseError,),
+    retry_backoff=True,
+    max_retries=3,
+    soft_time_limit=5 * 60,
+    time_limit=6 * 60,
+)
+def unpriced_usage_check() -> int:
+    """Log still-unpriced usage; email staff about each model at most once a day."""
+    return len(unpriced.unpriced_usage_check().notified)

@@ -10,13 +10,16 @@ import functools
 import hmac
 import ipaddress
 import logging
+import os
 
+import prometheus_client
 import redis
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.views.decorators.http import require_GET
 from django_prometheus.exports import ExportToDjangoView
+from prometheus_client import multiprocess
 
 from portal.accounts.client_ip import client_address
 
@@ -49,11 +52,25 @@ def observer_allowed(request: HttpRequest) -> bool:
     return bool(settings.DEBUG and not settings.METRICS_TOKEN and not cidrs)
 
 
+# Collectors computed when /metrics is scraped (apps add theirs in AppConfig.ready; in
+# single-process mode they are also on prometheus_client's default registry).
+SCRAPE_COLLECTORS: list = []
+
+
 @require_GET
 def metrics(request: HttpRequest) -> HttpResponse:
     """django-prometheus' exporter, for observers only (platform-wide counts)."""
     if not observer_allowed(request):
         return HttpResponseForbidden("Forbidden\n", content_type="text/plain")
+    if SCRAPE_COLLECTORS and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Multiprocess mode reads the workers' files; gauges computed at scrape time join them.
+        registry = prometheus_client.CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        for collector in SCRAPE_COLLECTORS:
+            registry.register(collector)
+        return HttpResponse(
+            prometheus_client.generate_latest(registry), content_type=prometheus_client.CONTENT_TYPE_LATEST
+        )
     return ExportToDjangoView(request)
 
 

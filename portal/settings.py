@@ -160,6 +160,7 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 ROLLUP_REFRESH_SECONDS = env.int("ROLLUP_REFRESH_SECONDS", default=300)
 ALERTS_SWEEP_SECONDS = env.int("ALERTS_SWEEP_SECONDS", default=300)
 RECONCILE_SECONDS = env.int("RECONCILE_SECONDS", default=600)
+UNPRICED_CHECK_SECONDS = env.int("UNPRICED_CHECK_SECONDS", default=900)  # docs/operations.md "Unpriced usage"
 CELERY_BEAT_SCHEDULE = {
     "rollup-refresh": {"task": "metering.tasks.rollup_refresh", "schedule": ROLLUP_REFRESH_SECONDS},
     "rollup-finalize": {"task": "metering.tasks.rollup_finalize", "schedule": 3600},
@@ -168,7 +169,18 @@ CELERY_BEAT_SCHEDULE = {
     "balances-reconcile": {"task": "billing.tasks.balances_reconcile", "schedule": RECONCILE_SECONDS},
     # Monthly close: hourly refresh of last month's drafts; finalizes those past their grace.
     "invoices-close-due": {"task": "billing.invoicing.tasks.invoices_close_due", "schedule": 3600},
+    # Unpriced usage: a WARNING with the counts, staff emailed once a day per model.
+    "unpriced-usage-check": {
+        "task": "metering.tasks.unpriced_usage_check",
+        "schedule": UNPRICED_CHECK_SECONDS,
+    },
 }
+# Unpriced usage (docs/operations.md "Unpriced usage"): the beat task (UNPRICED_CHECK_SECONDS)
+# logs the counts and emails staff at most once a day per model; the gauge is computed at most
+# once per UNPRICED_GAUGE_SECONDS per process.
+UNPRICED_GAUGE_SECONDS = env.int("UNPRICED_GAUGE_SECONDS", default=60)
+if UNPRICED_CHECK_SECONDS < 1 or UNPRICED_GAUGE_SECONDS < 0:
+    raise ImproperlyConfigured("UNPRICED_CHECK_SECONDS must be positive, UNPRICED_GAUGE_SECONDS 0 or more")
 
 # --- Rollups and alerts -------------------------------------------------------------------
 # Events received this long before the last refresh are scanned again: covers commit lag

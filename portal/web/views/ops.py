@@ -27,6 +27,8 @@ from portal.web.ranges import today_for
 from portal.web.views.common import int_param, page
 
 TOP_TENANTS_DAYS = 30
+UNPRICED_ROWS = 100  # tenant x model rows of unpriced usage shown, most events first
+UNPRICED_RECENT_HOURS = 24
 TOPUP_ACTION = "wallet.topup"  # what billing.services.topups audits
 AUDIT_PAGE_SIZE = 50
 CATALOG_MAX_BYTES = 64 * 1024 * 1024
@@ -58,10 +60,22 @@ def tenants(request: HttpRequest, portal: PortalContext) -> HttpResponse:
         "top-tenants-cost": charts.top_tenants(top["cost"], names, metric="cost"),
     }
     last_month = (today.replace(day=1) - dt.timedelta(days=1)).strftime("%Y-%m")
+    unpriced = usage_selectors.unpriced_usage(
+        now=timezone.now(), recent=dt.timedelta(hours=UNPRICED_RECENT_HOURS), limit=UNPRICED_ROWS
+    )
+    by_id = {t.pk: t for t in rows}
+    unpriced_rows = [{"usage": row, "tenant": by_id.get(row.tenant_id)} for row in unpriced]
     return page(
         request,
         "portal/ops/tenants.html",
-        {"rows": table, "charts": figures, "days": TOP_TENANTS_DAYS, "last_month": last_month},
+        {
+            "rows": table,
+            "charts": figures,
+            "days": TOP_TENANTS_DAYS,
+            "last_month": last_month,
+            "unpriced": unpriced_rows,
+            "unpriced_recent_hours": UNPRICED_RECENT_HOURS,
+        },
     )
 
 
