@@ -34,8 +34,8 @@ return math.max(tonumber(oldest[2]) + window - now_ms, 1)
 """
 
 _local_lock = threading.Lock()
-# Send times per key; keys are channels, bounded all the same (an evicted window only forgets
-# sends older than the busiest LOCAL_WINDOWS_MAX keys' ones).
+# Send times per key (a channel). Bounded all the same: past LOCAL_WINDOWS_MAX keys in one
+# process, the least recently used key's window is forgotten.
 LOCAL_WINDOWS_MAX = 10_000
 _local_windows: BoundedCache[deque[float]] = BoundedCache("notify_rate_windows", max_size=LOCAL_WINDOWS_MAX)
 

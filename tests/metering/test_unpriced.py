@@ -25,6 +25,9 @@ from tests.factories import EventBodyFactory, TenantFactory, issue_api_key
 pytestmark = pytest.mark.django_db
 
 DAYS_AGO_2 = timezone.now() - dt.timedelta(days=2)
+# 17:30 UTC thirty days ago: the next day in Asia/Shanghai (tenant_b), whatever today is.
+SHANGHAI_EVENING = (timezone.now() - dt.timedelta(days=30)).replace(hour=17, minute=30, second=0, microsecond=0)
+SHANGHAI_DAY = SHANGHAI_EVENING.date() + dt.timedelta(days=1)
 
 
 def _unpriced(cred, count: int, *, model: str = "claude-sonnet-4", when: dt.datetime = DAYS_AGO_2) -> list[dict]:
@@ -181,11 +184,11 @@ def test_tenant_option_limits_the_rerate(key_a, key_b, tenant_a, tenant_b, plan)
 
 
 def test_rerate_reports_the_tenant_days_whose_rollups_are_stale(key_b, tenant_b, plan):
-    # tenant_b is Asia/Shanghai: 17:30 UTC on Nov 1 is Nov 2 there.
-    _unpriced(key_b, 1, when=dt.datetime(2026, 11, 1, 17, 30, tzinfo=dt.UTC))
-    _add_price(plan, days_ago=400)
+    # tenant_b is Asia/Shanghai: 17:30 UTC is the next day there.
+    _unpriced(key_b, 1, when=SHANGHAI_EVENING)
+    _add_price(plan, days_ago=60)
     result = usage_rerate_unpriced(tenant_id=tenant_b.pk, actor_label="test")
-    assert result.days == {tenant_b.pk: {dt.date(2026, 11, 2)}}
+    assert result.days == {tenant_b.pk: {SHANGHAI_DAY}}
 
 
 def test_unknown_tenant_is_a_command_error(db):
@@ -240,9 +243,9 @@ def test_concurrent_rerates_charge_once(key_a, tenant_a, plan):
 
 
 def test_rerated_cost_counts_against_money_quotas_and_leaves_no_drift(key_b, tenant_b, plan):
-    # tenant_b is Asia/Shanghai: 17:30 UTC on Nov 1 counts in its Nov 2 day and November month.
-    _unpriced(key_b, 2, when=dt.datetime(2026, 11, 1, 17, 30, tzinfo=dt.UTC))
-    _add_price(plan, days_ago=400)
+    # tenant_b is Asia/Shanghai: 17:30 UTC counts in its next day, and that day's month.
+    _unpriced(key_b, 2, when=SHANGHAI_EVENING)
+    _add_price(plan, days_ago=60)
     tokens_before = dict(
         QuotaCounter.objects.filter(tenant=tenant_b).values_list("period", "tokens").filter(api_key_ref=0)
     )
@@ -252,21 +255,21 @@ def test_rerated_cost_counts_against_money_quotas_and_leaves_no_drift(key_b, ten
     }
     expected = to_micros(2 * CLAUDE_COST)
     for ref in (0, key_b.row.pk):
-        assert cells[(ref, "day", dt.date(2026, 11, 2))].micros == expected
-        assert cells[(ref, "month", dt.date(2026, 11, 1))].micros == expected
+        assert cells[(ref, "day", SHANGHAI_DAY)].micros == expected
+        assert cells[(ref, "month", SHANGHAI_DAY.replace(day=1))].micros == expected
         assert cells[(ref, "lifetime", dt.date(1970, 1, 1))].micros == expected
     # Tokens were counted when the events arrived, not again now.
-    assert cells[(0, "day", dt.date(2026, 11, 2))].tokens == tokens_before["day"] == 3000
+    assert cells[(0, "day", SHANGHAI_DAY)].tokens == tokens_before["day"] == 3000
     report = balances_reconcile(fix=False)
     assert report.clean, report
 
 
 def test_rerate_rebuilds_the_rollups_of_the_days_it_changed(key_b, tenant_b, plan):
-    _unpriced(key_b, 2, when=dt.datetime(2026, 11, 1, 17, 30, tzinfo=dt.UTC))  # Nov 2 in Shanghai
-    call_command("rollup", "--date", "2026-11-02", "--tenant", tenant_b.slug, stdout=StringIO())
+    _unpriced(key_b, 2, when=SHANGHAI_EVENING)  # the next day in Shanghai
+    call_command("rollup", "--date", SHANGHAI_DAY.isoformat(), "--tenant", tenant_b.slug, stdout=StringIO())
     (before,) = DailyUsage.objects.filter(tenant=tenant_b)
-    assert (before.day, before.cost, before.unpriced_requests) == (dt.date(2026, 11, 2), 0, 2)
-    _add_price(plan, days_ago=400)
+    assert (before.day, before.cost, before.unpriced_requests) == (SHANGHAI_DAY, 0, 2)
+    _add_price(plan, days_ago=60)
     assert "Rebuilt the daily rollups of 1 tenant-day(s)" in _rerate("--tenant", tenant_b.slug)
     (after,) = DailyUsage.objects.filter(tenant=tenant_b)
     assert (after.requests, after.cost, after.unpriced_requests) == (2, 2 * CLAUDE_COST, 0)
