@@ -1,14 +1,14 @@
 """How often the password reset form may be used: per email address and per client address.
 
-Fixed windows of PASSWORD_RESET_WINDOW_MINUTES counted in Django's cache (Redis in production,
-so every web node shares the counts; process memory in the embedded default). Every request is
-counted, whether or not an account uses the email, so the answer says nothing about accounts.
-Keys are a hash of the normalised email and the address, with the window's number: bounded in
-size, and gone when the window ends.
+Counted in Django's cache (Redis in production, so every web node shares the counts; process
+memory in the embedded default), in a window of PASSWORD_RESET_WINDOW_MINUTES that opens with
+the first request (a wall-clock window would let a burst straddling its edge count twice).
+Every request is counted, whether or not an account uses the email, so the answer says nothing
+about accounts. Keys are a hash of the normalised email or the address: bounded in size, and
+gone when their window ends.
 """
 
 import hashlib
-import time
 
 from django.conf import settings
 from django.core.cache import cache
@@ -18,11 +18,11 @@ KEY_PREFIX = "pwreset"
 
 def _count(kind: str, value: str, window: int) -> int:
     digest = hashlib.sha256(value.encode()).hexdigest()[:32]
-    key = f"{KEY_PREFIX}:{kind}:{digest}:{int(time.time()) // window}"
-    cache.add(key, 0, timeout=window)
+    key = f"{KEY_PREFIX}:{kind}:{digest}"
+    cache.add(key, 0, timeout=window)  # opens the window; INCR keeps its expiry
     try:
         return cache.incr(key)
-    except ValueError:  # the key expired between add and incr: this is the window's first
+    except ValueError:  # the window closed between add and incr: this opens the next one
         cache.set(key, 1, timeout=window)
         return 1
 

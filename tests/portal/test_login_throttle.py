@@ -81,6 +81,19 @@ def test_an_address_is_locked_whichever_account_it_tries(client, owner_a, viewer
     assert_logged_in(attempt(client, "/login/", "owner@acme.test", PASSWORD, address="198.51.100.51"))
 
 
+def test_logging_into_another_account_does_not_clear_the_failures(client, owner_a, viewer_a):
+    """An attacker who owns an account cannot reset the count between guesses by logging into it."""
+    address = "198.51.100.40"
+    for round_ in range(2):
+        for n in range(settings.LOGIN_FAILURE_LIMIT // 2):
+            attempt(client, "/login/", "owner@acme.test", f"guess {round_}-{n}", address=address)
+        assert_logged_in(attempt(client, "/login/", "viewer@acme.test", PASSWORD, address=address))
+        client.post(reverse("logout"))
+    for n in range(settings.LOGIN_FAILURE_LIMIT - 2 * (settings.LOGIN_FAILURE_LIMIT // 2)):
+        attempt(client, "/login/", "owner@acme.test", f"last guess {n}", address=address)
+    assert_refused(attempt(client, "/login/", "owner@acme.test", PASSWORD, address="203.0.113.40"))
+
+
 def test_a_forged_x_forwarded_for_does_not_dodge_the_address_limit(client, owner_a):
     """Without a declared proxy the header is the client's own text: REMOTE_ADDR counts."""
     for n in range(settings.LOGIN_FAILURE_LIMIT):
