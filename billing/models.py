@@ -280,3 +280,28 @@ class RateLimitBucket(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class JobFailure(models.Model):
+    """A tenant a periodic job (rollup, alert sweep, hold expiry, monthly close) failed for.
+
+    The job went on with the other tenants (billing/services/tenant_jobs.py); this row shows the
+    operators which tenant and why, and says when the job tries that tenant again (exponential
+    backoff). The first run that succeeds for the tenant deletes it.
+    """
+
+    job = models.CharField(max_length=32)  # tenant_jobs.JOBS
+    tenant = models.ForeignKey("accounts.Tenant", on_delete=models.CASCADE, related_name="+")
+    error = models.CharField(max_length=500)  # the exception's class and message, shortened
+    first_seen = models.DateTimeField()
+    last_seen = models.DateTimeField()
+    attempts = models.PositiveIntegerField(default=1)
+    next_retry_at = models.DateTimeField()
+    # Where the job picks up again for this tenant (the rollup: events received from then on).
+    resume_from = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["job", "tenant"], name="job_failure_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.job} {self.tenant_id}: {self.error}"

@@ -12,7 +12,7 @@ from django.db import connection
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
-from billing.models import Hold, LedgerEntry, Price, PricePlan, Quota, QuotaCounter, Wallet
+from billing.models import Hold, JobFailure, LedgerEntry, Price, PricePlan, Quota, QuotaCounter, Wallet
 from billing.money import from_micros, to_micros
 from billing.rating import PriceTerms, terms_from_price
 from billing.windows import PERIODS, TENANT_SCOPE, Cell, window_period, window_starts
@@ -442,3 +442,36 @@ def balance_summary(*, tenant_id: int, holds_limit: int = 100) -> BalanceSummary
         holds=open_holds(tenant_id=tenant_id, limit=holds_limit) if count else [],
         quotas=quota_usage(tenant_id=tenant_id),
     )
+
+
+@dataclass(frozen=True)
+class FailingTenant:
+    job: str
+    tenant_id: int
+    tenant_slug: str
+    tenant_name: str
+    error: str
+    first_seen: dt.datetime
+    last_seen: dt.datetime
+    attempts: int
+    next_retry_at: dt.datetime
+
+
+def failing_tenants() -> list[FailingTenant]:
+    """Every tenant a periodic job is failing for (billing/services/tenant_jobs.py), the
+    longest-failing first: the ops page "Failing jobs"."""
+    rows = JobFailure.objects.select_related("tenant").order_by("first_seen", "job", "tenant_id")
+    return [
+        FailingTenant(
+            job=row.job,
+            tenant_id=row.tenant_id,
+            tenant_slug=row.tenant.slug,
+            tenant_name=row.tenant.name,
+            error=row.error,
+            first_seen=row.first_seen,
+            last_seen=row.last_seen,
+            attempts=row.attempts,
+            next_retry_at=row.next_retry_at,
+        )
+        for row in rows
+    ]

@@ -36,6 +36,8 @@ from billing import selectors as billing_selectors
 from billing.alerts.messages import render_delivery
 from billing.alerts.models import AlertDelivery, AlertEvent, AlertRule, NotificationChannel
 from billing.periods import local_date
+from billing.services import tenant_jobs
+from billing.services.tenant_jobs import TenantJob
 from metering import selectors as metering_selectors
 from portal.accounts.models import ApiKey, Tenant
 from portal.cache import BoundedCache
@@ -323,6 +325,17 @@ def alerts_evaluate(*, tenant_id: int, now: dt.datetime | None = None) -> Evalua
                 new_events.append(event)
     due = AlertDelivery.objects.filter(tenant_id=tenant_id).filter(_due(now))
     return Evaluation(new_events, list(due.values_list("pk", flat=True)))
+
+
+def alerts_evaluate_recorded(*, tenant_id: int, now: dt.datetime | None = None) -> Evaluation:
+    """`alerts_evaluate` for the tasks: a failure of the tenant's own data (a time zone no longer
+    known, ...) is recorded and retried with backoff (billing/services/tenant_jobs.py) instead of
+    raised, so the sweep goes on with the other tenants; skipped while that retry is not due."""
+    job = TenantJob.begin(tenant_jobs.ALERTS, now=now)
+    if not job.due(tenant_id):
+        return Evaluation([], [])
+    evaluation = job.run(tenant_id, functools.partial(alerts_evaluate, tenant_id=tenant_id, now=job.now))
+    return evaluation if evaluation is not None else Evaluation([], [])
 
 
 def _due(now: dt.datetime, grace: dt.timedelta | None = None) -> Q:

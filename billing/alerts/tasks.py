@@ -31,7 +31,7 @@ ALERT_TASK_OPTIONS = {
 
 @shared_task(name="billing.alerts.tasks.alerts_evaluate_tenant", **ALERT_TASK_OPTIONS)
 def alerts_evaluate_tenant(tenant_id: int) -> int:
-    evaluation = services.alerts_evaluate(tenant_id=tenant_id)
+    evaluation = services.alerts_evaluate_recorded(tenant_id=tenant_id)
     for delivery_id in evaluation.due_delivery_ids:
         alert_delivery_send.delay(delivery_id)
     return len(evaluation.new_events)

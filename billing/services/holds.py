@@ -7,6 +7,7 @@ key that is unique per tenant, so even a bug elsewhere could not release it twic
 """
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -19,6 +20,7 @@ from billing.money import from_micros, round_to_ledger, to_micros
 from billing.services.balances import Admission, Decision, HoldInfo, MirrorDelta, balance_backend
 from billing.services.ledger import LedgerLine, ledger_append, ledger_apply
 from billing.services.quota_counters import Deltas, reservation_deltas
+from billing.services.tenant_jobs import HOLDS, TenantJob
 from portal.accounts.models import Tenant
 
 _HOLD = Hold._meta.db_table
@@ -198,14 +200,18 @@ class ReleaseResult:
     released: int
     amount: Decimal
     tenants: int
+    failed_tenants: tuple[int, ...] = ()  # recorded as JobFailure rows, retried later
 
 
 def holds_release_expired(*, now: dt.datetime | None = None, batch_size: int = 500) -> ReleaseResult:
     """Release every open hold past its expires_at: give the reservation back, once.
 
-    Safe to run from several schedulers at once (claims skip rows another run has locked).
+    Safe to run from several schedulers at once (claims skip rows another run has locked). A
+    tenant whose holds cannot be released (its data breaks the release) is recorded and retried
+    with backoff (billing/services/tenant_jobs.py); the others' holds are released all the same.
     """
     now = now or timezone.now()
+    job = TenantJob.begin(HOLDS, now=now)
     tenant_ids = list(
         Hold.objects.filter(status=Hold.Status.OPEN, expires_at__lte=now)
         .values_list("tenant_id", flat=True)
@@ -214,14 +220,30 @@ def holds_release_expired(*, now: dt.datetime | None = None, batch_size: int = 5
     )
     released, amount, touched = 0, Decimal(0), 0
     for tenant_id in tenant_ids:
-        touched += 1
-        while True:
-            holds = _release_batch(tenant_id=tenant_id, now=now, batch_size=batch_size)
-            released += len(holds)
-            amount += sum((hold.amount for hold in holds), Decimal(0))
-            if len(holds) < batch_size:
-                break
-    return ReleaseResult(released=released, amount=amount, tenants=touched)
+        if not job.due(tenant_id):
+            continue
+        # Each batch commits on its own (its transaction is in _release_batch): no savepoint.
+        done = job.run(
+            tenant_id, functools.partial(_release_tenant, tenant_id=tenant_id, now=now, batch_size=batch_size),
+            savepoint=False,
+        )  # fmt: skip
+        if done is not None:
+            touched += 1
+            released, amount = released + done[0], amount + done[1]
+    for failure in job.retries_due():
+        if failure.tenant_id not in tenant_ids:
+            job.succeed(failure.tenant_id)  # nothing left to release (the holds were settled meanwhile)
+    return ReleaseResult(released=released, amount=amount, tenants=touched, failed_tenants=tuple(sorted(job.failed)))
+
+
+def _release_tenant(*, tenant_id: int, now: dt.datetime, batch_size: int) -> tuple[int, Decimal]:
+    released, amount = 0, Decimal(0)
+    while True:
+        holds = _release_batch(tenant_id=tenant_id, now=now, batch_size=batch_size)
+        released += len(holds)
+        amount += sum((hold.amount for hold in holds), Decimal(0))
+        if len(holds) < batch_size:
+            return released, amount
 
 
 def _release_batch(*, tenant_id: int, now: dt.datetime, batch_size: int) -> list[ClosedHold]:

@@ -21,6 +21,7 @@ one read: the result is the same rows whatever the interleaving.
 """
 
 import datetime as dt
+import functools
 import time
 import zoneinfo
 from collections import defaultdict
@@ -34,7 +35,9 @@ from django.db.models import Max, Min
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
-from billing.periods import day_period, local_date
+from billing.periods import EARLIEST, day_period, local_date
+from billing.services import tenant_jobs
+from billing.services.tenant_jobs import NOT_THE_TENANTS, TenantJob
 from metering.models import DailyUsage, RollupCursor, UsageEvent
 from portal.accounts.models import Tenant
 
@@ -194,32 +197,61 @@ def _rebuild_in_python(*, tenant_id: int, day: dt.date, start: dt.datetime, end:
 # --- Which days -----------------------------------------------------------------------------
 
 
-def _days_of_hours(hours: Iterable[tuple[int, dt.datetime]], zones: dict[int, str]) -> dict[int, set[dt.date]]:
-    """(tenant, UTC hour) -> the tenant-local days that hour overlaps (two for :30 zones)."""
-    days: dict[int, set[dt.date]] = defaultdict(set)
+def _days_of_hours(
+    hours: Iterable[tuple[int, dt.datetime]], zones: dict[int, str], job: TenantJob, resume_from: dt.datetime | None
+) -> dict[int, set[dt.date]]:
+    """(tenant, UTC hour) -> the tenant-local days that hour overlaps (two for :30 zones).
+
+    An hour that cannot be placed in its tenant's zone (an event stored from year 1, a zone name
+    no longer known) is left out and its tenant recorded as failing; its other hours and the
+    other tenants are not affected.
+    """
+    by_tenant: dict[int, list[dt.datetime]] = defaultdict(list)
     for tenant_id, hour in hours:
-        tz_name = zones[tenant_id]
-        days[tenant_id].add(local_date(hour, tz_name))
-        days[tenant_id].add(local_date(hour + dt.timedelta(minutes=59, seconds=59), tz_name))
+        by_tenant[tenant_id].append(hour)
+    days: dict[int, set[dt.date]] = {}
+    for tenant_id, tenant_hours in by_tenant.items():
+        place = functools.partial(job.run, tenant_id, resume_from=resume_from, settle=False, savepoint=False)
+        tenant_days = place(functools.partial(_local_days, tenant_hours, zones[tenant_id]))
+        if tenant_days is None:  # hour by hour, to keep the ones that can be placed
+            placed = [place(functools.partial(_local_days, [hour], zones[tenant_id])) for hour in tenant_hours]
+            tenant_days = set().union(*(one for one in placed if one is not None))
+        if tenant_days:
+            days[tenant_id] = tenant_days
     return days
 
 
-def rollup_pending_days(*, received_from: dt.datetime) -> dict[int, set[dt.date]]:
-    """Tenant-local days touched by events received at or after `received_from`."""
+def _local_days(hours: list[dt.datetime], tz_name: str) -> set[dt.date]:
+    last = dt.timedelta(minutes=59, seconds=59)
+    return {local_date(hour, tz_name) for hour in hours} | {local_date(hour + last, tz_name) for hour in hours}
+
+
+def rollup_pending_days(
+    *, received_from: dt.datetime, job: TenantJob, tenant_ids: Iterable[int] | None = None
+) -> dict[int, set[dt.date]]:
+    """Tenant-local days touched by events received at or after `received_from` (of `tenant_ids`)."""
+    events = UsageEvent.objects.filter(received_at__gte=received_from)
+    if tenant_ids is not None:
+        events = events.filter(tenant_id__in=list(tenant_ids))
     hours = (
-        UsageEvent.objects.filter(received_at__gte=received_from)
-        .annotate(hour=TruncHour("occurred_at", tzinfo=dt.UTC))
+        events.annotate(hour=TruncHour("occurred_at", tzinfo=dt.UTC))
         .values_list("tenant_id", "hour")
         .distinct()
         .order_by()
     )
     pairs = list(hours)
     zones = dict(Tenant.objects.filter(pk__in={tenant_id for tenant_id, _ in pairs}).values_list("pk", "timezone"))
-    return _days_of_hours(pairs, zones)
+    return _days_of_hours(pairs, zones, job, received_from)
 
 
-def _rebuild_days(days: dict[int, set[dt.date]], progress: Progress | None) -> list[DayResult]:
-    """One statement per local day, for every tenant that needs that day."""
+def _rebuild_days(
+    days: dict[int, set[dt.date]], progress: Progress | None, job: TenantJob, resume_from: dt.datetime | None = None
+) -> list[DayResult]:
+    """One statement per local day, for every tenant that needs that day.
+
+    When a day's statement fails, the day is rebuilt tenant by tenant: the tenants whose data
+    breaks it are recorded as failing (`job`, with `resume_from`), the others get their rows.
+    """
     zones = dict(Tenant.objects.filter(pk__in=days).values_list("pk", "timezone"))
     by_day: dict[dt.date, dict[int, str]] = defaultdict(dict)
     for tenant_id, tenant_days in days.items():
@@ -227,63 +259,138 @@ def _rebuild_days(days: dict[int, set[dt.date]], progress: Progress | None) -> l
             by_day[day][tenant_id] = zones[tenant_id]
     results = []
     for day in sorted(by_day):
-        result = rollup_day(day=day, tenants=by_day[day])
+        tenants = by_day[day]
+        try:
+            result = rollup_day(day=day, tenants=tenants)
+        except NOT_THE_TENANTS:
+            raise
+        except Exception:  # noqa: BLE001 - some tenant's data: find which, tenant by tenant, below
+            result = _rebuild_day_per_tenant(day, tenants, job, resume_from)
         results.append(result)
         if progress is not None:
             progress(result)
     return results
 
 
-def rollup_refresh(*, now: dt.datetime | None = None, progress: Progress | None = None) -> list[DayResult]:
-    """Incremental: rebuild the tenant-days of events received since the last refresh."""
+def _rebuild_day_per_tenant(
+    day: dt.date, tenants: dict[int, str], job: TenantJob, resume_from: dt.datetime | None
+) -> DayResult:
+    started = time.perf_counter()
+    done = [
+        job.run(
+            tenant_id,
+            functools.partial(rollup_day, day=day, tenants={tenant_id: tenants[tenant_id]}),
+            resume_from=resume_from,
+            settle=False,
+        )
+        for tenant_id in sorted(tenants)
+    ]
+    ok = [result for result in done if result is not None]
+    return DayResult(
+        day,
+        len(ok),
+        sum(result.groups for result in ok),
+        sum(result.written for result in ok),
+        sum(result.deleted for result in ok),
+        time.perf_counter() - started,
+    )
+
+
+def rollup_refresh(
+    *, now: dt.datetime | None = None, progress: Progress | None = None, job: TenantJob | None = None
+) -> list[DayResult]:
+    """Incremental: rebuild the tenant-days of events received since the last refresh.
+
+    The cursor is global and always moves on. A tenant whose days fail is recorded (JobFailure,
+    with the scan position to resume from) and, once its retry is due, rescanned from there on a
+    later run: its failure then clears if every one of its days rebuilds.
+    """
     now = now or timezone.now()
+    job = job or TenantJob.begin(tenant_jobs.ROLLUP, now=now)
     cursor, _ = RollupCursor.objects.get_or_create(name=INCREMENTAL, defaults={"received_from": _EPOCH})
     scan_from = max(cursor.received_from - dt.timedelta(seconds=settings.ROLLUP_OVERLAP_SECONDS), _EPOCH)
-    results = _rebuild_days(rollup_pending_days(received_from=scan_from), progress)
+    days = rollup_pending_days(received_from=scan_from, job=job)
+    retries = job.retries_due()
+    for failure in retries:
+        since = min(failure.resume_from or scan_from, scan_from)
+        for tenant_id, tenant_days in rollup_pending_days(
+            received_from=since, job=job, tenant_ids=[failure.tenant_id]
+        ).items():
+            days.setdefault(tenant_id, set()).update(tenant_days)
+    results = _rebuild_days(days, progress, job, resume_from=scan_from)
+    for failure in retries:
+        job.succeed(failure.tenant_id)  # not if it failed again in this run
     # Never move the cursor backwards (another refresh may have finished after this one began).
     RollupCursor.objects.filter(name=INCREMENTAL, received_from__lt=now).update(received_from=now)
     return results
 
 
-def rollup_finalize(*, now: dt.datetime | None = None, progress: Progress | None = None) -> list[DayResult]:
+def rollup_finalize(
+    *, now: dt.datetime | None = None, progress: Progress | None = None, job: TenantJob | None = None
+) -> list[DayResult]:
     """Rebuild each tenant's previous local day during the first hours after its midnight."""
     now = now or timezone.now()
+    job = job or TenantJob.begin(tenant_jobs.ROLLUP, now=now)
     days: dict[int, set[dt.date]] = {}
     for tenant_id, tz_name in Tenant.objects.values_list("pk", "timezone"):
-        local_now = now.astimezone(zoneinfo.ZoneInfo(tz_name))
-        if local_now.hour < FINALIZE_HOURS:
+        local_now = job.run(tenant_id, functools.partial(_local_now, now, tz_name), settle=False, savepoint=False)
+        if local_now is not None and local_now.hour < FINALIZE_HOURS:
             days[tenant_id] = {local_now.date() - dt.timedelta(days=1)}
-    return _rebuild_days(days, progress)
+    return _rebuild_days(days, progress, job)
 
 
-def rollup_tenant(*, tenant_id: int, progress: Progress | None = None) -> list[DayResult]:
+def _local_now(now: dt.datetime, tz_name: str) -> dt.datetime:
+    return now.astimezone(zoneinfo.ZoneInfo(tz_name))
+
+
+def rollup_date(
+    *, day: dt.date, tenant_id: int | None = None, progress: Progress | None = None, job: TenantJob | None = None
+) -> list[DayResult]:
+    """Rebuild one local day for one tenant, or for every tenant."""
+    job = job or TenantJob.begin(tenant_jobs.ROLLUP)
+    tenants = Tenant.objects.filter(pk=tenant_id) if tenant_id is not None else Tenant.objects.all()
+    return _rebuild_days({pk: {day} for pk in tenants.values_list("pk", flat=True)}, progress, job)
+
+
+def rollup_tenant(*, tenant_id: int, progress: Progress | None = None, job: TenantJob | None = None) -> list[DayResult]:
     """Rebuild every day of one tenant, from its first event to its last."""
+    job = job or TenantJob.begin(tenant_jobs.ROLLUP)
     tenant = Tenant.objects.get(pk=tenant_id)
     bounds = UsageEvent.objects.filter(tenant_id=tenant_id).aggregate(first=Min("occurred_at"), last=Max("occurred_at"))
+    days = job.run(tenant_id, lambda: _tenant_days(tenant, bounds["first"], bounds["last"]), settle=False)
+    return _rebuild_days({tenant_id: days}, progress, job) if days else []
+
+
+def _tenant_days(tenant: Tenant, first: dt.datetime | None, last: dt.datetime | None) -> set[dt.date]:
     days: set[dt.date] = set()
-    if bounds["first"] is not None:
-        day, last = local_date(bounds["first"], tenant.timezone), local_date(bounds["last"], tenant.timezone)
-        while day <= last:
+    if first is not None and last is not None:
+        day, end = local_date(first, tenant.timezone), local_date(last, tenant.timezone)
+        while day <= end:
             days.add(day)
             day += dt.timedelta(days=1)
-    stale = DailyUsage.objects.filter(tenant_id=tenant_id).exclude(day__in=days)
+    stale = DailyUsage.objects.filter(tenant_id=tenant.pk).exclude(day__in=days)
     days.update(stale.values_list("day", flat=True).distinct())
-    return _rebuild_days({tenant_id: days}, progress) if days else []
+    return days
 
 
-def rollup_all(*, progress: Progress | None = None) -> list[DayResult]:
-    """Rebuild every local day that has events or rows, for every tenant (day by day)."""
-    bounds = UsageEvent.objects.aggregate(first=Min("occurred_at"), last=Max("occurred_at"))
+def rollup_all(*, progress: Progress | None = None, job: TenantJob | None = None) -> list[DayResult]:
+    """Rebuild every local day that has events or rows, for every tenant (day by day).
+
+    Days before EARLIEST (events stored before timestamps were bounded) are left out: no
+    tenant-local day can be cut there; `rollup --tenant` names the tenant such an event breaks.
+    """
+    job = job or TenantJob.begin(tenant_jobs.ROLLUP)
+    bounds = UsageEvent.objects.filter(occurred_at__gte=EARLIEST).aggregate(
+        first=Min("occurred_at"), last=Max("occurred_at")
+    )
     days = set(DailyUsage.objects.values_list("day", flat=True).distinct())
     if bounds["first"] is not None:
         day = bounds["first"].date() - dt.timedelta(days=1)
         while day <= bounds["last"].date() + dt.timedelta(days=1):
             days.add(day)
             day += dt.timedelta(days=1)
+    tenant_ids = list(Tenant.objects.values_list("pk", flat=True))
     results = []
     for day in sorted(days):
-        result = rollup_day(day=day)
-        results.append(result)
-        if progress is not None:
-            progress(result)
+        results.extend(_rebuild_days({tenant_id: {day} for tenant_id in tenant_ids}, progress, job))
     return results

@@ -52,6 +52,7 @@ ops_patterns = [
     path("topup/", ops.topup, name="ops-topup"),
     path("credit-notes/", ops.credit_notes, name="ops-credit-notes"),
     path("audit/", ops.audit, name="ops-audit"),
+    path("jobs/", ops.jobs, name="ops-jobs"),
 ]
 
 urlpatterns = [

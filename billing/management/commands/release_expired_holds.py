@@ -32,3 +32,8 @@ class Command(BaseCommand):
                 f"Released {result.released} expired hold(s) of {result.tenants} tenant(s), {result.amount} in total."
             )
         )
+        if result.failed_tenants:
+            raise CommandError(
+                f"Could not release the holds of tenant(s) {', '.join(map(str, result.failed_tenants))}; "
+                "see the log (job.tenant_failed) and the ops page, Failing jobs."
+            )

@@ -1,9 +1,11 @@
 """Rebuild the DailyUsage rollup by hand (beat runs the same work periodically)."""
 
-import datetime as dt
-
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
+from billing.periods import TimeInvalid, typed_bounds, user_time
+from billing.services import tenant_jobs
+from billing.services.tenant_jobs import TenantJob
 from metering.services import rollup
 from portal.accounts.models import Tenant
 
@@ -19,14 +21,19 @@ class Command(BaseCommand):
         parser.add_argument("--date", help="tenant-local day to rebuild, YYYY-MM-DD")
         parser.add_argument("--tenant", help="tenant slug")
         parser.add_argument("--all", action="store_true", help="rebuild every day of every tenant")
+        parser.add_argument(
+            "--retry-failed",
+            action="store_true",
+            help="retry now the tenants the rollup is failing for (after their data was fixed), without waiting",
+        )
 
     def handle(self, *args: object, **options: object) -> None:
         day = None
         if options["date"]:
             try:
-                day = dt.date.fromisoformat(str(options["date"]))
-            except ValueError:
-                raise CommandError(f"--date must be YYYY-MM-DD, got {options['date']!r}") from None
+                day = user_time(options["date"], field="--date", bounds=typed_bounds(now=timezone.now()), shape="date")
+            except TimeInvalid as exc:
+                raise CommandError(exc.message) from None
         tenant = None
         if options["tenant"]:
             tenant = Tenant.objects.filter(slug=options["tenant"]).first()
@@ -35,19 +42,29 @@ class Command(BaseCommand):
         if options["all"] and (day or tenant):
             raise CommandError("--all rebuilds everything; it takes neither --date nor --tenant.")
 
+        job = TenantJob.begin(tenant_jobs.ROLLUP, retry_now=bool(options["retry_failed"]))
         if options["all"]:
-            results = rollup.rollup_all(progress=self._progress)
+            results = rollup.rollup_all(progress=self._progress, job=job)
         elif day is not None:
-            tenants = {tenant.pk: tenant.timezone} if tenant else None
-            results = [rollup.rollup_day(day=day, tenants=tenants)]
-            self._progress(results[0])
+            results = rollup.rollup_date(
+                day=day, tenant_id=tenant.pk if tenant else None, progress=self._progress, job=job
+            )
         elif tenant is not None:
-            results = rollup.rollup_tenant(tenant_id=tenant.pk, progress=self._progress)
+            results = rollup.rollup_tenant(tenant_id=tenant.pk, progress=self._progress, job=job)
         else:
-            results = rollup.rollup_refresh(progress=self._progress)
+            results = rollup.rollup_refresh(progress=self._progress, job=job)
         seconds = sum(result.seconds for result in results)
         rows = sum(result.groups for result in results)
         self.stdout.write(self.style.SUCCESS(f"Rolled up {len(results)} day(s): {rows} row(s) in {seconds:.2f} s."))
+        if job.failed:
+            for tenant_id, failure in sorted(job.failed.items()):
+                self.stderr.write(
+                    f"tenant {tenant_id}: {failure.error} (next try {failure.next_retry_at:%Y-%m-%d %H:%M} UTC)"
+                )
+            raise CommandError(
+                f"The rollup failed for {len(job.failed)} tenant(s); the others are rolled up. "
+                "Fix their data, then run `rollup --retry-failed` (or wait for the retry)."
+            )
 
     def _progress(self, result: rollup.DayResult) -> None:
         self.stdout.write(

@@ -228,3 +228,9 @@ def audit(request: HttpRequest, portal: PortalContext) -> HttpResponse:
             "is_first_page": not request.GET.get("before"),
         },
     )
+
+
+@portal_view("ops.view")
+def jobs(request: HttpRequest, portal: PortalContext) -> HttpResponse:
+    """Tenants a periodic job is failing for: what failed, since when, when it is tried again."""
+    return page(request, "portal/ops/jobs.html", {"failures": billing_selectors.failing_tenants()})

@@ -139,9 +139,10 @@ def test_finalize_refuses_a_month_not_over(tenant_a, api_key_a):
     invoice = close(tenant_a, 2026, 11, now=utc(2026, 11, 20))
     with pytest.raises(services.InvoiceError, match="not over"):
         finalize(invoice, now=utc(2026, 11, 20))
-    record(api_key_a, at=utc(2099, 1, 5), received=utc(2026, 11, 1))
+    ahead = timezone.now() + dt.timedelta(days=40)  # a month not over, in any year this runs
+    record(api_key_a, at=ahead, received=utc(2026, 11, 1))
     with pytest.raises(CommandError, match="Not finalized: acme"):
-        call_command("close_month", "--period", "2099-01", "--tenant", "acme", "--finalize", stdout=StringIO())
+        call_command("close_month", "--period", f"{ahead:%Y-%m}", "--tenant", "acme", "--finalize", stdout=StringIO())
 
 
 def test_grace_period_folds_late_events_into_the_draft(tenant_a, api_key_a, settings):

@@ -37,7 +37,7 @@ class Command(BaseCommand):
             self.stdout.write(f"{result.tenant} {result.period}: {result.outcome}{figures}")
             if result.message:
                 self.stderr.write(f"  {result.message}")
-                if options["finalize"] and result.outcome == "draft":
+                if (options["finalize"] and result.outcome == "draft") or result.outcome == services.FAILED:
                     failed.append(result.tenant)
         if not results:
             self.stdout.write("No tenants.")
