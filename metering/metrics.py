@@ -59,8 +59,8 @@ class UnpricedCollector:
                 by_model = _UNPRICED_SNAPSHOT.get_or_load("all", unpriced_by_model)
             else:
                 by_model = unpriced_by_model()
-        except DatabaseError:
-            logger.warning("unpriced gauge not computed: the database failed", exc_info=True)
+        except DatabaseError as exc:  # the scrape still answers, without these two gauges
+            logger.warning("unpriced gauge not computed: the database failed (%s)", type(exc).__name__)
             return
         yield GaugeMetricFamily(
             "tokenbill_unpriced_events",
