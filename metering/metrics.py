@@ -44,12 +44,20 @@ INGEST_CEILING = Counter(
 
 
 class UnpricedCollector:
-    """`tokenbill_unpriced_events` (events stored without a price and still not charged) and
-    `tokenbill_unpriced_models`, computed when /metrics is scraped: what an operator alerts on,
-    unlike the counter above, which only ever grows. One indexed count (the partial index
+    """`tokenbill_unpriced_events_pending` (events stored without a price and still not charged)
+    and `tokenbill_unpriced_models`, computed when /metrics is scraped: what an operator alerts
+    on, unlike the counter above, which only ever grows. One indexed count (the partial index
     usage_event_unpriced), at most once per UNPRICED_GAUGE_SECONDS per process. No model label:
     model names come from clients, and a label per name would grow the series without bound.
+
+    The gauge's name must differ from the counter's family (`tokenbill_unpriced_events`): the
+    registry refuses the clash, and a worker would not boot. `describe` names both gauges
+    without a query, so registering in AppConfig.ready touches no database.
     """
+
+    def describe(self):
+        yield GaugeMetricFamily(PENDING_GAUGE, PENDING_HELP)
+        yield GaugeMetricFamily(MODELS_GAUGE, MODELS_HELP)
 
     def collect(self):
         from metering.selectors import unpriced_by_model  # noqa: PLC0415 (models load after this module)
@@ -62,14 +70,14 @@ class UnpricedCollector:
         except DatabaseError as exc:  # the scrape still answers, without these two gauges
             logger.warning("unpriced gauge not computed: the database failed (%s)", type(exc).__name__)
             return
-        yield GaugeMetricFamily(
-            "tokenbill_unpriced_events",
-            "Usage events stored without a price and not charged yet (rerate_unpriced charges them).",
-            value=sum(by_model.values()),
-        )
-        yield GaugeMetricFamily(
-            "tokenbill_unpriced_models", "Models with usage stored without a price.", value=len(by_model)
-        )
+        yield GaugeMetricFamily(PENDING_GAUGE, PENDING_HELP, value=sum(by_model.values()))
+        yield GaugeMetricFamily(MODELS_GAUGE, MODELS_HELP, value=len(by_model))
+
+
+PENDING_GAUGE = "tokenbill_unpriced_events_pending"
+PENDING_HELP = "Usage events stored without a price and not charged yet (rerate_unpriced charges them)."
+MODELS_GAUGE = "tokenbill_unpriced_models"
+MODELS_HELP = "Models with usage stored without a price."
 
 
 _UNPRICED_SNAPSHOT: BoundedCache[dict[str, int]] = BoundedCache(

@@ -2,7 +2,7 @@
 
 An event whose model has no price at its time is stored unpriced (docs/billing-rules.md
 section 4) and charged only when `rerate_unpriced` runs after the price is added. Operators
-see the counts on the Tenants page and in the `tokenbill_unpriced_events` gauge; this check
+see the counts on the Tenants page and in the `tokenbill_unpriced_events_pending` gauge; this check
 (beat, UNPRICED_CHECK_SECONDS) logs a WARNING with the counts on every run and emails staff
 (settings.ADMINS and active staff users with an address) about each model at most once per
 UTC day: it claims a (model, day) row with INSERT ... ON CONFLICT DO NOTHING RETURNING and

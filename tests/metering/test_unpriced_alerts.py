@@ -60,10 +60,10 @@ def test_the_ops_page_has_no_unpriced_section_when_all_is_priced(client, operato
 
 
 def test_the_gauge_reports_what_is_still_unpriced(key_a, key_b):
-    assert metric_value("tokenbill_unpriced_events") == 0
+    assert metric_value("tokenbill_unpriced_events_pending") == 0
     _unpriced(key_a, 3, "mystery-1")
     _unpriced(key_b, 2, "mystery-2")
-    assert metric_value("tokenbill_unpriced_events") == 5
+    assert metric_value("tokenbill_unpriced_events_pending") == 5
     assert metric_value("tokenbill_unpriced_models") == 2
 
 
