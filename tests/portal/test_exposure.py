@@ -221,6 +221,8 @@ def test_behind_a_declared_proxy_x_forwarded_proto_counts(client):
 @override_settings(
     SECRET_KEY="x9Fq2LmZ7pR4vT8wKc3NdH6jYb1sGe5uAo0iXrQnVtPyWzMhJk-prod", ALLOWED_HOSTS=["billing.example.com"]
 )
-def test_check_deploy_is_clean_with_production_settings():
+def test_check_deploy_is_clean_with_production_settings(monkeypatch):
+    # The browser tests' playwright fixture sets this for the session; production never does.
+    monkeypatch.delenv("DJANGO_ALLOW_ASYNC_UNSAFE", raising=False)
     assert settings.DEBUG is False
     call_command("check", deploy=True, fail_level="WARNING")  # raises SystemCheckError on any warning
