@@ -18,6 +18,7 @@ from rest_framework.test import APIClient
 from billing.models import Hold, LedgerEntry, Wallet
 from billing.money import round_to_ledger
 from billing.selectors import ledger_sum
+from billing.services.balances.base import LOCK_CLASS
 from billing.services.balances.keys import balance_key
 from billing.services.ledger import ledger_post
 from billing.services.quotas import quota_create
@@ -228,6 +229,23 @@ def test_concurrent_holds_never_exceed_a_hard_quota(backend, tenant_a, redis_cli
         assert balances_reconcile(tenant_id=tenant_a.pk, fix=False).clean
 
 
+def _waiting_for_exclusive_balance_lock(tenant_id: int) -> bool:
+    """Whether some backend waits, ungranted, for the tenant's balance lock in exclusive mode
+    (pg_locks: a two-key advisory lock is classid = first key, objid = second, objsubid = 2)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT EXISTS (
+                SELECT 1 FROM pg_locks
+                WHERE locktype = 'advisory' AND classid = %s AND objid = %s AND objsubid = 2
+                  AND mode = 'ExclusiveLock' AND NOT granted
+            )
+            """,
+            [LOCK_CLASS, tenant_id],
+        )
+        return cursor.fetchone()[0]
+
+
 def test_seeding_waits_for_a_money_change_in_flight(redis_backend, redis_client, tenant_a):
     """The seeding race, deterministically: a top-up has moved PostgreSQL and found bal:{t} absent
     (so mirrored nothing) but not committed yet. A concurrent authorize finds the key cold and
@@ -263,9 +281,17 @@ def test_seeding_waits_for_a_money_change_in_flight(redis_backend, redis_client,
     assert redis_client.get(balance_key(tenant_a.pk)) is None  # cold: the top-up mirrored nothing
     reader = threading.Thread(target=authorize)
     reader.start()
-    reader.join(timeout=0.5)
-    assert reader.is_alive(), "the seed must wait for the transaction in flight"
-    release.set()
+    try:
+        # Proof, not a pause: PostgreSQL shows the seed queued for the tenant's lock in exclusive
+        # mode behind the top-up's shared hold, while the top-up is still uncommitted.
+        deadline = time.monotonic() + 30
+        while not _waiting_for_exclusive_balance_lock(tenant_a.pk):
+            assert reader.is_alive(), "the seed finished without waiting for the transaction in flight"
+            assert time.monotonic() < deadline, "the seed never waited for the tenant's balance lock"
+            time.sleep(0.01)
+        assert reader.is_alive() and "response" not in answer
+    finally:
+        release.set()
     writer.join(timeout=30)
     reader.join(timeout=30)
     assert answer["response"].status_code == 200
