@@ -9,9 +9,11 @@ from celery import shared_task
 from billing.invoicing import services
 
 
-# acks_late: a worker lost mid-close gives the task back to the queue; the run is idempotent.
-# time_limit: a month's close is a few queries per tenant; far below the broker's visibility.
-@shared_task(acks_late=True, time_limit=1800, soft_time_limit=1700)
+# acks_late + reject_on_worker_lost: a worker lost mid-close gives the task back to the queue
+# (acks_late alone covers a whole worker killed; a pool child killed, by the OOM killer say, is
+# otherwise acknowledged as failed and the close waits for the next hourly run); the run is
+# idempotent. time_limit: a month's close is a few queries per tenant; far below the broker's visibility.
+@shared_task(acks_late=True, reject_on_worker_lost=True, time_limit=1800, soft_time_limit=1700)
 def invoices_close_due() -> dict:
     results = services.invoices_close_due()
     counts: dict[str, int] = {}

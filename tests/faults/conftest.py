@@ -25,8 +25,10 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+from celery import Celery
 from django.db import connection, connections
 
+from tests.faults.receiver import ScriptedReceiver
 from tests.notify_servers import *  # noqa: F403
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,15 +41,18 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def wait_for(predicate: Callable[[], object], *, timeout: float, interval: float = 0.05, what: str = "") -> object:
-    """Poll until `predicate()` is truthy; fail the test after `timeout` seconds."""
+def wait_for(
+    predicate: Callable[[], object], *, timeout: float, interval: float = 0.05, what: str | Callable[[], str] = ""
+) -> object:
+    """Poll until `predicate()` is truthy; fail the test after `timeout` seconds, saying `what`
+    (or what `what()` says then: a worker's log, say)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what or predicate}")
+            pytest.fail(f"timed out after {timeout} s waiting for {(what() if callable(what) else what) or predicate}")
         time.sleep(interval)
 
 
@@ -147,6 +152,16 @@ class Postgres:
         ).fetchone()
         return row[0] if row else None
 
+    def blocked_on(self, query_like: str) -> int | None:
+        """A backend of the test database (not this test's own) waiting on a lock in a query
+        that matches `query_like` (a worker process's, whose connection the test cannot name)."""
+        row = self.conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            " AND query ILIKE %s AND application_name NOT LIKE 'faults-%%'",
+            [query_like],
+        ).fetchone()
+        return row[0] if row else None
+
     def wait_blocked(self, name: str, *, timeout: float = 30) -> int:
         """The pid of backend `name` once it waits on a lock (one the test holds)."""
         return int(wait_for(lambda: self.blocked_pid(name), timeout=timeout, what=f"backend {name} blocked"))
@@ -216,6 +231,11 @@ class Worker:
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
 
+    def children(self) -> list[int]:
+        """Pids of the worker's pool processes (prefork), from /proc."""
+        path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return [int(pid) for pid in path.read_text().split()] if path.exists() else []
+
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:] if self.log.exists() else ""
 
@@ -227,18 +247,28 @@ class Workers:
         self.tmp_path, self.broker_url, self.env = tmp_path, broker_url, env
         self.started: list[Worker] = []
 
-    def start(self, **extra_env: str) -> Worker:
+    def start(self, *, pool: str = "solo", **extra_env: str) -> Worker:
         log = self.tmp_path / f"worker-{len(self.started)}.log"
         env = {**self.env, **extra_env}
+        pool_args = [f"--pool={pool}"] + (["--concurrency=1"] if pool == "prefork" else [])
+        level = os.environ.get("FAULTS_WORKER_LOGLEVEL", "WARNING")  # INFO shows each task received
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "tests.faults.worker", "worker", "--pool=solo", "--loglevel=WARNING",
+                [sys.executable, "-m", "tests.faults.worker", "worker", *pool_args, f"--loglevel={level}",
                  "--without-gossip", "--without-mingle", "--without-heartbeat", "-n", f"fault{len(self.started)}@%h"],
                 env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         worker = Worker(process, log)
         self.started.append(worker)
         return worker
+
+    def send(self, name: str, *args: object) -> None:
+        """Queue task `name` on this broker, as beat or `.delay()` would."""
+        app = Celery("faults", broker=self.broker_url, set_as_current=False)
+        try:
+            app.send_task(name, args=list(args))
+        finally:
+            app.close()
 
     def kill_all(self) -> None:
         for worker in self.started:
@@ -276,3 +306,22 @@ def live_settings_env(transactional_db) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
     }
     return env
+
+
+# --- Receivers ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def scripted_receiver(settings) -> Iterator[Callable[..., ScriptedReceiver]]:
+    """A factory of scripted webhook receivers on loopback (allowed as an on-premise receiver)."""
+    settings.OUTBOUND_ALLOWED_NETWORKS = ("127.0.0.1/32",)
+    made: list[ScriptedReceiver] = []
+
+    def make(**kwargs) -> ScriptedReceiver:
+        receiver = ScriptedReceiver(**kwargs)
+        made.append(receiver)
+        return receiver
+
+    yield make
+    for receiver in made:
+        receiver.close()
