@@ -193,10 +193,20 @@ NOTIFICATIONS_HTTP_TIMEOUT = env.float("NOTIFICATIONS_HTTP_TIMEOUT", default=5.0
 NOTIFICATIONS_RETRY_BUDGET = env.float("NOTIFICATIONS_RETRY_BUDGET", default=15.0)
 # DingTalk throttles a custom robot for 10 minutes above 20 messages a minute.
 DINGTALK_MAX_PER_MINUTE = env.int("DINGTALK_MAX_PER_MINUTE", default=20)
-for _name in ("ROLLUP_REFRESH_SECONDS", "ALERTS_SWEEP_SECONDS", "ALERTS_DEBOUNCE_SECONDS", "DINGTALK_MAX_PER_MINUTE"):
+# WeCom answers 45009 above 20 messages a minute per robot; Feishu takes 100 a minute per bot.
+WECOM_MAX_PER_MINUTE = env.int("WECOM_MAX_PER_MINUTE", default=20)
+FEISHU_MAX_PER_MINUTE = env.int("FEISHU_MAX_PER_MINUTE", default=100)
+for _name in (
+    "ROLLUP_REFRESH_SECONDS",
+    "ALERTS_SWEEP_SECONDS",
+    "ALERTS_DEBOUNCE_SECONDS",
+    "DINGTALK_MAX_PER_MINUTE",
+    "WECOM_MAX_PER_MINUTE",
+    "FEISHU_MAX_PER_MINUTE",
+):
     if globals()[_name] < 1:
         raise ImproperlyConfigured(f"{_name} must be a positive number")
-# Alert channels (webhook, DingTalk) reach public internet addresses only; receivers on
+# Alert channels (webhook and chat robots) reach public internet addresses only; receivers on
 # premises are allowed here: comma-separated CIDR networks and/or exact host names
 # (portal/notifications/outbound.py, docs/security.md "Outbound requests"). Empty by default.
 OUTBOUND_ALLOWED_NETWORKS = tuple(

@@ -7,9 +7,9 @@ from typing import Any, ClassVar
 
 @dataclass(frozen=True)
 class Message:
-    subject: str  # email subject, DingTalk title
+    subject: str  # email subject, chat title (DingTalk, Feishu card header, Slack header)
     text: str  # plain text body (email)
-    markdown: str  # markdown body (DingTalk)
+    markdown: str  # markdown body, starting with a "### subject" line (DingTalk, WeCom; Feishu, Slack)
     data: dict[str, Any] = field(default_factory=dict)  # machine-readable payload (webhook JSON)
     idempotency_key: str = ""  # the same for every attempt of one delivery; receivers dedupe on it
 

@@ -61,15 +61,7 @@ class DingTalkTransport(Transport):
 
     def send(self, config: dict[str, Any], message: Message) -> SendResult:
         url = config["webhook_url"]
-        robot = hashlib.sha256(url.encode()).hexdigest()[:24]
-        wait = ratelimit.acquire(f"dingtalk:{robot}", limit=settings.DINGTALK_MAX_PER_MINUTE, window_seconds=60)
-        if wait > 0:
-            raise TransportError(
-                f"robot rate limit ({settings.DINGTALK_MAX_PER_MINUTE}/min), deferred {wait:.1f}s",
-                permanent=False,
-                retry_after=wait,
-                attempts=0,
-            )
+        ratelimit.defer_if_full("dingtalk", url, limit=settings.DINGTALK_MAX_PER_MINUTE, window_seconds=60)
         title, text = message.subject, message.markdown
         keyword = config.get("keyword") or ""
         if keyword and keyword not in title and keyword not in text:

@@ -1,5 +1,9 @@
 """Sliding-window send limits shared by every worker (Redis), e.g. DingTalk's 20 a minute.
 
+Chat robots (DingTalk, WeCom, Feishu) call `defer_if_full` before each request: a message over
+the robot's limit is deferred (a transient error with `attempts=0` and the wait in
+`retry_after`), never sent into a throttle that would mute the robot for minutes.
+
 With Redis (production) one Lua script per call keeps a sorted set of send times per key, so
 many workers on many machines stay under the limit together; the key carries a hash tag so it
 lives in one Redis Cluster slot. Without Redis (the embedded default runs one worker) an
@@ -7,6 +11,7 @@ in-process window does the same.
 """
 
 import functools
+import hashlib
 import threading
 import time
 import uuid
@@ -16,6 +21,7 @@ import redis
 from django.conf import settings
 
 from portal.cache import BoundedCache
+from portal.notifications.base import TransportError
 
 # KEYS[1] the window; ARGV: window ms, limit, a unique member. Returns 0 when a slot was taken,
 # else the milliseconds until the oldest send leaves the window.
@@ -64,3 +70,20 @@ def acquire(key: str, *, limit: int, window_seconds: float) -> float:
             window.append(now)
             return 0.0
         return max(window[0] + window_seconds - now, 0.001)
+
+
+def defer_if_full(service: str, url: str, *, limit: int, window_seconds: float) -> None:
+    """Take a slot in the robot's window (the robot is its URL), or raise a deferral.
+
+    Raises TransportError(permanent=False, attempts=0, retry_after=<seconds>) when the window
+    is full: the delivery is tried again exactly when a slot frees, without counting an attempt.
+    """
+    robot = hashlib.sha256(url.encode()).hexdigest()[:24]  # the URL carries the robot's token
+    wait = acquire(f"{service}:{robot}", limit=limit, window_seconds=window_seconds)
+    if wait > 0:
+        raise TransportError(
+            f"robot rate limit ({limit} per {window_seconds:g}s), deferred {wait:.1f}s",
+            permanent=False,
+            retry_after=wait,
+            attempts=0,
+        )

@@ -3,10 +3,21 @@
 from portal.notifications.base import Transport
 from portal.notifications.dingtalk import DingTalkTransport
 from portal.notifications.email import EmailTransport
+from portal.notifications.feishu import FeishuTransport
+from portal.notifications.slack import SlackTransport
 from portal.notifications.webhook import WebhookTransport
+from portal.notifications.wecom import WeComTransport
 
 _TRANSPORTS: dict[str, Transport] = {
-    transport.kind: transport for transport in (EmailTransport(), DingTalkTransport(), WebhookTransport())
+    transport.kind: transport
+    for transport in (
+        EmailTransport(),
+        DingTalkTransport(),
+        WebhookTransport(),
+        WeComTransport(),
+        FeishuTransport(),
+        SlackTransport(),
+    )
 }
 
 
