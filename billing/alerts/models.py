@@ -22,12 +22,16 @@ class NotificationChannel(models.Model):
         EMAIL = "email", "Email"
         DINGTALK = "dingtalk", "DingTalk robot"
         WEBHOOK = "webhook", "Webhook"
+        WECOM = "wecom", "WeCom robot"
+        FEISHU = "feishu", "Feishu / Lark bot"
+        SLACK = "slack", "Slack incoming webhook"
 
     tenant = models.ForeignKey("accounts.Tenant", on_delete=models.CASCADE, related_name="notification_channels")
     kind = models.CharField(max_length=16, choices=Kind.choices)
     name = models.CharField(max_length=100)
     # email: {"recipients": [...]}; dingtalk: {"webhook_url", "secret"?, "keyword"?};
-    # webhook: {"url", "secret"}. Validated by the transport (portal/notifications).
+    # webhook: {"url", "secret"}; wecom: {"webhook_url"}; feishu: {"webhook_url", "secret"?,
+    # "keyword"?}; slack: {"url"}. Validated by the transport (portal/notifications).
     config = models.JSONField(default=dict)
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -37,7 +41,8 @@ class NotificationChannel(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["tenant", "name"], name="channel_unique_name"),
             models.CheckConstraint(
-                condition=models.Q(kind__in=["email", "dingtalk", "webhook"]), name="channel_kind_valid"
+                condition=models.Q(kind__in=["email", "dingtalk", "webhook", "wecom", "feishu", "slack"]),
+                name="channel_kind_valid",
             ),
         ]
 
