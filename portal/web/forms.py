@@ -112,7 +112,14 @@ class CatalogImportForm(forms.Form):
 
 # --- Alerts --------------------------------------------------------------------------------
 
-CHANNEL_KIND_CHOICES = [("email", _("Email")), ("dingtalk", _("DingTalk robot")), ("webhook", _("Webhook"))]
+CHANNEL_KIND_CHOICES = [
+    ("email", _("Email")),
+    ("dingtalk", _("DingTalk robot")),
+    ("wecom", _("WeCom robot")),
+    ("feishu", _("Feishu / Lark bot")),
+    ("slack", _("Slack incoming webhook")),
+    ("webhook", _("Webhook")),
+]
 RULE_KIND_CHOICES = [
     ("quota", _("Quota used (% of a quota)")),
     ("balance", _("Low balance")),
@@ -149,8 +156,12 @@ class ChannelForm(forms.Form):
         secret = data.get("secret") or current.get("secret", "")
         if data["kind"] == "email":
             return {"recipients": data.get("recipients", "")}
-        if data["kind"] == "dingtalk":
+        if data["kind"] in ("dingtalk", "feishu"):
             return {"webhook_url": data.get("webhook_url", ""), "secret": secret, "keyword": data.get("keyword", "")}
+        if data["kind"] == "wecom":
+            return {"webhook_url": data.get("webhook_url", "")}  # the key in the URL is its only credential
+        if data["kind"] == "slack":
+            return {"url": data.get("url", "")}  # incoming webhooks are not signed
         return {"url": data.get("url", ""), "secret": secret}
 
 

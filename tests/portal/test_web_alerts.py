@@ -103,6 +103,12 @@ def test_send_test_answers_at_once_and_the_receiver_hears_from_the_worker(
         ("webhook", {"url": "http://[::ffff:169.254.169.254]/latest/meta-data/", "secret": WEBHOOK_SECRET}),
         ("dingtalk", {"webhook_url": "http://169.254.169.254/robot/send?access_token=x"}),
         ("dingtalk", {"webhook_url": "http://10.0.0.8/robot/send?access_token=x"}),
+        ("wecom", {"webhook_url": "http://169.254.169.254/cgi-bin/webhook/send?key=x"}),
+        ("wecom", {"webhook_url": "http://127.0.0.1:6379/cgi-bin/webhook/send?key=x"}),
+        ("feishu", {"webhook_url": "http://192.168.1.10/open-apis/bot/v2/hook/abc", "secret": "s"}),
+        ("feishu", {"webhook_url": "http://[::1]:8080/open-apis/bot/v2/hook/abc"}),
+        ("slack", {"url": "http://100.64.0.1/services/T0/B0/abc"}),
+        ("slack", {"url": "http://localhost:5432/services/T0/B0/abc"}),
     ],
 )
 def test_the_channel_form_refuses_internal_addresses(client, tenant_a, owner_a, kind, fields):
@@ -179,6 +185,63 @@ def test_bad_channel_config_is_explained(client, tenant_a, owner_a):
     assert dingtalk.status_code == 400
     assert "access_token" in dingtalk.content.decode()
     assert not NotificationChannel.objects.exists()
+
+
+@pytest.mark.parametrize("kind", ["wecom", "feishu", "slack"])
+def test_an_owner_adds_a_chat_channel_and_its_test_arrives(
+    client, tenant_a, owner_a, kind, wecom_robot, feishu_bot, slack_webhook, eager, django_capture_on_commit_callbacks
+):
+    client.force_login(owner_a)
+    create = reverse("alert-channel-create", kwargs={"slug": tenant_a.slug})
+    form_page = client.get(create).content.decode()
+    assert f'value="{kind}"' in form_page and "/services/T.../B.../..." in form_page
+    if kind == "wecom":
+        server = wecom_robot(key="portal-wecom-key")
+        fields, config = {"webhook_url": server.webhook_url}, {"webhook_url": server.webhook_url}
+    elif kind == "feishu":
+        server = feishu_bot(token="portal-feishu-token", secret="portal-feishu-secret", keyword="alert")
+        fields = {"webhook_url": server.webhook_url, "secret": server.secret, "keyword": "alert"}
+        config = dict(fields)
+    else:
+        server = slack_webhook(secret="portal-slack-secret")
+        fields, config = {"url": server.url, "secret": "ignored"}, {"url": server.url}
+    response = client.post(create, {"kind": kind, "name": f"{kind} group", "enabled": "on", **fields})
+    assert response.status_code == 302, response.content.decode()
+    channel = NotificationChannel.objects.get(tenant=tenant_a)
+    assert (channel.kind, channel.config) == (kind, config)
+
+    listed = client.get(reverse("alerts", kwargs={"slug": tenant_a.slug})).content.decode()
+    assert {"wecom": "WeCom robot", "feishu": "Feishu / Lark bot", "slack": "Slack incoming webhook"}[kind] in listed
+    with django_capture_on_commit_callbacks(execute=True):
+        client.post(reverse("alert-channel-test", kwargs={"slug": tenant_a.slug, "channel_id": channel.pk}))
+    assert len(server.messages) == 1  # the stand-in checked the key / signature and keyword / path
+    assert AlertDelivery.objects.get(channel=channel).status == "delivered"
+
+
+@pytest.mark.parametrize(
+    ("kind", "fields", "explained"),
+    [
+        ("wecom", {"webhook_url": "https://qyapi.weixin.qq.com/cgi-bin/webhook/send"}, "?key="),
+        ("feishu", {"webhook_url": "https://open.feishu.cn/open-apis/bot/v2/"}, "/open-apis/bot/v2/hook/"),
+        ("slack", {"url": "https://hooks.slack.com/triggers/T0/1/x"}, "/services/T.../B.../..."),
+    ],
+)
+def test_a_chat_url_of_the_wrong_shape_is_explained(client, tenant_a, owner_a, kind, fields, explained):
+    client.force_login(owner_a)
+    response = client.post(
+        reverse("alert-channel-create", kwargs={"slug": tenant_a.slug}),
+        {"kind": kind, "name": "chat", "enabled": "on", **fields},
+    )
+    assert response.status_code == 400
+    assert explained in response.content.decode()
+    assert not NotificationChannel.objects.exists()
+
+
+def test_the_chat_kinds_are_translated(client, tenant_a, owner_a, settings):
+    client.force_login(owner_a)
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = "zh-hans"
+    page = client.get(reverse("alert-channel-create", kwargs={"slug": tenant_a.slug})).content.decode()
+    assert "企业微信群机器人" in page and "飞书自定义机器人" in page and "Slack 传入 Webhook" in page
 
 
 def test_edit_a_channel_keeps_its_secret(client, tenant_a, owner_a, settings):
