@@ -99,12 +99,14 @@ def start_server(
     server = Server(process=process, port=port, log_path=log, metrics_dir=metrics_dir)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and process.poll() is None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             conn.request("GET", "/healthz")
             if conn.getresponse().status == 200:
                 return server
         except OSError:
             time.sleep(0.1)
+        finally:
+            conn.close()
     server.stop()
     raise SystemExit(f"gunicorn ({name}) did not start; log:\n{log.read_text()[-3000:]}")

@@ -159,8 +159,9 @@ _RETRY_AFTER = OpenApiParameter(
     "Retry-After",
     OpenApiTypes.INT,
     location=OpenApiParameter.HEADER,
-    response=[402],
-    description="On quota_exceeded for a day or month quota: seconds until the window resets.",
+    response=[402, 429],
+    description="On quota_exceeded for a day or month quota: seconds until the window resets; on "
+    "rate_limited: seconds until a retry can pass.",
 )
 
 
@@ -244,6 +245,11 @@ class AuthorizeView(TenantAPIView):
             403: OpenApiResponse(schema.ErrorSerializer, description="Revoked key or suspended tenant."),
             409: OpenApiResponse(schema.ErrorSerializer, description="request_id already used by a closed hold."),
             422: OpenApiResponse(schema.ErrorSerializer, description="model_not_priced: no price, plan refuses."),
+            429: OpenApiResponse(
+                schema.ErrorSerializer,
+                description="rate_limited: the key's or tenant's requests, tokens or parallel requests per "
+                "minute; `Retry-After` says when to retry.",
+            ),
             503: OpenApiResponse(schema.ErrorSerializer, description="balance_unavailable: the store failed."),
         },
         parameters=[_RETRY_AFTER],
@@ -274,7 +280,13 @@ class BalanceView(TenantAPIView):
     @extend_schema(
         operation_id="balance",
         parameters=[OpenApiParameter("api_key", str, description="Service tokens only: the tenant key to act for.")],
-        responses={200: BalanceOutSerializer, 400: schema.ErrorSerializer, 401: schema.ErrorSerializer},
+        responses={
+            200: BalanceOutSerializer,
+            400: schema.ErrorSerializer,
+            401: schema.ErrorSerializer,
+            403: OpenApiResponse(schema.ErrorSerializer, description="Scope, revoked key or suspended tenant."),
+            404: OpenApiResponse(schema.ErrorSerializer, description="unknown_api_key (service tokens)."),
+        },
         summary="The caller's tenant: prepaid balance, open holds and quota usage (from the ledger).",
     )
     def get(self, request: Request) -> Response:

@@ -1,5 +1,6 @@
 """Serializers that document the API in OpenAPI. Validation itself is metering/validation.py."""
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 
@@ -82,8 +83,15 @@ class TokenizeOutSerializer(serializers.Serializer):
     encoding = serializers.CharField()
 
 
+@extend_schema_field({"oneOf": [{"type": "string"}, {"type": "integer"}]})
+class UsageGroupField(serializers.Field):
+    """A day (`YYYY-MM-DD`) or a model name as a string; with group_by=api_key, the key id (an integer)."""
+
+
 class UsageRowSerializer(serializers.Serializer):
-    group = serializers.CharField()
+    group = UsageGroupField(
+        help_text="group_by=day: the tenant-local date; model: the model name; api_key: the key id (an integer)."
+    )
     requests = serializers.IntegerField()
     input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()

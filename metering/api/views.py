@@ -5,7 +5,8 @@ import time
 
 from django.conf import settings
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -22,6 +23,22 @@ from portal.api.errors import ApiError
 from portal.api.views import TenantAPIView, resolve_named_key
 
 ERRORS = {400: schema.ErrorSerializer, 401: schema.ErrorSerializer, 403: schema.ErrorSerializer}
+# A service token naming a key that does not exist (`?api_key=` or the event's `api_key`).
+UNKNOWN_KEY = {404: OpenApiResponse(schema.ErrorSerializer, description="not_found, or unknown_api_key.")}
+TOO_MANY = {
+    429: OpenApiResponse(
+        schema.ErrorSerializer,
+        description="too_many_requests: this credential passed INGEST_CEILING_PER_MINUTE; retry after "
+        "`Retry-After` seconds with the same request_id.",
+    )
+}
+RETRY_AFTER = OpenApiParameter(
+    "Retry-After",
+    OpenApiTypes.INT,
+    location=OpenApiParameter.HEADER,
+    response=[429],
+    description="Seconds until the ingest ceiling's window turns.",
+)
 
 
 def event_payload(event: UsageEvent | NewEvent, *, event_id: int, duplicate: bool) -> dict:
@@ -97,7 +114,10 @@ class EventView(IngestView):
             409: schema.ErrorSerializer,
             413: schema.ErrorSerializer,
             **ERRORS,
+            **UNKNOWN_KEY,
+            **TOO_MANY,
         },
+        parameters=[RETRY_AFTER],
         summary="Record one usage event (idempotent on request_id).",
     )
     def post(self, request: Request) -> Response:
@@ -153,7 +173,8 @@ class EventBatchView(IngestView):
     @extend_schema(
         operation_id="events_batch_create",
         request=schema.BatchInSerializer,
-        responses={200: schema.BatchOutSerializer, 413: schema.ErrorSerializer, **ERRORS},
+        responses={200: schema.BatchOutSerializer, 413: schema.ErrorSerializer, **ERRORS, **TOO_MANY},
+        parameters=[RETRY_AFTER],
         summary="Record up to 1,000 events; per-item results in input order.",
     )
     def post(self, request: Request) -> Response:
@@ -258,7 +279,7 @@ class UsageView(TenantAPIView):
             OpenApiParameter("group_by", str, enum=list(selectors.GROUPINGS), description="Default day."),
             OpenApiParameter("api_key", str, description="Service tokens only: the tenant key to report for."),
         ],
-        responses={200: schema.UsageOutSerializer, **ERRORS},
+        responses={200: schema.UsageOutSerializer, **ERRORS, **UNKNOWN_KEY},
         summary="Aggregated usage of the caller's tenant.",
     )
     def get(self, request: Request) -> Response:

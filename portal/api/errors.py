@@ -7,7 +7,8 @@ ports and database names): only the messages our exceptions were given; the rest
 import logging
 from typing import Any
 
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -80,3 +81,12 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         message = _flatten_message(detail)
     response.data = error_body(code, message, details)
     return response
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """The root URLconf's handler404. A path no route matches is still answered in the API's
+    error shape under /api/ (a client that sends /api/v1/events/-1 reads JSON, not the
+    portal's HTML page); elsewhere it is the portal's 404 page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(error_body("not_found", f"No such resource: {request.path}."), status=404)
+    return defaults.page_not_found(request, exception)  # type: ignore[arg-type]

@@ -13,10 +13,15 @@ from rest_framework.response import Response
 from billing.invoicing import exports, pdf, selectors
 from billing.invoicing.models import Invoice, InvoiceLine
 from billing.money import currency_exponent
+from metering.api.schema import ErrorSerializer
 from portal.api.errors import ApiError
 from portal.api.views import TenantAPIView
 
 _API_KEY_PARAM = OpenApiParameter("api_key", str, description="Service tokens only: the tenant key to act for.")
+# The error answers every invoice endpoint gives (one shape, portal/api/errors.py): 400 for an
+# unknown parameter or a service token without api_key, 401, 403 (scope, revoked key, suspended
+# tenant), 404 for another tenant's id, an unknown one or an unknown named key.
+_ERRORS = dict.fromkeys((400, 401, 403, 404), ErrorSerializer)
 
 
 def _money(amount, currency: str) -> str:
@@ -105,7 +110,7 @@ class InvoiceListView(InvoiceAPIView):
     @extend_schema(
         operation_id="invoices_list",
         parameters=[_API_KEY_PARAM],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: OpenApiTypes.OBJECT, **_ERRORS},
         summary="The caller's tenant's invoices, newest period first (drafts included, unnumbered).",
     )
     def get(self, request: Request) -> Response:
@@ -119,7 +124,7 @@ class InvoiceDetailView(InvoiceAPIView):
     @extend_schema(
         operation_id="invoices_retrieve",
         parameters=[_API_KEY_PARAM],
-        responses={200: OpenApiTypes.OBJECT},
+        responses={200: OpenApiTypes.OBJECT, **_ERRORS},
         summary="One invoice with its lines (.csv and .pdf give the same invoice as a file).",
     )
     def get(self, request: Request, pk: int) -> Response | HttpResponse:
@@ -144,7 +149,7 @@ class InvoiceCSVView(InvoiceDetailView):
     @extend_schema(
         operation_id="invoices_csv",
         parameters=[_API_KEY_PARAM],
-        responses={(200, "text/csv"): OpenApiTypes.BINARY},
+        responses={(200, "text/csv"): OpenApiTypes.BINARY, **_ERRORS},
         summary="One invoice's lines and totals as CSV (UTF-8).",
     )
     def get(self, request: Request, pk: int) -> Response | HttpResponse:
@@ -157,7 +162,7 @@ class InvoicePDFView(InvoiceDetailView):
     @extend_schema(
         operation_id="invoices_pdf",
         parameters=[_API_KEY_PARAM],
-        responses={(200, "application/pdf"): OpenApiTypes.BINARY},
+        responses={(200, "application/pdf"): OpenApiTypes.BINARY, **_ERRORS},
         summary="One invoice as a PDF in the tenant's language.",
     )
     def get(self, request: Request, pk: int) -> Response | HttpResponse:
