@@ -41,6 +41,7 @@ class Load:
     secret: str
     lock: threading.Lock = field(default_factory=threading.Lock)
     admitted: list[str] = field(default_factory=list)
+    admitted_sent: list[float] = field(default_factory=list)  # when each admitted request was sent (monotonic)
     accepted: dict[str, Decimal] = field(default_factory=dict)  # request_id -> cost answered
     answers: dict[tuple[str, int], int] = field(default_factory=dict)  # (path, status) -> count
     codes: set[str] = field(default_factory=set)  # error codes of the 503s
@@ -55,14 +56,16 @@ class Load:
 
 
 def _post_until_answered(load: Load, client: APIClient, path: str, body: dict, stop_at: float):
-    """POST, retrying the same body while the store is unavailable (what a client does on 503)."""
+    """POST, retrying the same body while the store is unavailable (what a client does on 503):
+    (the answer, when its request was sent), or (None, 0) at the deadline."""
     while time.monotonic() < stop_at:
+        sent = time.monotonic()
         answer = client.post(path, body, format="json")
         load.count(path, answer.status_code, answer.content)
         if answer.status_code != 503:
-            return answer
+            return answer, sent
         time.sleep(0.05)
-    return None
+    return None, 0.0
 
 
 def _flows(load: Load, index: int, stop_at: float) -> None:
@@ -78,7 +81,7 @@ def _flows(load: Load, index: int, stop_at: float) -> None:
                 "request_id": request_id,
                 "hold": True,
             }
-            answer = _post_until_answered(load, client, "/api/v1/authorize", hold, stop_at)
+            answer, sent = _post_until_answered(load, client, "/api/v1/authorize", hold, stop_at)
             if answer is None:
                 load.errors.append(f"{request_id}: authorize still unavailable at the deadline")
                 return
@@ -91,13 +94,14 @@ def _flows(load: Load, index: int, stop_at: float) -> None:
                 return
             with load.lock:
                 load.admitted.append(request_id)
+                load.admitted_sent.append(sent)
             event = {
                 "request_id": request_id,
                 "model": "gpt-4o",
                 "input_tokens": 500 + (index * 37 + n * 11) % 500,
                 "output_tokens": (index * 13 + n * 7) % MAX_OUT,
             }
-            stored = _post_until_answered(load, client, "/api/v1/events", event, stop_at)
+            stored, _ = _post_until_answered(load, client, "/api/v1/events", event, stop_at)
             if stored is None or stored.status_code not in (200, 201):
                 load.errors.append(f"event {request_id}: {stored and stored.status_code} {stored and stored.content!r}")
                 return
@@ -130,6 +134,7 @@ def test_redis_killed_mid_load_fails_closed_and_reconciles(settings, private_red
         time.sleep(0.01)
     assert len(load.admitted) >= 12, load.errors[:3]
     private_redis.kill()
+    killed_at = time.monotonic()
     # Down: requests fail closed with 503 (the flows keep retrying), and the portal says it is not ready.
     while sum(n for (_, status), n in load.answers.items() if status == 503) < 2 * THREADS:
         assert time.monotonic() < deadline, load.answers
@@ -137,14 +142,15 @@ def test_redis_killed_mid_load_fails_closed_and_reconciles(settings, private_red
     ready = anonymous.get("/readyz")
     assert ready.status_code == 503
     assert ready.json()["status"] == "unavailable"
-    admitted_while_down = len(load.admitted)
     time.sleep(0.3)
-    assert len(load.admitted) == admitted_while_down, "nothing is admitted while the store is down"
+    restarted_at = time.monotonic()
     private_redis.start()  # same port, empty
     for worker in workers:
         worker.join(timeout=max(stop_at - time.monotonic(), 1) + 10)
     assert not any(worker.is_alive() for worker in workers), "a flow hung"
     assert not load.errors, load.errors[:5]
+    # No request sent while the store was down was admitted.
+    assert not [sent for sent in load.admitted_sent if killed_at < sent < restarted_at]
 
     # Both answered 503 balance_unavailable while Redis was down; nothing else failed.
     assert load.answers.get(("/api/v1/authorize", 503), 0) > 0
