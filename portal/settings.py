@@ -57,6 +57,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: every response, error pages included, carries the request id, and every log line
+    # written during the request names it; then one log line per request (LOG_REQUESTS).
+    "portal.middleware.RequestIdMiddleware",
+    "portal.middleware.RequestLogMiddleware",
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -431,6 +435,9 @@ if LOG_FORMAT not in ("json", "console"):
     raise ImproperlyConfigured("LOG_FORMAT must be 'json' or 'console'")
 LOGGING_CONFIG = None
 logging_config(level=LOG_LEVEL, fmt=LOG_FORMAT)
+# One INFO line per request (logger portal.requests: method, route, status, duration, caller,
+# request id; never a query string, header or body). Off: no such lines.
+LOG_REQUESTS = env.bool("LOG_REQUESTS", default=True)
 
 PROMETHEUS_EXPORT_MIGRATIONS = False
 # Who may read /metrics and /readyz's per-check details: a caller presenting
