@@ -14,6 +14,8 @@ TEST_ENV := DEBUG=0 SECRET_KEY=test-only-secret ALLOWED_HOSTS=testserver,127.0.0
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) TOKENBILL_REQUIRE_POSTGRES=1 \
 	LOG_LEVEL=WARNING
 PYTEST_ARGS ?=
+# The soak empties its own Redis database (never the suite's); --short for a 25 s run.
+SOAK_ARGS ?= --redis-db 5
 
 .PHONY: run test lint format migrate seed bench clean help messages pdf-deps system-deps
 
@@ -21,7 +23,7 @@ help:
 	@echo "make run   - install, migrate, seed demo data, serve http://127.0.0.1:8000 (SQLite, no Redis)"
 	@echo "make test  - install test tools, lint, run the whole suite on PostgreSQL and Redis"
 	@echo "make lint  - ruff, ruff format --check, import-linter"
-	@echo "make bench - the benchmarks in bench/ (print figures; not tests)"
+	@echo "make bench - the benchmarks in bench/ (print figures; not tests) and a 10-minute soak"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -101,6 +103,7 @@ bench: $(VENV)/.dev-installed
 	$(TEST_ENV) $(PY) bench/authorize.py
 	$(TEST_ENV) $(PY) bench/rollup.py
 	$(TEST_ENV) $(PY) bench/dashboard.py
+	$(TEST_ENV) $(PY) bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) staticfiles db.sqlite3 .celery test-output
