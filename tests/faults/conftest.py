@@ -29,7 +29,6 @@ from celery import Celery
 from django.db import connection, connections
 
 from tests.faults.receiver import ScriptedReceiver
-from tests.notify_servers import *  # noqa: F403
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_SERVER = "redis-server"
