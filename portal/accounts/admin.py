@@ -9,6 +9,7 @@ usage and audit rows that name them. The audit log itself is read-only.
 from django.contrib import admin
 
 from portal.accounts.admin_audit import AuditedModelAdmin, ReadOnlyAdmin
+from portal.accounts.admin_forms import ApiKeyAdminForm, TenantAdminForm
 from portal.accounts.models import ApiKey, AuditLog, Membership, ServiceToken, Tenant
 
 
@@ -20,9 +21,21 @@ class MembershipInline(admin.TabularInline):
 
 @admin.register(Tenant)
 class TenantAdmin(AuditedModelAdmin):
-    list_display = ["name", "slug", "status", "currency", "timezone", "price_plan", "created_at"]
+    list_display = [
+        "name",
+        "slug",
+        "status",
+        "currency",
+        "timezone",
+        "price_plan",
+        "rpm_limit",
+        "tpm_limit",
+        "max_parallel_requests",
+        "created_at",
+    ]
     list_filter = ["status", "currency"]
     search_fields = ["name", "slug"]
+    form = TenantAdminForm  # limits checked as the portal checks them
     inlines = [MembershipInline]
 
 
@@ -30,8 +43,21 @@ class TenantAdmin(AuditedModelAdmin):
 class ApiKeyAdmin(AuditedModelAdmin):
     """Keys are issued by the portal or `create_api_key` (the secret is shown once there)."""
 
-    list_display = ["prefix", "name", "tenant", "scopes", "created_at", "last_used_at", "revoked_at"]
-    list_filter = ["tenant"]
+    list_display = [
+        "prefix",
+        "name",
+        "tenant",
+        "scopes",
+        "rpm_limit",
+        "tpm_limit",
+        "max_parallel_requests",
+        "expires_at",
+        "created_at",
+        "last_used_at",
+        "revoked_at",
+    ]
+    list_filter = ["tenant", ("expires_at", admin.EmptyFieldListFilter), ("revoked_at", admin.EmptyFieldListFilter)]
+    form = ApiKeyAdminForm  # limits, expiry, models and networks checked as the portal checks them
     search_fields = ["prefix", "name", "tenant__slug"]
     readonly_fields = ["prefix", "secret_hash", "created_at", "last_used_at"]
 

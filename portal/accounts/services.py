@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from portal.accounts import credentials
+from portal.accounts import credentials, key_controls
 from portal.accounts.models import ApiKey, AuditLog, Membership, ServiceToken, Tenant
 
 # Touching last_used_at on every request would turn each API call into a row update;
@@ -178,25 +178,40 @@ def api_key_create(
     tenant: Tenant,
     name: str = "",
     scopes: list[str] | None = None,
+    expires_at: dt.datetime | None = None,
+    allowed_models: list[str] | None = None,
+    allowed_networks: list[str] | None = None,
+    rpm_limit: int | None = None,
+    tpm_limit: int | None = None,
+    max_parallel_requests: int | None = None,
     actor: AbstractBaseUser | None = None,
     actor_label: str = "",
 ) -> tuple[ApiKey, str]:
-    """Issue a key. Returns the row and the secret, which is not stored and never shown again."""
+    """Issue a key, with its controls if given (checked as api_key_set_controls checks them).
+    Returns the row and the secret, which is not stored and never shown again."""
+    valid_scopes = _validate_scopes(scopes if scopes is not None else ["ingest", "read"])
+    controls = key_controls.clean_key_controls(
+        expires_at=expires_at,
+        allowed_models=allowed_models or [],
+        allowed_networks=allowed_networks or [],
+        rpm_limit=rpm_limit,
+        tpm_limit=tpm_limit,
+        max_parallel_requests=max_parallel_requests,
+        now=timezone.now(),
+    )
     issued = credentials.issue(credentials.API_KEY_KIND)
     key = ApiKey.objects.create(
         tenant=tenant,
         name=name.strip()[:100],
         prefix=issued.prefix,
         secret_hash=issued.secret_hash,
-        scopes=_validate_scopes(scopes if scopes is not None else ["ingest", "read"]),
+        scopes=valid_scopes,
+        **controls,
     )
+    changes = {"name": key.name, "scopes": key.scopes, "prefix": key.prefix}
+    changes.update({field: _audit_value(value) for field, value in controls.items() if value not in (None, [])})
     audit_record(
-        action="api_key.create",
-        target=key,
-        actor=actor,
-        actor_label=actor_label,
-        tenant=tenant,
-        changes={"name": key.name, "scopes": key.scopes, "prefix": key.prefix},
+        action="api_key.create", target=key, actor=actor, actor_label=actor_label, tenant=tenant, changes=changes
     )
     return key, issued.secret
 
@@ -231,6 +246,99 @@ def api_key_update(
         )
     api_key.name, api_key.scopes = new_name, new_scopes
     return True
+
+
+def _audit_value(value: object) -> object:
+    """A control's value as the audit log's JSON holds it (datetimes as ISO 8601 text)."""
+    return value.isoformat() if isinstance(value, dt.datetime) else value
+
+
+def _set_and_audit(*, row: ApiKey | Tenant, values: dict, action: str, actor, actor_label: str, tenant: Tenant) -> dict:
+    """Write the fields of `values` that differ from the locked `row`; audit their before and
+    after. Returns the changed fields (empty: nothing written, nothing recorded)."""
+    changed = {field: value for field, value in values.items() if getattr(row, field) != value}
+    if not changed:
+        return {}
+    type(row).objects.filter(pk=row.pk).update(**changed)
+    audit_record(
+        action=action,
+        target=row,
+        actor=actor,
+        actor_label=actor_label,
+        tenant=tenant,
+        changes={
+            "before": {field: _audit_value(getattr(row, field)) for field in changed},
+            "after": {field: _audit_value(value) for field, value in changed.items()},
+        },
+    )
+    return changed
+
+
+def api_key_set_controls(
+    *,
+    api_key: ApiKey,
+    expires_at: dt.datetime | None,
+    allowed_models: list[str],
+    allowed_networks: list[str],
+    rpm_limit: int | None,
+    tpm_limit: int | None,
+    max_parallel_requests: int | None,
+    actor: AbstractBaseUser | None = None,
+    actor_label: str = "",
+) -> bool:
+    """Set a key's expiry, allowed models and networks and its per-minute limits, all at once
+    (None or [] for none), checked by portal.accounts.key_controls; audited with the changed
+    fields before and after. Returns False when nothing changed. A revoked key stays as it was."""
+    with transaction.atomic():
+        locked = ApiKey.objects.select_for_update().select_related("tenant").get(pk=api_key.pk)
+        if locked.revoked_at is not None:
+            raise ValidationError("A revoked key cannot be changed.")
+        values = key_controls.clean_key_controls(
+            expires_at=expires_at,
+            allowed_models=allowed_models,
+            allowed_networks=allowed_networks,
+            rpm_limit=rpm_limit,
+            tpm_limit=tpm_limit,
+            max_parallel_requests=max_parallel_requests,
+            now=timezone.now(),
+            current_expires_at=locked.expires_at,
+        )
+        changed = _set_and_audit(
+            row=locked,
+            values=values,
+            action="api_key.set_controls",
+            actor=actor,
+            actor_label=actor_label,
+            tenant=locked.tenant,
+        )
+    for field, value in values.items():
+        setattr(api_key, field, value)
+    return bool(changed)
+
+
+def tenant_set_limits(
+    *,
+    tenant: Tenant,
+    rpm_limit: int | None,
+    tpm_limit: int | None,
+    max_parallel_requests: int | None,
+    actor: AbstractBaseUser | None = None,
+    actor_label: str = "",
+) -> bool:
+    """Set the per-minute limits over all of a tenant's keys together (None: no limit), checked
+    by portal.accounts.key_controls; audited with the changed fields before and after. Returns
+    False when nothing changed."""
+    values = key_controls.clean_tenant_limits(
+        rpm_limit=rpm_limit, tpm_limit=tpm_limit, max_parallel_requests=max_parallel_requests
+    )
+    with transaction.atomic():
+        locked = Tenant.objects.select_for_update().get(pk=tenant.pk)
+        changed = _set_and_audit(
+            row=locked, values=values, action="tenant.set_limits", actor=actor, actor_label=actor_label, tenant=locked
+        )
+    for field, value in values.items():
+        setattr(tenant, field, value)
+    return bool(changed)
 
 
 def api_key_revoke(*, api_key: ApiKey, actor: AbstractBaseUser | None = None, actor_label: str = "") -> bool:
