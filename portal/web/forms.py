@@ -1,11 +1,16 @@
 """Browser forms: parse and validate input; services do the work."""
 
+import datetime as dt
+from collections.abc import Callable
 from decimal import Decimal
 
 from django import forms
+from django.core.exceptions import ValidationError
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from billing.models import Quota
+from portal.accounts import key_controls
 from portal.accounts.models import ApiKey
 from portal.web.dashboard import quota_label
 
@@ -70,6 +75,107 @@ class ApiKeyCreateForm(ApiKeyUpdateForm):
         label=_("Window"), choices=WINDOW_CHOICES, required=False, initial=Quota.Window.MONTH
     )
     quota_enforcement = forms.ChoiceField(label=_("Enforcement"), choices=ENFORCEMENT_CHOICES, required=False)
+
+
+class TenantDateTimeField(forms.DateTimeField):
+    """A date and time read and shown in the tenant's zone (`zone`, set by the form); the
+    stored value is aware. A time that the zone skips or repeats (daylight saving) is refused."""
+
+    widget = forms.DateTimeInput(attrs={"type": "datetime-local", "step": "1"}, format="%Y-%m-%dT%H:%M:%S")
+    zone: dt.tzinfo = dt.UTC
+
+    def to_python(self, value):
+        with timezone.override(self.zone):
+            return super().to_python(value)
+
+    def prepare_value(self, value):
+        with timezone.override(self.zone):
+            return super().prepare_value(value)
+
+
+def _checked(check: Callable, *args, **kwargs):
+    """Run a portal.accounts.key_controls check as a form field's clean step."""
+    try:
+        return check(*args, **kwargs)
+    except ValidationError as error:
+        raise ValidationError(error.messages) from None
+
+
+def _lines(text: str) -> list[str]:
+    """One entry per line, trimmed; blank lines dropped."""
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def _limit_field(field: str, label: str) -> forms.CharField:
+    # Text, not an IntegerField: key_controls is the one judge of what a limit may be.
+    widget = forms.NumberInput(attrs={"min": 1, "max": key_controls.LIMIT_MAX[field], "placeholder": _("no limit")})
+    return forms.CharField(label=label, required=False, max_length=20, widget=widget)
+
+
+class LimitsForm(forms.Form):
+    """A tenant's per-minute limits, over all of its keys together. Empty: no limit."""
+
+    rpm_limit = _limit_field("rpm_limit", _("Requests per minute"))
+    tpm_limit = _limit_field("tpm_limit", _("Tokens per minute"))
+    max_parallel_requests = _limit_field("max_parallel_requests", _("Parallel requests"))
+
+    def clean_rpm_limit(self) -> int | None:
+        return _checked(key_controls.clean_limit, "rpm_limit", self.cleaned_data["rpm_limit"])
+
+    def clean_tpm_limit(self) -> int | None:
+        return _checked(key_controls.clean_limit, "tpm_limit", self.cleaned_data["tpm_limit"])
+
+    def clean_max_parallel_requests(self) -> int | None:
+        return _checked(key_controls.clean_limit, "max_parallel_requests", self.cleaned_data["max_parallel_requests"])
+
+
+class KeyControlsForm(LimitsForm):
+    """A key's limits, expiry and the models and networks it may be used for."""
+
+    expires_at = TenantDateTimeField(label=_("Expires"), required=False)
+    allowed_models = forms.CharField(
+        label=_("Allowed models"),
+        required=False,
+        max_length=25_000,
+        widget=forms.Textarea(attrs={"rows": 4, "placeholder": "gpt-4o\ngpt-4o-mini*"}),
+        help_text=_("One per line; * ? [ ] are wildcards. Empty: every model."),
+    )
+    allowed_networks = forms.CharField(
+        label=_("Allowed networks"),
+        required=False,
+        max_length=10_000,
+        widget=forms.Textarea(attrs={"rows": 4, "placeholder": "10.0.0.0/8\n2001:db8::/32"}),
+        help_text=_("Addresses or CIDR networks the key may be used from, one per line. Empty: anywhere."),
+    )
+
+    def __init__(self, *args, zone: dt.tzinfo, current_expires_at: dt.datetime | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["expires_at"].zone = zone
+        self.fields["expires_at"].help_text = _("In the tenant's time zone (%(zone)s). Empty: never.") % {"zone": zone}
+        self.current_expires_at = current_expires_at
+
+    @classmethod
+    def initial_for(cls, key: ApiKey) -> dict:
+        return {
+            "expires_at": key.expires_at,
+            "allowed_models": "\n".join(key.allowed_models),
+            "allowed_networks": "\n".join(key.allowed_networks),
+            **{field: getattr(key, field) for field in key_controls.LIMIT_FIELDS},
+        }
+
+    def clean_expires_at(self) -> dt.datetime | None:
+        return _checked(
+            key_controls.clean_expires_at,
+            self.cleaned_data["expires_at"],
+            now=timezone.now(),
+            current=self.current_expires_at,
+        )
+
+    def clean_allowed_models(self) -> list[str]:
+        return _checked(key_controls.clean_models, _lines(self.cleaned_data["allowed_models"]))
+
+    def clean_allowed_networks(self) -> list[str]:
+        return _checked(key_controls.clean_networks, _lines(self.cleaned_data["allowed_networks"]))
 
 
 class CreditNoteForm(forms.Form):

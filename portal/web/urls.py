@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from portal.web.views import alerts, auth, billing, dashboard, home, keys, ops, usage
+from portal.web.views import alerts, auth, billing, dashboard, home, keys, limits, ops, usage
 
 auth_patterns = [
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
@@ -28,9 +28,12 @@ tenant_patterns = [
     path("keys/new/", keys.key_create, name="key-create"),
     path("keys/<int:key_id>/", keys.key_detail, name="key-detail"),
     path("keys/<int:key_id>/edit/", keys.key_update, name="key-update"),
+    path("keys/<int:key_id>/controls/", keys.key_controls, name="key-controls"),
     path("keys/<int:key_id>/revoke/", keys.key_revoke, name="key-revoke"),
     path("keys/<int:key_id>/quotas/", keys.key_quota_add, name="key-quota-add"),
     path("keys/<int:key_id>/quotas/<int:quota_id>/delete/", keys.key_quota_delete, name="key-quota-delete"),
+    path("limits/", limits.limits, name="limits"),
+    path("limits/edit/", limits.limits_update, name="limits-update"),
     path("billing/", billing.billing, name="billing"),
     path("alerts/", alerts.alerts, name="alerts"),
     path("alerts/rules/new/", alerts.rule_create, name="alert-rule-create"),

@@ -1,12 +1,15 @@
-"""API keys: list, create (the secret shown once), rename and rescope, per-key quotas, revoke."""
+"""API keys: list, create (the secret shown once), rename and rescope, limits and restrictions,
+per-key quotas, revoke."""
 
 import datetime as dt
+import zoneinfo
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
@@ -18,7 +21,7 @@ from portal.accounts import selectors as account_selectors
 from portal.accounts import services as account_services
 from portal.accounts.models import ApiKey, Tenant
 from portal.web.access import PortalContext, portal_view, tenant_object
-from portal.web.forms import ApiKeyCreateForm, ApiKeyUpdateForm, QuotaForm
+from portal.web.forms import ApiKeyCreateForm, ApiKeyUpdateForm, KeyControlsForm, QuotaForm
 from portal.web.ranges import today_for
 from portal.web.views.common import page
 
@@ -45,8 +48,10 @@ def keys_list(request: HttpRequest, portal: PortalContext) -> HttpResponse:
     for quota in billing_selectors.tenant_quotas(tenant_id=portal.tenant.pk):
         if quota.api_key_id:
             quota_counts[quota.api_key_id] = quota_counts.get(quota.api_key_id, 0) + 1
+    now = timezone.now()
     for key in keys:
         key.quota_count = quota_counts.get(key.pk, 0)  # type: ignore[attr-defined]
+        key.expired = key.is_expired(now)  # type: ignore[attr-defined]
     return page(request, "portal/keys.html", {"keys": keys, "form": ApiKeyCreateForm()})
 
 
@@ -83,25 +88,73 @@ def key_create(request: HttpRequest, portal: PortalContext) -> HttpResponse:
     return response
 
 
-@portal_view("keys.view")
-@with_key
-def key_detail(request: HttpRequest, portal: PortalContext, key: ApiKey) -> HttpResponse:
-    assert portal.tenant is not None
+def _controls_form(key: ApiKey, data=None) -> KeyControlsForm:
+    return KeyControlsForm(
+        data,
+        initial=KeyControlsForm.initial_for(key),
+        zone=zoneinfo.ZoneInfo(key.tenant.timezone),
+        current_expires_at=key.expires_at,
+    )
+
+
+def _key_page(
+    request: HttpRequest,
+    tenant: Tenant,
+    key: ApiKey,
+    *,
+    controls_form: KeyControlsForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
+    key.expired = key.is_expired(timezone.now())  # type: ignore[attr-defined]
     return page(
         request,
         "portal/key_detail.html",
         {
             "key": key,
-            "quotas": billing_selectors.tenant_quotas(tenant_id=portal.tenant.pk, api_key_id=key.pk),
+            "quotas": billing_selectors.tenant_quotas(tenant_id=tenant.pk, api_key_id=key.pk),
             "usage": usage_selectors.usage_totals(
-                tenant_id=portal.tenant.pk,
+                tenant_id=tenant.pk,
                 api_key_id=key.pk,
-                start_day=today_for(portal.tenant.timezone) - dt.timedelta(days=KEY_USAGE_DAYS - 1),
+                start_day=today_for(tenant.timezone) - dt.timedelta(days=KEY_USAGE_DAYS - 1),
             ),
             "quota_form": QuotaForm(),
             "key_form": ApiKeyUpdateForm(initial={"name": key.name, "scopes": key.scopes}),
+            "controls_form": controls_form or _controls_form(key),
         },
+        status=status,
     )
+
+
+@portal_view("keys.view")
+@with_key
+def key_detail(request: HttpRequest, portal: PortalContext, key: ApiKey) -> HttpResponse:
+    assert portal.tenant is not None
+    return _key_page(request, portal.tenant, key)
+
+
+@portal_view("keys.manage")
+@with_key
+@require_POST
+def key_controls(request: HttpRequest, portal: PortalContext, key: ApiKey) -> HttpResponse:
+    """Save the key's limits, expiry and allowed models and networks; a refused value comes
+    back on the key's page beside its field, and nothing is saved."""
+    assert portal.tenant is not None
+    form = _controls_form(key, request.POST)
+    if form.is_valid():
+        try:
+            changed = account_services.api_key_set_controls(api_key=key, actor=request.user, **form.cleaned_data)
+        except ValidationError as error:
+            if not hasattr(error, "error_dict"):  # not about a value: the key was revoked meanwhile
+                messages.error(request, " ".join(error.messages))
+                return redirect("key-detail", slug=key.tenant.slug, key_id=key.pk)
+            form.add_error(None, error)
+        else:
+            if changed:
+                messages.success(request, _("Limits and restrictions saved: they apply from the key's next request."))
+            else:
+                messages.info(request, _("Nothing to change."))
+            return redirect("key-detail", slug=key.tenant.slug, key_id=key.pk)
+    return _key_page(request, portal.tenant, key, controls_form=form, status=400)
 
 
 @portal_view("keys.manage")
