@@ -82,6 +82,21 @@ class Command(BaseCommand):
             rollup_tenant(tenant_id=tenant.pk)
             quota_create(tenant=tenant, metric="tokens", window="month", limit=Decimal(20_000_000),
                          enforcement="soft", actor_label="seed_demo")  # fmt: skip
+            # Limits and restrictions to look at in the portal, set once the history is in
+            # (they would have throttled and flagged its ingest); the printed key has none.
+            services.api_key_set_controls(
+                api_key=batch_key,
+                expires_at=timezone.now() + dt.timedelta(days=180),
+                allowed_models=["gpt-4o-mini", "o3-mini", "claude-sonnet-4*"],
+                allowed_networks=["10.0.0.0/8", "127.0.0.1"],
+                rpm_limit=600,
+                tpm_limit=200_000,
+                max_parallel_requests=20,
+                actor_label="seed_demo",
+            )
+            services.tenant_set_limits(
+                tenant=tenant, rpm_limit=6_000, tpm_limit=None, max_parallel_requests=None, actor_label="seed_demo"
+            )
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
         self.stdout.write(f"  Portal login:   {OWNER_EMAIL} / {password}   (tenant owner)")
         self.stdout.write(f"  Operator login: {OPERATOR_EMAIL} / {password}   (staff)")
