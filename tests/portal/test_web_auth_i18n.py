@@ -15,7 +15,16 @@ PO_FILE = Path(settings.BASE_DIR) / "locale" / "zh_Hans" / "LC_MESSAGES" / "djan
 MO_FILE = PO_FILE.with_suffix(".mo")
 PORTAL_TEMPLATES = [
     Path(settings.BASE_DIR) / "templates" / name
-    for name in ("base.html", "403.html", "404.html", "portal", "registration")
+    for name in (
+        "base.html",
+        "error_base.html",
+        "403.html",
+        "404.html",
+        "500.html",
+        "503.html",
+        "portal",
+        "registration",
+    )
 ]
 
 
