@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 
 # Embedded default: SQLite next to manage.py, no Redis; Celery on a file queue (.celery/).
-RUN_ENV := DEBUG=1 DATABASE_URL=sqlite:///$(CURDIR)/db.sqlite3 REDIS_URL= LOG_FORMAT=console
+RUN_ENV := DEBUG=1 DATABASE_URL=sqlite:///$(CURDIR)/db.sqlite3 REDIS_URL= LOG_FORMAT=console \
+	EMAIL_BACKEND=django.core.mail.backends.console.EmailBackend
 # Tests: real PostgreSQL and Redis on loopback; pytest-django creates its own test databases.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/tokenbill
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/15

@@ -3,12 +3,16 @@
 import datetime as dt
 import random
 import secrets
+import zoneinfo
 from decimal import Decimal
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
+from billing.alerts import services as alert_services
+from billing.invoicing.services import invoices_close_month
+from billing.selectors import tenant_quotas
 from billing.services.ledger import ledger_post, wallet_ensure
 from billing.services.pricing import plan_get_or_create, price_add
 from billing.services.quotas import quota_create
@@ -33,7 +37,9 @@ class Command(BaseCommand):
     help = "Create (or refresh) demo data and print a demo login and API key. Safe to run again."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--days", type=int, default=21, help="Days of usage history (default 21).")
+        parser.add_argument(
+            "--days", type=int, default=40, help="Days of usage history (default 40: last month gets an invoice)."
+        )
         parser.add_argument("--per-day", type=int, default=150, help="Events per day on average (default 150).")
 
     def handle(self, *args, **options) -> None:
@@ -97,10 +103,34 @@ class Command(BaseCommand):
             services.tenant_set_limits(
                 tenant=tenant, rpm_limit=6_000, tpm_limit=None, max_parallel_requests=None, actor_label="seed_demo"
             )
+            self._alerts(tenant)
+            self._last_month_invoice(tenant)
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
         self.stdout.write(f"  Portal login:   {OWNER_EMAIL} / {password}   (tenant owner)")
         self.stdout.write(f"  Operator login: {OPERATOR_EMAIL} / {password}   (staff)")
         self.stdout.write(f"  Demo API key:   {secret}")
+
+    def _alerts(self, tenant) -> None:
+        """An email channel and the rules a tenant would set: balance, monthly spend, the quota."""
+        channel = alert_services.notification_channel_create(
+            tenant=tenant, kind="email", name="Finance inbox", config={"recipients": [OWNER_EMAIL]}
+        )
+        quota = tenant_quotas(tenant_id=tenant.pk)[0]
+        alert_services.alert_rule_create(
+            tenant=tenant, kind="balance", channels=[channel], name="Prepaid balance", amount=Decimal("500")
+        )
+        alert_services.alert_rule_create(
+            tenant=tenant, kind="spend", channels=[channel], name="Monthly budget", amount=Decimal("400")
+        )
+        alert_services.alert_rule_create(
+            tenant=tenant, kind="quota", channels=[channel], name="Monthly tokens", quota_id=quota.pk
+        )
+
+    def _last_month_invoice(self, tenant) -> None:
+        """Last month's invoice, issued (a draft while the month's grace period runs)."""
+        today = timezone.localdate(timezone=zoneinfo.ZoneInfo(tenant.timezone))
+        last = today.replace(day=1) - dt.timedelta(days=1)
+        invoices_close_month(year=last.year, month=last.month, tenant=tenant, finalize=True, actor_label="seed_demo")
 
     def _user(self, email: str, password: str, *, tenant, staff: bool) -> None:
         user = get_user_model().objects.filter(username=email).first()

@@ -1,0 +1,31 @@
+"""The demo a newcomer sees: every page has something in it."""
+
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+
+from billing.alerts.models import AlertRule, NotificationChannel
+from billing.invoicing.models import Invoice
+from metering.models import UsageEvent
+from portal.accounts.models import ApiKey, Tenant
+
+pytestmark = pytest.mark.django_db
+
+
+def test_seed_demo_fills_every_page_and_runs_again_without_doubling():
+    out = StringIO()
+    call_command("seed_demo", "--per-day", "20", stdout=out)
+    tenant = Tenant.objects.get(slug="demo")
+    assert "demo@example.com" in out.getvalue() and "Demo API key:" in out.getvalue()
+    # Last month's invoice, issued (or a draft while its grace period runs).
+    invoices = list(Invoice.objects.filter(tenant=tenant))
+    assert len(invoices) == 1 and invoices[0].status in ("finalized", "draft")
+    assert NotificationChannel.objects.filter(tenant=tenant).count() == 1
+    assert set(AlertRule.objects.filter(tenant=tenant).values_list("kind", flat=True)) == {"balance", "spend", "quota"}
+    assert ApiKey.objects.filter(tenant=tenant, rpm_limit__isnull=False).exists()
+    events = UsageEvent.objects.filter(tenant_id=tenant.pk).count()
+    call_command("seed_demo", "--per-day", "20", stdout=StringIO())
+    assert UsageEvent.objects.filter(tenant_id=tenant.pk).count() == events
+    assert Invoice.objects.filter(tenant=tenant).count() == 1
+    assert AlertRule.objects.filter(tenant=tenant).count() == 3
