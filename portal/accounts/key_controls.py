@@ -184,7 +184,14 @@ def parse_expires_at(text: str) -> dt.datetime | None:
             code="naive_expiry",
             params={"field": _("Expiry"), "value": _shown(text)},
         )
-    return value
+    try:  # an offset at the ends of the calendar (0001-01-01T00:00+01:00) has no UTC time
+        return value.astimezone(dt.UTC)
+    except OverflowError:
+        raise ValidationError(
+            _("%(field)s: %(value)s is out of range."),
+            code="invalid_expiry",
+            params={"field": _("Expiry"), "value": _shown(text)},
+        ) from None
 
 
 def _collect(checks: dict) -> dict:

@@ -451,3 +451,10 @@ def test_model_filter_imports_only_the_named_models(tmp_path):
     assert list(Price.objects.filter(plan__slug="some").values_list("model_pattern", flat=True)) == ["acme-chat"]
     assert "1 new price versions, 0 unchanged, 1 skipped (not_in_catalog 1)" in out
     assert "skipped, asked for by name but not in the catalog: nope" in out
+
+
+def test_effective_from_at_the_ends_of_the_calendar_is_a_command_error(tmp_path):
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text('{"gpt-x": {"mode": "chat", "input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}}')
+    with pytest.raises(CommandError, match="out of range"):
+        call_command("import_prices", str(catalog), "--plan", "p", "--effective-from", "0001-01-01T00:00:00+01:00")

@@ -275,3 +275,9 @@ def test_the_admin_checks_tenant_limits(client, tenant_a, superuser):
     assert response.status_code == 302
     tenant_a.refresh_from_db()
     assert tenant_a.tpm_limit == 5000
+
+
+@pytest.mark.parametrize("text", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_an_expiry_at_the_ends_of_the_calendar_is_an_error_not_a_crash(text):
+    with pytest.raises(ValidationError, match="out of range"):
+        key_controls.parse_expires_at(text)

@@ -143,7 +143,10 @@ def _parse_effective_from(value: str | None) -> dt.datetime | None:
         ) from None
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise CommandError(f"--effective-from {value!r} needs a UTC offset (e.g. 2026-01-01T00:00:00Z).")
-    return parsed.astimezone(dt.UTC)
+    try:
+        return parsed.astimezone(dt.UTC)
+    except OverflowError:  # an offset at the ends of the calendar has no UTC time
+        raise CommandError(f"--effective-from {value!r} is out of range.") from None
 
 
 def _read(source: str, *, timeout: float) -> tuple[str, str]:
