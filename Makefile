@@ -18,25 +18,53 @@ PYTEST_ARGS ?=
 # The soak empties its own Redis database (never the suite's); --short for a 25 s run.
 SOAK_ARGS ?= --redis-db 5
 
-.PHONY: run test lint format migrate seed bench clean help messages pdf-deps system-deps
+.PHONY: run test lint format migrate seed bench clean help messages pdf-deps system-deps lock
 
 help:
 	@echo "make run   - install, migrate, seed demo data, serve http://127.0.0.1:8000 (SQLite, no Redis)"
 	@echo "make test  - install test tools, lint, run the whole suite on PostgreSQL and Redis"
 	@echo "make lint  - ruff, ruff format --check, import-linter"
+	@echo "make lock  - regenerate requirements.lock and requirements-dev.lock (after editing requirements*.txt)"
 	@echo "make bench - the benchmarks in bench/ (print figures; not tests) and a 10-minute soak"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-$(VENV)/.runtime-installed: requirements.txt | $(PY)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+# Installs come from the lock files only: every package pinned, every file hash-checked.
+$(VENV)/.runtime-installed: requirements.lock | $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements.lock
 	touch $@
 
-$(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(PY)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+$(VENV)/.dev-installed: requirements.lock requirements-dev.lock | $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.lock
 	touch $@ $(VENV)/.runtime-installed
+
+# Lock files (README, "Upgrading dependencies"): requirements.txt / requirements-dev.txt hold
+# the top-level pins; pip-compile (pip-tools) resolves them into requirements.lock and
+# requirements-dev.lock (runtime + dev, the runtime versions held to requirements.lock), with
+# the hashes of every file PyPI serves for each version (any platform: x86_64 and aarch64
+# wheels alike). pip-tools lives in its own venv, outside the locks (it brings pip, setuptools
+# and build); it reads PyPI alone, never this machine's pip.conf or local wheel folders.
+# Existing pins are kept unless an input needs another version; LOCK_ARGS=--upgrade refreshes
+# every transitive pin, LOCK_ARGS="--upgrade-package NAME" one of them.
+LOCK_VENV := .venv-lock
+LOCK_TOOLS := pip==26.3 pip-tools==7.7.0
+LOCK_INDEX := https://pypi.org/simple
+LOCK_ENV := env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL -u PIP_CONSTRAINT \
+	PIP_CONFIG_FILE=/dev/null CUSTOM_COMPILE_COMMAND="make lock"
+LOCK_ARGS ?=
+PIP_COMPILE = $(LOCK_ENV) $(LOCK_VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe \
+	--strip-extras --no-emit-index-url --index-url $(LOCK_INDEX) $(LOCK_ARGS)
+
+$(LOCK_VENV)/.tools-installed:
+	$(PYTHON) -m venv $(LOCK_VENV) || python3 -m venv $(LOCK_VENV)
+	$(LOCK_ENV) $(LOCK_VENV)/bin/python -m pip install --quiet --index-url $(LOCK_INDEX) $(LOCK_TOOLS)
+	touch $@
+
+lock: $(LOCK_VENV)/.tools-installed
+	$(PIP_COMPILE) --output-file requirements.lock requirements.txt
+	$(PIP_COMPILE) --constraint requirements.lock --output-file requirements-dev.lock requirements-dev.txt
 
 # Invoice PDFs: WeasyPrint needs Debian's pango libraries and Chinese text a CJK font
 # (fonts-wqy-microhei). Installed from Debian where missing when root; otherwise named.
@@ -107,4 +135,4 @@ bench: $(VENV)/.dev-installed
 	$(TEST_ENV) $(PY) bench/soak.py $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) staticfiles db.sqlite3 .celery test-output
+	rm -rf $(VENV) $(LOCK_VENV) staticfiles db.sqlite3 .celery test-output
