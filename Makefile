@@ -66,39 +66,35 @@ lock: $(LOCK_VENV)/.tools-installed
 	$(PIP_COMPILE) --output-file requirements.lock requirements.txt
 	$(PIP_COMPILE) --constraint requirements.lock --output-file requirements-dev.lock requirements-dev.txt
 
-# Invoice PDFs: WeasyPrint needs Debian's pango libraries and Chinese text a CJK font
-# (fonts-wqy-microhei). Installed from Debian where missing when root; otherwise named.
+# Debian packages: debian-packages.txt lists each with its role (runtime, build, test), for
+# this Makefile and the Dockerfile alike. Missing ones are installed (non-interactive) when
+# root; otherwise named. `make run` needs runtime + build, `make test` all three.
+debian_packages = $(shell awk '$$1 ~ /^[a-z0-9]/ && $$2 ~ /^($(1))$$/ {print $$1}' debian-packages.txt)
+define apt_install
+@command -v dpkg >/dev/null || exit 0; missing=""; \
+	for pkg in $(1); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
+	[ -z "$$missing" ] && exit 0; \
+	if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo "Install these Debian packages (debian-packages.txt):$$missing" >&2; exit 1; fi
+endef
+
+# Invoice PDFs: WeasyPrint needs pango and harfbuzz, Chinese text a CJK font (role runtime).
 pdf-deps:
-	@command -v dpkg >/dev/null || exit 0; missing=""; \
-	for pkg in libpango-1.0-0 libpangoft2-1.0-0 fonts-wqy-microhei; do \
-		dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
-	[ -z "$$missing" ] && exit 0; \
-	if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	else echo "Install$$missing (Debian packages) for invoice PDFs." >&2; exit 1; fi
+	$(call apt_install,$(call debian_packages,runtime))
 
-# Debian packages the portal needs: chromium (browser tests), a CJK font so Chinese renders
-# (screenshots, PDFs), gettext for compilemessages. Installed only when missing, non-interactive,
-# when root; otherwise named. `make run` needs only the font and gettext.
-SYSTEM_PACKAGES ?= chromium fonts-wqy-microhei gettext
+SYSTEM_PACKAGES ?= $(call debian_packages,runtime|build|test)
 system-deps:
-	@command -v dpkg >/dev/null || exit 0; missing=""; \
-	for pkg in $(SYSTEM_PACKAGES); do dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; done; \
-	[ -z "$$missing" ] && exit 0; \
-	if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	else echo "Install these Debian packages:$$missing" >&2; exit 1; fi
+	$(call apt_install,$(SYSTEM_PACKAGES))
 
-# Translations: compilemessages needs GNU gettext (msgfmt), installed from Debian if missing.
+# Translations: compilemessages needs GNU gettext's msgfmt (role build in debian-packages.txt).
 messages: $(VENV)/.runtime-installed
-	@command -v msgfmt >/dev/null || { if [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gettext >/dev/null; \
-		else echo "Install gettext (msgfmt) to compile translations." >&2; exit 1; fi; }
-	$(RUN_ENV) $(PY) manage.py compilemessages --ignore=.venv -v0
+	$(call apt_install,$(call debian_packages,build))
+	$(RUN_ENV) $(PY) manage.py compilemessages --ignore=.venv --ignore=.venv-lock -v0
 
 # A Celery worker with embedded beat runs beside the web server on kombu's filesystem queue
 # (.celery/): rollups and alert sweeps happen on schedule with no Redis (docs/deploy.md).
-run: SYSTEM_PACKAGES = fonts-wqy-microhei gettext
+run: SYSTEM_PACKAGES = $(call debian_packages,runtime|build)
 run: $(VENV)/.runtime-installed system-deps messages pdf-deps
 	$(RUN_ENV) $(PY) manage.py migrate --noinput -v0
 	$(RUN_ENV) $(PY) manage.py seed_demo
