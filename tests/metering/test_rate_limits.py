@@ -87,7 +87,8 @@ def test_admitted_requests_carry_openai_rate_limit_headers(backend, funded):
     # 300 tokens of a 1000-per-minute bucket drain in 18 s.
     assert first["x-ratelimit-reset-tokens"] in ("18s", "17s")
     second = _authorize(secret, tokens=300)
-    assert second["x-ratelimit-remaining-tokens"] in ("400", "401")
+    # 700 - 300, plus what drained in between: a token every 60 ms.
+    assert 400 <= int(second["x-ratelimit-remaining-tokens"]) <= 450
 
 
 def test_tokens_per_minute_refuse_the_request_that_does_not_fit(backend, funded):
