@@ -13,16 +13,17 @@ from typing import Any
 import orjson
 
 from billing.periods import TimeBounds, TimeInvalid, TimeOutOfRange, event_bounds, user_time
+from metering.limits import (
+    EVENT_MAX_TOKENS,
+    MAX_LATENCY_MS,
+    MAX_METADATA_KEY_LENGTH,
+    MAX_METADATA_KEYS,
+    MAX_METADATA_VALUE_LENGTH,
+    MAX_MODEL_LENGTH,
+    MAX_REQUEST_ID_LENGTH,
+    MAX_TEXT_LENGTH,
+)
 from metering.tokens import count_tokens
-
-MAX_TOKENS = 1_000_000_000  # per kind per event; above it is a client bug, not usage
-MAX_LATENCY_MS = 24 * 3600 * 1000
-MAX_METADATA_KEYS = 32
-MAX_METADATA_KEY_LENGTH = 64
-MAX_METADATA_VALUE_LENGTH = 512
-MAX_TEXT_LENGTH = 2_000_000
-MAX_MODEL_LENGTH = 200
-MAX_REQUEST_ID_LENGTH = 128
 
 TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens")
 _TEXT_FIELDS = ("input_text", "output_text")
@@ -76,7 +77,7 @@ def _token_count(raw: dict, name: str) -> int:
     value = raw.get(name, 0)
     if type(value) is float and abs(value) > 2**63:
         # The JSON parser turns integers beyond 64 bits into floats: say what was wrong.
-        bound = ">= 0" if value < 0 else f"<= {MAX_TOKENS}"
+        bound = ">= 0" if value < 0 else f"<= {EVENT_MAX_TOKENS}"
         raise EventInvalid(name, f"{name} must be a whole number {bound}; got a number beyond 64 bits.")
     # bool is an int subclass in Python: reject it explicitly.
     if type(value) is not int:
@@ -84,8 +85,8 @@ def _token_count(raw: dict, name: str) -> int:
         raise EventInvalid(name, f"{name} must be a whole number of tokens, not {kind}.")
     if value < 0:
         raise EventInvalid(name, f"{name} must be >= 0, got {value}.")
-    if value > MAX_TOKENS:
-        raise EventInvalid(name, f"{name} must be <= {MAX_TOKENS}, got {value}.")
+    if value > EVENT_MAX_TOKENS:
+        raise EventInvalid(name, f"{name} must be <= {EVENT_MAX_TOKENS}, got {value}.")
     return value
 
 
@@ -230,7 +231,7 @@ def parse_event(raw: Any, *, now: dt.datetime, bounds: TimeBounds, allow_api_key
     else:
         counts = {name: get(name, 0) for name in TOKEN_FIELDS}
         for name, value in counts.items():
-            if type(value) is not int or not 0 <= value <= MAX_TOKENS:
+            if type(value) is not int or not 0 <= value <= EVENT_MAX_TOKENS:
                 _token_count(raw, name)  # raises, naming what is wrong
         if "input_tokens" not in raw:
             raise EventInvalid("input_tokens", "input_tokens (or input_text) is required.")

@@ -12,8 +12,8 @@ from rest_framework.response import Response
 from billing import selectors as billing_selectors
 from billing.money import format_ledger_amount
 from metering.api import schema
-from metering.services.authorize import MAX_TOKENS, AuthorizeRefused, authorize_request
-from metering.validation import MAX_MODEL_LENGTH, MAX_REQUEST_ID_LENGTH
+from metering.limits import AUTHORIZE_MAX_TOKENS, MAX_MODEL_LENGTH, MAX_REQUEST_ID_LENGTH
+from metering.services.authorize import AuthorizeRefused, authorize_request
 from portal.accounts.models import ApiKey
 from portal.api.errors import ApiError, error_body
 from portal.api.views import TenantAPIView
@@ -26,9 +26,9 @@ AUTHORIZE_FIELDS = frozenset({"model", "estimated_input_tokens", "max_output_tok
 
 class AuthorizeInSerializer(serializers.Serializer):
     model = serializers.CharField(max_length=MAX_MODEL_LENGTH)
-    estimated_input_tokens = serializers.IntegerField(min_value=0, max_value=MAX_TOKENS)
+    estimated_input_tokens = serializers.IntegerField(min_value=0, max_value=AUTHORIZE_MAX_TOKENS)
     max_output_tokens = serializers.IntegerField(
-        min_value=0, max_value=MAX_TOKENS, help_text="The completion limit you send the model."
+        min_value=0, max_value=AUTHORIZE_MAX_TOKENS, help_text="The completion limit you send the model."
     )
     request_id = serializers.CharField(
         max_length=MAX_REQUEST_ID_LENGTH, required=False, help_text="Required with hold: the usage event's request_id."
@@ -179,8 +179,8 @@ def _whole(data: dict, name: str) -> int:
     if type(value) is not int:
         kind = "a boolean" if isinstance(value, bool) else f"a {type(value).__name__}"
         raise _invalid(name, f"{name} must be a whole number of tokens, not {kind}.")
-    if not 0 <= value <= MAX_TOKENS:
-        raise _invalid(name, f"{name} must be between 0 and {MAX_TOKENS}, got {value}.")
+    if not 0 <= value <= AUTHORIZE_MAX_TOKENS:
+        raise _invalid(name, f"{name} must be between 0 and {AUTHORIZE_MAX_TOKENS}, got {value}.")
     return value
 
 

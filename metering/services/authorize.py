@@ -33,8 +33,6 @@ from metering import metrics
 from portal.accounts.models import ApiKey
 from portal.cache import BoundedCache
 
-MAX_TOKENS = 100_000_000  # per request; anything above is a client bug
-
 
 class AuthorizeRefused(Exception):
     """A 4xx answer with the API's error shape; `headers` go on the response (Retry-After)."""

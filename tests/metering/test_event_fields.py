@@ -5,8 +5,9 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
+from metering.limits import EVENT_MAX_TOKENS as MAX_TOKENS
+from metering.limits import MAX_REQUEST_ID_LENGTH
 from metering.models import UsageEvent
-from metering.validation import MAX_REQUEST_ID_LENGTH, MAX_TOKENS
 from tests.factories import EventBodyFactory
 
 pytestmark = pytest.mark.django_db

@@ -8,8 +8,8 @@ from django.test import override_settings
 from django.utils import timezone
 
 from billing.models import LedgerEntry
+from metering.limits import EVENT_MAX_TOKENS as MAX_TOKENS
 from metering.models import UsageEvent
-from metering.validation import MAX_TOKENS
 from tests.factories import EventBodyFactory
 
 pytestmark = pytest.mark.django_db
