@@ -13,9 +13,6 @@ class Period:
     start: dt.datetime  # UTC, included
     end: dt.datetime  # UTC, excluded
 
-    def contains(self, moment: dt.datetime) -> bool:
-        return self.start <= moment < self.end
-
 
 def _utc(local: dt.datetime) -> dt.datetime:
     return local.astimezone(dt.UTC)
@@ -38,11 +35,6 @@ def month_period(year: int, month: int, tz_name: str) -> Period:
 
 def local_date(moment: dt.datetime, tz_name: str) -> dt.date:
     return moment.astimezone(zoneinfo.ZoneInfo(tz_name)).date()
-
-
-def month_of(moment: dt.datetime, tz_name: str) -> Period:
-    local = moment.astimezone(zoneinfo.ZoneInfo(tz_name))
-    return month_period(local.year, local.month, tz_name)
 
 
 # --- Typed dates and times ------------------------------------------------------------------

@@ -5,6 +5,9 @@ run is redelivered (both services are idempotent and safe in two schedulers at o
 holds are claimed with a conditional UPDATE, and reconciling SETs values read under the
 tenant's balance lock); transient database or Redis errors retry with backoff; short time
 limits because both run every few minutes anyway.
+
+Each task is registered under its module path and function name (the names beat schedules and
+queued messages carry) and is named like the service it calls.
 """
 
 import structlog
@@ -12,8 +15,7 @@ from celery import shared_task
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
-from billing.services.holds import holds_release_expired
-from billing.services.reconcile import balances_reconcile
+from billing.services import holds, reconcile
 
 log = structlog.get_logger(__name__)
 
@@ -31,18 +33,18 @@ BALANCE_TASK_OPTIONS = {
 
 
 @shared_task(name="billing.tasks.holds_release_expired", **BALANCE_TASK_OPTIONS)
-def release_expired_holds() -> int:
+def holds_release_expired() -> int:
     """Give back the reservation of every hold whose usage never came."""
-    result = holds_release_expired()
+    result = holds.holds_release_expired()
     if result.released:
         log.info("holds.released", holds=result.released, tenants=result.tenants, amount=str(result.amount))
     return result.released
 
 
 @shared_task(name="billing.tasks.balances_reconcile", **BALANCE_TASK_OPTIONS)
-def reconcile_balances() -> int:
+def balances_reconcile() -> int:
     """Compare the hot counters with the ledger, fix drift, and report it (0 when clean)."""
-    report = balances_reconcile(fix=True)
+    report = reconcile.balances_reconcile(fix=True)
     drifted = len(report.wallets) + len(report.drifts)
     if drifted:
         log.warning("balances.drift_fixed", wallets=len(report.wallets), counters=len(report.drifts))

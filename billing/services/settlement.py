@@ -29,8 +29,11 @@ from billing.windows import LIFETIME_START, TENANT_SCOPE, Cell
 logger = logging.getLogger(__name__)
 
 
-class RatedUsage(Protocol):
-    """What settlement reads of a stored event (ingest's NewEvent has these attributes)."""
+class ChargeableEvent(Protocol):
+    """What settlement reads of a stored event (ingest's NewEvent has these attributes).
+
+    Not metering.selectors.RatedUsage, which is usage summed per month and price for invoices.
+    """
 
     request_id: str
     api_key_id: int
@@ -53,7 +56,7 @@ def usage_settle_batch(
     tenant_id: int,
     tz_name: str,
     currency: str,
-    events: Sequence[RatedUsage],
+    events: Sequence[ChargeableEvent],
     first_event_id: int,
     claimed: list[ClosedHold],
     now: dt.datetime | None = None,

@@ -74,12 +74,6 @@ def tenant_by_slug(slug: str) -> Tenant | None:
     return Tenant.objects.filter(slug=slug).first()
 
 
-def tenants_for_user(user) -> list[Tenant]:
-    if user.is_staff:
-        return list(Tenant.objects.all())
-    return [m.tenant for m in Membership.objects.filter(user=user).select_related("tenant")]
-
-
 def membership_role(*, user, tenant: Tenant) -> str | None:
     return Membership.objects.filter(user=user, tenant=tenant).values_list("role", flat=True).first()
 

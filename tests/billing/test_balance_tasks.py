@@ -34,8 +34,8 @@ def test_expired_holds_are_released_once(backend, key_a, tenant_a):
     assert wallet_balance(tenant_id=tenant_a.pk) < 1
     Hold.objects.update(expires_at=timezone.now() - dt.timedelta(seconds=1))
 
-    assert tasks.release_expired_holds.apply().get() == 1
-    assert tasks.release_expired_holds.apply().get() == 0
+    assert tasks.holds_release_expired.apply().get() == 1
+    assert tasks.holds_release_expired.apply().get() == 0
     assert Hold.objects.get().status == Hold.Status.RELEASED
     assert wallet_balance(tenant_id=tenant_a.pk) == ledger_sum(tenant_id=tenant_a.pk) == 1
 
@@ -45,6 +45,6 @@ def test_reconcile_task_fixes_drift_then_reports_none(redis_backend, redis_clien
     key_a.post("/api/v1/authorize", {"model": "gpt-4o", "estimated_input_tokens": 10, "max_output_tokens": 10})
     redis_client.set(balance_key(tenant_a.pk), 5_000_000)  # drifted: someone INCRed it
 
-    assert tasks.reconcile_balances.apply().get() >= 1
+    assert tasks.balances_reconcile.apply().get() >= 1
     assert int(redis_client.get(balance_key(tenant_a.pk))) == 1_000_000
-    assert tasks.reconcile_balances.apply().get() == 0
+    assert tasks.balances_reconcile.apply().get() == 0
