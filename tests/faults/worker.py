@@ -21,10 +21,10 @@ LEASE_SECONDS = float(os.environ.get("FAULTS_LEASE_SECONDS", "4"))
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     django.setup()
-    from billing.alerts import services as alert_services  # noqa: PLC0415 - after setup
+    from billing.alerts.services import deliveries  # noqa: PLC0415 - after setup
     from portal.celery import app  # noqa: PLC0415
 
-    alert_services.LEASE = dt.timedelta(seconds=LEASE_SECONDS)
+    deliveries.LEASE = dt.timedelta(seconds=LEASE_SECONDS)  # read by the claim, in deliveries.py
     app.conf.broker_transport_options = {
         "visibility_timeout": VISIBILITY_SECONDS,
         "unacked_restore_interval": 1,  # look for messages of dead workers every second

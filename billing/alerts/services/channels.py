@@ -1,0 +1,64 @@
+"""Notification channels (the portal's forms call these): create, update, test, delete."""
+
+import functools
+from typing import Any
+
+from django.db import transaction
+
+from billing.alerts.models import AlertDelivery, NotificationChannel
+from billing.alerts.services.deliveries import _queue_delivery
+from billing.alerts.services.errors import AlertConfigError
+from portal.accounts.models import Tenant
+from portal.notifications import ConfigError, get_transport
+
+
+def notification_channel_create(
+    *, tenant: Tenant, kind: str, name: str, config: dict[str, Any], enabled: bool = True
+) -> NotificationChannel:
+    try:
+        cleaned = get_transport(kind).validate(config)
+    except (LookupError, ConfigError) as exc:
+        raise AlertConfigError(str(exc)) from exc
+    name = name.strip() or kind
+    if NotificationChannel.objects.filter(tenant=tenant, name=name).exists():
+        raise AlertConfigError(f"A channel named {name!r} already exists.")
+    return NotificationChannel.objects.create(tenant=tenant, kind=kind, name=name, config=cleaned, enabled=enabled)
+
+
+def notification_channel_update(
+    *, channel: NotificationChannel, config: dict[str, Any] | None = None, enabled: bool | None = None
+) -> NotificationChannel:
+    if config is not None:
+        try:
+            channel.config = get_transport(channel.kind).validate(config)
+        except ConfigError as exc:
+            raise AlertConfigError(str(exc)) from exc
+    if enabled is not None:
+        channel.enabled = enabled
+    channel.save(update_fields=["config", "enabled"])
+    return channel
+
+
+def notification_channel_send_test(*, channel: NotificationChannel) -> tuple[AlertDelivery, bool]:
+    """Queue a test message (the portal's "send test" button): (its delivery, whether queued now).
+
+    The delivery row is written here; a worker sends it after commit (alert_delivery_send, with
+    the retries and the outbound policy of any alert), never the web request. A test of this
+    channel that is still waiting for its first try is returned instead of queuing another, so
+    a button pressed over and over does not fill the workers' queue.
+    """
+    with transaction.atomic():
+        NotificationChannel.objects.select_for_update().filter(pk=channel.pk).first()  # one request at a time
+        waiting = AlertDelivery.objects.filter(
+            channel=channel, event__isnull=True, status__in=[AlertDelivery.Status.PENDING, AlertDelivery.Status.SENDING]
+        ).first()
+        if waiting is not None:
+            return waiting, False
+        delivery = AlertDelivery.objects.create(tenant_id=channel.tenant_id, channel=channel)
+        transaction.on_commit(functools.partial(_queue_delivery, delivery.pk))
+    return delivery, True
+
+
+def notification_channel_delete(*, channel: NotificationChannel) -> None:
+    """Delete a channel and its delivery records; rules keep their other channels."""
+    channel.delete()
