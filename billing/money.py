@@ -5,8 +5,14 @@ Costs on usage events are kept unrounded (18 decimal places). They are rounded e
 - when charged to the prepaid wallet, to the ledger's micro-unit (6 decimal places), so that
   PostgreSQL and the Redis hot path can count the same integers.
 Both use ROUND_HALF_EVEN (banker's rounding), which has no bias across many lines.
+
+One function per precision, and every rounding of money goes through it:
+- quantize_cost: event costs and unrounded invoice line amounts (18 places, exact),
+- round_to_ledger: wallet charges and ledger amounts (micro-units, 6 places),
+- round_to_currency: invoice lines, credits and credit notes (the currency's minor unit).
 """
 
+import decimal
 from decimal import ROUND_HALF_EVEN, Decimal
 
 ROUNDING = ROUND_HALF_EVEN
@@ -25,6 +31,8 @@ COST_QUANTUM = Decimal(1).scaleb(-COST_PLACES)
 LEDGER_PLACES = 6
 LEDGER_QUANTUM = Decimal(1).scaleb(-LEDGER_PLACES)
 MICROS = 10**LEDGER_PLACES
+# Enough digits for tokens (<= 1e12) x a rate (<= 1e12, 12 places) at 18 places.
+_COST_CONTEXT = decimal.Context(prec=60, rounding=ROUNDING, traps=[decimal.Overflow, decimal.InvalidOperation])
 
 _ONE_MILLION = Decimal(1_000_000)
 
@@ -38,6 +46,11 @@ def round_to_currency(amount: Decimal, currency: str) -> Decimal:
     return amount.quantize(Decimal(1).scaleb(-currency_exponent(currency)), rounding=ROUNDING)
 
 
+def quantize_cost(amount: Decimal) -> Decimal:
+    """An exact cost at the 18 places of event costs (rating and invoice lines, before rounding)."""
+    return amount.quantize(COST_QUANTUM, context=_COST_CONTEXT)
+
+
 def round_to_ledger(amount: Decimal) -> Decimal:
     return amount.quantize(LEDGER_QUANTUM, rounding=ROUNDING)
 
@@ -48,7 +61,7 @@ def to_micros(amount: Decimal) -> int:
 
 
 def from_micros(micros: int) -> Decimal:
-    return Decimal(micros).scaleb(-LEDGER_PLACES).quantize(LEDGER_QUANTUM)
+    return round_to_ledger(Decimal(micros).scaleb(-LEDGER_PLACES))
 
 
 def per_million_to_per_token(price_per_million: Decimal) -> Decimal:

@@ -6,13 +6,18 @@ The rules (docs/billing-rules.md has worked examples):
 - A missing cache-read or cache-write rate means the input rate.
 - When a context tier is set and input_tokens > tier_threshold, the whole request is priced
   at the tier's rates; a tier rate left empty falls back to the same kind's base rate.
+
+This module is the one home of those rules. Ingest and re-rating call `rate` and
+`tier_applies` (and store the tier choice on the event); invoices call `quantities`,
+`tier_rates`, `kind_rate` and `line_amount` on usage summed per price and tier. Nothing else
+splits tokens into kinds, picks a tier or multiplies by a rate, in Python or in SQL.
 """
 
 import decimal
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from billing.money import COST_PLACES, COST_QUANTUM
+from billing.money import COST_PLACES, quantize_cost
 
 # Enough digits that tokens (<= 1e12) x rate (<= 1e12, 12 places) never rounds.
 _EXACT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN, traps=[decimal.Overflow, decimal.InvalidOperation])
@@ -20,6 +25,13 @@ _PER_MILLION = Decimal(1_000_000)
 # A per-1M-token rate with at most this many decimal places, as an integer of 10^-12 units,
 # times a token count, is the cost as an integer of 10^-18 units (COST_PLACES): exact.
 _UNIT_PLACES = COST_PLACES - 6
+
+# Token kinds, in the order invoices list them (the values are InvoiceLine.TokenKind's).
+INPUT = "input"  # uncached input: input_tokens - cached_input_tokens - cache_write_tokens
+CACHED_INPUT = "cached_input"
+CACHE_WRITE = "cache_write"
+OUTPUT = "output"
+TOKEN_KINDS = (INPUT, CACHED_INPUT, CACHE_WRITE, OUTPUT)
 
 
 def _as_units(rate: Decimal) -> int | None:
@@ -56,9 +68,58 @@ class PriceTerms:
     tier: Rates | None
 
     def rates_for(self, input_tokens: int) -> Rates:
-        if self.tier is not None and self.tier_threshold is not None and input_tokens > self.tier_threshold:
-            return self.tier
-        return self.base
+        return tier_rates(self, long_context=tier_applies(self, input_tokens=input_tokens))
+
+
+def tier_applies(terms: PriceTerms, *, input_tokens: int) -> bool:
+    """The tier choice: the whole request is at the tier's rates when input_tokens > threshold.
+
+    Only input_tokens decides; exactly the threshold is still the base price. Ingest stores the
+    answer on the event (UsageEvent.long_context), so later reads never re-derive it.
+    """
+    return terms.tier is not None and terms.tier_threshold is not None and input_tokens > terms.tier_threshold
+
+
+def tier_rates(terms: PriceTerms, *, long_context: bool) -> Rates:
+    """The rates of the tier chosen (a price without a tier has only its base rates)."""
+    return terms.tier if long_context and terms.tier is not None else terms.base
+
+
+def kind_rate(rates: Rates, token_kind: str) -> Decimal:
+    """The per-1M rate of one token kind."""
+    return {
+        INPUT: rates.input,
+        CACHED_INPUT: rates.cached_input,
+        CACHE_WRITE: rates.cache_write,
+        OUTPUT: rates.output,
+    }[token_kind]
+
+
+def uncached_input(*, input_tokens: int, cached_input_tokens: int, cache_write_tokens: int) -> int:
+    """input_tokens counts every prompt token; the cache reads and writes are parts of it."""
+    uncached = input_tokens - cached_input_tokens - cache_write_tokens
+    if uncached < 0:
+        raise ValueError("cached_input_tokens + cache_write_tokens exceed input_tokens")
+    return uncached
+
+
+def quantities(
+    *, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0, cache_write_tokens: int = 0
+) -> dict[str, int]:
+    """Tokens by kind (OpenAI's convention, docs/billing-rules.md section 1), in TOKEN_KINDS order."""
+    return {
+        INPUT: uncached_input(
+            input_tokens=input_tokens, cached_input_tokens=cached_input_tokens, cache_write_tokens=cache_write_tokens
+        ),
+        CACHED_INPUT: cached_input_tokens,
+        CACHE_WRITE: cache_write_tokens,
+        OUTPUT: output_tokens,
+    }
+
+
+def line_amount(quantity: int, per_mtok: Decimal) -> Decimal:
+    """quantity x rate / 1M, exact: 12 decimal places of rate + 6 = the 18 places of event costs."""
+    return quantize_cost(_EXACT.divide(_EXACT.multiply(Decimal(quantity), per_mtok), _PER_MILLION))
 
 
 def terms_from_price(price) -> PriceTerms:
@@ -96,9 +157,9 @@ def rate(
     cache_write_tokens: int = 0,
 ) -> Decimal:
     """The unrounded cost in currency units (18 decimal places, exact)."""
-    uncached = input_tokens - cached_input_tokens - cache_write_tokens
-    if uncached < 0:
-        raise ValueError("cached_input_tokens + cache_write_tokens exceed input_tokens")
+    uncached = uncached_input(
+        input_tokens=input_tokens, cached_input_tokens=cached_input_tokens, cache_write_tokens=cache_write_tokens
+    )
     r = terms.rates_for(input_tokens)
     ctx = _EXACT
     units = r.units
@@ -114,4 +175,4 @@ def rate(
         ctx.add(ctx.multiply(uncached, r.input), ctx.multiply(cached_input_tokens, r.cached_input)),
         ctx.add(ctx.multiply(cache_write_tokens, r.cache_write), ctx.multiply(output_tokens, r.output)),
     )
-    return ctx.divide(total, _PER_MILLION).quantize(COST_QUANTUM, context=ctx)
+    return quantize_cost(ctx.divide(total, _PER_MILLION))
