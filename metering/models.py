@@ -49,6 +49,9 @@ class UsageEvent(models.Model):
     price = models.ForeignKey(
         "billing.Price", null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_constraint=False
     )
+    # The tier choice made when the event was rated (billing.rating.tier_applies): True when the
+    # price's context tier applied (input_tokens above its threshold). Invoices group by it.
+    long_context = models.BooleanField(default=False, db_default=False)
     # SHA-256 of the canonical body (without api_key) and the consuming key id: a replay with the
     # same hash is a duplicate, else a conflict (metering/validation.py, keyed_body_hash).
     body_hash = models.CharField(max_length=64)

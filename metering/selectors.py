@@ -5,7 +5,7 @@ import zoneinfo
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import BooleanField, Case, Count, F, Max, Min, Q, Sum, Value, When
+from django.db.models import Count, F, Max, Min, Q, Sum
 from django.db.models.functions import TruncDate, TruncMonth
 
 from metering.models import DailyUsage, UsageEvent
@@ -251,7 +251,7 @@ class RatedUsage:
     month: dt.date  # first day of the tenant-local month the usage occurred in
     model: str
     price_id: int | None
-    long_context: bool  # input_tokens above the price's tier threshold (the tier's rates applied)
+    long_context: bool  # the tier choice stored at rating (UsageEvent.long_context): the tier's rates
     requests: int
     input_tokens: int
     output_tokens: int
@@ -281,11 +281,9 @@ def rated_usage_by_price(
         events = events.filter(received_at__lt=received_before)
     for start, end in exclude_occurred:
         events = events.exclude(occurred_at__gte=start, occurred_at__lt=end)
-    tiered = Q(price__tier_threshold__isnull=False) & Q(input_tokens__gt=F("price__tier_threshold"))
     rows = (
         events.annotate(
             month=TruncMonth("occurred_at", tzinfo=zoneinfo.ZoneInfo(tz_name)),
-            long_context=Case(When(tiered, then=Value(True)), default=Value(False), output_field=BooleanField()),
         )
         .values("month", "model", "price_id", "long_context")
         .annotate(

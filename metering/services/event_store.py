@@ -34,11 +34,12 @@ COLUMNS = (
     "tenant_id", "api_key_id", "request_id", "model", "input_tokens", "output_tokens",
     "cached_input_tokens", "cache_write_tokens", "occurred_at", "received_at", "latency_ms",
     "metadata", "token_source", "encoding", "cost", "currency", "price_id", "body_hash", "flags",
+    "long_context",
 )  # fmt: skip
 _PG_TYPES = (
     "bigint", "bigint", "varchar", "varchar", "bigint", "bigint", "bigint", "bigint",
     "timestamptz", "timestamptz", "integer", "jsonb", "varchar", "varchar", "numeric",
-    "varchar", "bigint", "varchar", "varchar",
+    "varchar", "bigint", "varchar", "varchar", "boolean",
 )  # fmt: skip
 
 # Identifiers are module constants; every value is a bound parameter.
@@ -77,6 +78,7 @@ class NewEvent:
     price_id: int | None
     body_hash: str
     flags: str = ""  # what a control would have refused (metering.models.UsageEvent.flags)
+    long_context: bool = False  # the price's context tier applied (billing.rating.tier_applies)
 
     def values(self) -> tuple:
         return (
@@ -84,6 +86,7 @@ class NewEvent:
             self.output_tokens, self.cached_input_tokens, self.cache_write_tokens, self.occurred_at,
             self.received_at, self.latency_ms, orjson.dumps(self.metadata).decode(), self.token_source,
             self.encoding, self.cost, self.currency, self.price_id, self.body_hash, self.flags,
+            self.long_context,
         )  # fmt: skip
 
     def record(self) -> dict:
@@ -96,6 +99,7 @@ class NewEvent:
             "metadata": self.metadata, "token_source": self.token_source, "encoding": self.encoding,
             "cost": str(self.cost) if self.cost is not None else None, "currency": self.currency,
             "price_id": self.price_id, "body_hash": self.body_hash, "flags": self.flags,
+            "long_context": self.long_context,
         }  # fmt: skip
 
 

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from billing import selectors as billing_selectors
-from billing.rating import rate
+from billing.rating import rate, tier_applies
 from billing.services.balances import balance_backend
 from billing.services.balances.limits import LimitedScopes
 from billing.services.settlement import SettleResult, usage_settle_batch, usage_settle_undo_mirror
@@ -243,6 +243,7 @@ def _record_for_tenant(
                 price_id=terms.price_id if terms is not None else None,
                 body_hash=event.body_hash,
                 flags="" if key.allows_model(event.model) else UsageEvent.FLAG_MODEL_NOT_ALLOWED,
+                long_context=terms is not None and tier_applies(terms, input_tokens=event.input_tokens),
             )
         )
 

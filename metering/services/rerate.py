@@ -28,7 +28,7 @@ from django.db import transaction
 from billing import selectors as billing_selectors
 from billing.money import round_to_ledger, to_micros
 from billing.periods import local_date
-from billing.rating import rate
+from billing.rating import rate, tier_applies
 from billing.services.balances import MirrorDelta, balance_backend
 from billing.services.ledger import ledger_post
 from billing.services.quota_counters import quota_counters_add
@@ -97,7 +97,7 @@ def _rerate_tenant(tenant: Tenant, *, actor_label: str, result: RerateResult) ->
                 cached_input_tokens=event.cached_input_tokens,
                 cache_write_tokens=event.cache_write_tokens,
             )
-            rated.append((event, cost, terms.price_id))
+            rated.append((event, cost, terms.price_id, tier_applies(terms, input_tokens=event.input_tokens)))
         if rated:
             _price_and_charge(tenant, rated, currency=book.currency, actor_label=actor_label, result=result)
 
@@ -105,10 +105,10 @@ def _rerate_tenant(tenant: Tenant, *, actor_label: str, result: RerateResult) ->
 def _price_and_charge(tenant: Tenant, rated: list, *, currency: str, actor_label: str, result: RerateResult) -> None:
     with transaction.atomic():
         claimed = []
-        for event, cost, price_id in rated:
+        for event, cost, price_id, long_context in rated:
             # Claim, then act: only a row that is still unpriced is priced (and charged) here.
             changed = UsageEvent.objects.filter(pk=event.pk, cost__isnull=True).update(
-                cost=cost, price_id=price_id, currency=currency
+                cost=cost, price_id=price_id, currency=currency, long_context=long_context
             )
             if changed:
                 claimed.append((event, cost))

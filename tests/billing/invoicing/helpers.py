@@ -11,7 +11,7 @@ import hashlib
 import itertools
 
 from billing.models import LedgerEntry
-from billing.rating import rate
+from billing.rating import rate, tier_applies
 from billing.selectors import price_book_for
 from billing.services.ledger import ledger_post
 from metering.models import UsageEvent
@@ -74,6 +74,7 @@ def record(
                 currency=currency,
                 price_id=terms.price_id if terms is not None else None,
                 body_hash=hashlib.sha256(request_id.encode()).hexdigest(),
+                long_context=terms is not None and tier_applies(terms, input_tokens=input_tokens),
             )
         ]
     )
