@@ -28,12 +28,12 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from billing import rating
 from billing.invoicing import selectors
 from billing.invoicing.models import CreditNote, Invoice, InvoiceImmutable, InvoiceLine, NumberSequence
 from billing.models import Price
-from billing.money import COST_QUANTUM, currency_exponent, round_to_currency
+from billing.money import currency_exponent, round_to_currency
 from billing.periods import month_period, typed_bounds, user_time
-from billing.rating import Rates, terms_from_price
 from billing.services import tenant_jobs
 from billing.services.ledger import ledger_post
 from billing.services.tenant_jobs import TenantJob
@@ -54,14 +54,6 @@ __all__ = [
     "parse_period",
 ]
 
-_EXACT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN, traps=[decimal.Inexact])
-_PER_MILLION = Decimal(1_000_000)
-TOKEN_KINDS = (
-    InvoiceLine.TokenKind.INPUT,
-    InvoiceLine.TokenKind.CACHED_INPUT,
-    InvoiceLine.TokenKind.CACHE_WRITE,
-    InvoiceLine.TokenKind.OUTPUT,
-)
 _KIND_LABELS = {
     InvoiceLine.TokenKind.INPUT: "input tokens",
     InvoiceLine.TokenKind.CACHED_INPUT: "cached input tokens",
@@ -150,31 +142,6 @@ class Computed:
         return sum((line.amount for line in self.lines), Decimal(0))
 
 
-def _quantities(row: RatedUsage) -> dict[str, int]:
-    return {
-        InvoiceLine.TokenKind.INPUT: row.input_tokens - row.cached_input_tokens - row.cache_write_tokens,
-        InvoiceLine.TokenKind.CACHED_INPUT: row.cached_input_tokens,
-        InvoiceLine.TokenKind.CACHE_WRITE: row.cache_write_tokens,
-        InvoiceLine.TokenKind.OUTPUT: row.output_tokens,
-    }
-
-
-def _rate_of(rates: Rates, token_kind: str) -> Decimal:
-    return {
-        InvoiceLine.TokenKind.INPUT: rates.input,
-        InvoiceLine.TokenKind.CACHED_INPUT: rates.cached_input,
-        InvoiceLine.TokenKind.CACHE_WRITE: rates.cache_write,
-        InvoiceLine.TokenKind.OUTPUT: rates.output,
-    }[token_kind]
-
-
-def _line_amount(quantity: int, per_mtok: Decimal) -> Decimal:
-    """quantity x rate / 1M, exact: 12 decimal places of rate + 6 = the 18 places of event costs."""
-    return _EXACT.divide(_EXACT.multiply(Decimal(quantity), per_mtok), _PER_MILLION).quantize(
-        COST_QUANTUM, context=_EXACT
-    )
-
-
 def _lines_for(
     rows: list[RatedUsage], *, kind: str, currency: str, prices: dict[int, Price], label: str, computed: Computed
 ) -> None:
@@ -191,14 +158,19 @@ def _lines_for(
             computed.unpriced_requests += row.requests
     for row in ordered:
         price = prices[row.price_id]
-        terms = terms_from_price(price)
-        rates = terms.tier if row.long_context and terms.tier is not None else terms.base
+        rates = rating.tier_rates(rating.terms_from_price(price), long_context=row.long_context)
         usage_period = _label_of(row.month)
-        for token_kind, quantity in _quantities(row).items():
+        quantities = rating.quantities(
+            input_tokens=row.input_tokens,
+            output_tokens=row.output_tokens,
+            cached_input_tokens=row.cached_input_tokens,
+            cache_write_tokens=row.cache_write_tokens,
+        )
+        for token_kind, quantity in quantities.items():
             if quantity == 0:
                 continue
-            per_mtok = _rate_of(rates, token_kind)
-            exact = _line_amount(quantity, per_mtok)
+            per_mtok = rating.kind_rate(rates, token_kind)
+            exact = rating.line_amount(quantity, per_mtok)
             text = f"{row.model}: {_KIND_LABELS[token_kind]}"
             if row.long_context:
                 text += " (long context)"
