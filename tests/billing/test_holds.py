@@ -250,8 +250,8 @@ def test_settlement_with_cold_redis_leaves_keys_absent(redis_backend, redis_clie
     event(key_a, "cold")  # mirrors nothing: absent keys are never created by INCR
     assert redis_client.get(balance_key(tenant_a.pk)) is None
     # No key of the tenant's (its hash tag) came back; the ingest ceiling's counter is the caller's.
-    assert [k for k in redis_client.keys() if f"{{{tenant_a.pk}}}" in k] == []
-    assert all(k.startswith("ceiling:") for k in redis_client.keys())
+    assert [k for k in redis_client.scan_iter() if f"{{{tenant_a.pk}}}" in k] == []
+    assert all(k.startswith("ceiling:") for k in redis_client.scan_iter())
     hold(key_a, "warm")  # seeds from PostgreSQL
     assert int(redis_client.get(balance_key(tenant_a.pk))) == 1_000_000 - 2 * 7500
     assert balances_reconcile(tenant_id=tenant_a.pk, fix=False).clean

@@ -41,7 +41,9 @@ class Load:
     secret: str
     lock: threading.Lock = field(default_factory=threading.Lock)
     admitted: list[str] = field(default_factory=list)
-    admitted_sent: list[float] = field(default_factory=list)  # when each admitted request was sent (monotonic)
+    # (sent, answered) of each admitted request (monotonic): a request sent while Redis is down
+    # may wait in the client's reconnect and be decided after the restart, which is fine.
+    admitted_sent: list[tuple[float, float]] = field(default_factory=list)
     accepted: dict[str, Decimal] = field(default_factory=dict)  # request_id -> cost answered
     answers: dict[tuple[str, int], int] = field(default_factory=dict)  # (path, status) -> count
     codes: set[str] = field(default_factory=set)  # error codes of the 503s
@@ -57,15 +59,15 @@ class Load:
 
 def _post_until_answered(load: Load, client: APIClient, path: str, body: dict, stop_at: float):
     """POST, retrying the same body while the store is unavailable (what a client does on 503):
-    (the answer, when its request was sent), or (None, 0) at the deadline."""
+    (the answer, (when its request was sent, when it was answered)), or (None, (0, 0)) at the deadline."""
     while time.monotonic() < stop_at:
         sent = time.monotonic()
         answer = client.post(path, body, format="json")
         load.count(path, answer.status_code, answer.content)
         if answer.status_code != 503:
-            return answer, sent
+            return answer, (sent, time.monotonic())
         time.sleep(0.05)
-    return None, 0.0
+    return None, (0.0, 0.0)
 
 
 def _flows(load: Load, index: int, stop_at: float) -> None:
@@ -150,7 +152,7 @@ def test_redis_killed_mid_load_fails_closed_and_reconciles(settings, private_red
     assert not any(worker.is_alive() for worker in workers), "a flow hung"
     assert not load.errors, load.errors[:5]
     # No request sent while the store was down was admitted.
-    assert not [sent for sent in load.admitted_sent if killed_at < sent < restarted_at]
+    assert not [(s, a) for s, a in load.admitted_sent if killed_at < s and a < restarted_at]
 
     # Both answered 503 balance_unavailable while Redis was down; nothing else failed.
     assert load.answers.get(("/api/v1/authorize", 503), 0) > 0
