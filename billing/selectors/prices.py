@@ -1,0 +1,196 @@
+"""Price books (which price applies to a model for a tenant, and when) with their bounded
+per-process cache; the plans and prices the portal lists."""
+
+import datetime as dt
+import fnmatch
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import connection
+from django.db.models import Count
+
+from billing.models import Price, PricePlan
+from billing.rating import PriceTerms, terms_from_price
+from portal.accounts.models import Tenant
+from portal.cache import BoundedCache
+from portal.db import hot_cursor, instance_from_row
+
+_GLOB_CHARS = ("*", "?", "[")
+
+
+def is_glob(pattern: str) -> bool:
+    return any(ch in pattern for ch in _GLOB_CHARS)
+
+
+@dataclass
+class PriceBook:
+    """The prices that can apply to a set of models for one tenant, resolved in memory.
+
+    Precedence: a tenant override beats the plan; within each, an exact model name beats a
+    glob, and a longer glob beats a shorter one; then the newest version with
+    effective_from <= the event's time.
+    """
+
+    currency: str
+    allow_unpriced: bool
+    # (is_override, pattern) -> versions newest first
+    _versions: dict[tuple[bool, str], list[tuple[dt.datetime, PriceTerms]]] = field(default_factory=dict)
+    _candidates: dict[str, list[tuple[bool, str]]] = field(default_factory=dict)
+
+    def _candidates_for(self, model: str) -> list[tuple[bool, str]]:
+        cached = self._candidates.get(model)
+        if cached is not None:
+            return cached
+        ranked = []
+        for is_override, pattern in self._versions:
+            if pattern == model:
+                ranked.append(((is_override, 1, len(pattern)), (is_override, pattern)))
+            elif is_glob(pattern) and fnmatch.fnmatchcase(model, pattern):
+                ranked.append(((is_override, 0, len(pattern)), (is_override, pattern)))
+        ranked.sort(reverse=True)
+        result = [key for _, key in ranked]
+        self._candidates[model] = result
+        return result
+
+    def add_versions(self, other: "PriceBook") -> None:
+        """Take the price versions `other` read that this book lacks (other models' exact names)."""
+        for key, versions in other._versions.items():
+            self._versions.setdefault(key, versions)
+        self._candidates.clear()
+
+    def terms_for(self, model: str, at: dt.datetime) -> PriceTerms | None:
+        for key in self._candidates_for(model):
+            for effective_from, terms in self._versions[key]:
+                if effective_from <= at:
+                    return terms
+        return None
+
+
+def price_book_for(
+    *, plan_id: int | None, tenant_id: int, models: set[str], version: int | None = None
+) -> PriceBook | None:
+    """The price book of `models` for a tenant on a plan (None: no plan).
+
+    With the plan's `version` as just read from the database (the API key lookup loads the
+    plan), a process reuses what it resolved for the same plan, tenant, model and version, and
+    reads only the models it has not seen; PostgreSQL's triggers move the version on any change
+    to the plan's prices (migration 0004), so a reused entry is never older than that read.
+    The cache holds one entry per (plan, tenant, model), at most PRICE_BOOK_CACHE_SIZE of them:
+    model names come from clients, so an unknown name costs one bounded entry, never more.
+    """
+    if plan_id is None:
+        return None
+    if version is None or connection.vendor != "postgresql":
+        return _price_book_read(plan_id=plan_id, tenant_id=tenant_id, models=models)
+    resolved: dict[str, _ModelPrices] = {}
+    for model in models:
+        entry = _PRICE_BOOKS.get((plan_id, tenant_id, model))
+        if entry is not None and entry.version == version:
+            resolved[model] = entry
+    missing = models - resolved.keys()
+    if missing:
+        # One read for every model this process lacks (every read carries all the globs).
+        book = _price_book_read(plan_id=plan_id, tenant_id=tenant_id, models=missing)
+        if book is None:
+            return None
+        for model in missing:
+            entry = _ModelPrices(
+                version=version,
+                currency=book.currency,
+                allow_unpriced=book.allow_unpriced,
+                ranked=tuple((key, tuple(book._versions[key])) for key in book._candidates_for(model)),
+            )
+            _PRICE_BOOKS.set((plan_id, tenant_id, model), entry)
+            resolved[model] = entry
+        if not resolved.keys() - missing:
+            return book
+    return _book_from(resolved)
+
+
+@dataclass(frozen=True, slots=True)
+class _ModelPrices:
+    """What one model resolves to on a plan version: its candidate patterns, best first, each
+    with its versions newest first (the slice of a PriceBook that answers this model)."""
+
+    version: int
+    currency: str
+    allow_unpriced: bool
+    ranked: tuple[tuple[tuple[bool, str], tuple[tuple[dt.datetime, PriceTerms], ...]], ...]
+
+
+def _book_from(resolved: dict[str, _ModelPrices]) -> PriceBook:
+    """A PriceBook answering exactly the models in `resolved`."""
+    first = next(iter(resolved.values()))
+    book = PriceBook(currency=first.currency, allow_unpriced=first.allow_unpriced)
+    for model, entry in resolved.items():
+        for key, versions in entry.ranked:
+            book._versions.setdefault(key, list(versions))
+        book._candidates[model] = [key for key, _ in entry.ranked]
+    return book
+
+
+def price_book_for_tenant(*, tenant: Tenant, models: set[str]) -> PriceBook | None:
+    """`price_book_for` the tenant's plan, reusing a cached book when the tenant came with its
+    plan loaded (the API key lookup loads it): that plan's version is then as fresh as the key."""
+    version = None
+    if Tenant.price_plan.is_cached(tenant):
+        plan = tenant.price_plan
+        version = plan.version if plan is not None else None
+    return price_book_for(plan_id=tenant.price_plan_id, tenant_id=tenant.pk, models=models, version=version)
+
+
+# Written out once rather than built by the ORM per call: ingest reads the price book on every
+# request, and compiling the equivalent queryset (OR-ed lookups, a join) cost more CPU than the
+# query itself. Portable SQL (the embedded default runs on SQLite); `[` is literal in LIKE.
+_PRICE_FIELDS = Price._meta.concrete_fields
+_PRICE_BOOK_SQL = (
+    f"SELECT pl.currency, pl.allow_unpriced_models, {', '.join(f'p.{f.column}' for f in _PRICE_FIELDS)} "  # noqa: S608
+    f"FROM {PricePlan._meta.db_table} pl LEFT JOIN {Price._meta.db_table} p ON p.plan_id = pl.id "
+    "AND (p.tenant_id IS NULL OR p.tenant_id = %s) AND (p.model_pattern IN ({models}) OR "
+    + " OR ".join(f"p.model_pattern LIKE '%%{ch}%%'" for ch in _GLOB_CHARS)
+    + ") WHERE pl.id = %s ORDER BY p.effective_from DESC, p.id DESC"
+)
+
+
+def _price_book_read(*, plan_id: int, tenant_id: int, models: set[str]) -> PriceBook | None:
+    """One query: the plan, every version of the exact names in `models` and of every glob."""
+    names = sorted(models) or [""]
+    sql = _PRICE_BOOK_SQL.format(models=", ".join(["%s"] * len(names)))
+    with hot_cursor() as cursor:
+        cursor.execute(sql, [tenant_id, *names, plan_id])
+        rows = cursor.fetchall()
+    if not rows:
+        return None
+    book = PriceBook(currency=rows[0][0], allow_unpriced=bool(rows[0][1]))
+    versions: dict[tuple[bool, str], list] = defaultdict(list)
+    for row in rows:
+        if row[2] is None:  # the plan has none of these prices (the LEFT JOIN's empty row)
+            continue
+        price = instance_from_row(Price, _PRICE_FIELDS, row[2:])
+        versions[(price.tenant_id is not None, price.model_pattern)].append(
+            (price.effective_from, terms_from_price(price))
+        )
+    book._versions = dict(versions)
+    return book
+
+
+# (plan id, tenant id, model name) -> _ModelPrices; bounded because model names come from clients.
+_PRICE_BOOKS: BoundedCache[_ModelPrices] = BoundedCache("price_book", max_size=lambda: settings.PRICE_BOOK_CACHE_SIZE)
+
+
+def price_plans() -> list[PricePlan]:
+    return list(PricePlan.objects.annotate(price_count=Count("prices")).order_by("name"))
+
+
+def price_plan_by_id(plan_id: int) -> PricePlan | None:
+    return PricePlan.objects.filter(pk=plan_id).first()
+
+
+def plan_current_prices(*, plan_id: int, at: dt.datetime) -> list[Price]:
+    """The version of each (pattern, tenant override) in force at `at`, by model pattern."""
+    current: dict[tuple[int | None, str], Price] = {}
+    rows = Price.objects.filter(plan_id=plan_id, effective_from__lte=at).select_related("tenant")
+    for price in rows.order_by("model_pattern", "tenant_id", "-effective_from"):
+        current.setdefault((price.tenant_id, price.model_pattern), price)
+    return sorted(current.values(), key=lambda p: (p.model_pattern, p.tenant_id or 0))
