@@ -9,6 +9,8 @@ from decimal import Decimal
 
 import pytest
 
+from billing import rating
+from billing.invoicing.models import InvoiceLine
 from billing.money import round_to_currency, round_to_ledger, to_micros
 from billing.rating import rate
 from billing.selectors import price_book_for
@@ -253,3 +255,46 @@ def test_example_6_rounding_once_per_line_half_even():
     assert round_to_ledger(Decimal("0.255")) == Decimal("0.255000")
     assert round_to_ledger(Decimal("0.0000125")) == Decimal("0.000012")
     assert to_micros(Decimal("1.08")) == 1_080_000
+
+
+# --- the parts invoices use: kinds, tier choice, kind rates, line amounts -------------------
+
+
+@pytest.mark.parametrize(
+    ("input_tokens", "cached", "cache_write", "output_tokens", "long_context"),
+    [(150_000, 100_000, 20_000, 4_000, False), (250_000, 100_000, 20_000, 4_000, True), (200_000, 0, 0, 0, False)],
+)
+def test_lines_by_kind_add_up_to_the_cost_of_the_request(
+    rules_plan, input_tokens, cached, cache_write, output_tokens, long_context
+):
+    terms = rating.terms_from_price(sonnet_like(rules_plan))
+    counts = {
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "cached_input_tokens": cached,
+        "cache_write_tokens": cache_write,
+    }
+    assert rating.tier_applies(terms, input_tokens=input_tokens) is long_context
+    rates = rating.tier_rates(terms, long_context=long_context)
+    quantities = rating.quantities(**counts)
+    assert list(quantities) == list(rating.TOKEN_KINDS)
+    assert quantities[rating.INPUT] == input_tokens - cached - cache_write
+    lines = sum(rating.line_amount(n, rating.kind_rate(rates, kind)) for kind, n in quantities.items())
+    assert lines == rate(terms, **counts)
+
+
+def test_the_tier_applies_only_above_its_threshold(rules_plan):
+    tiered = rating.terms_from_price(sonnet_like(rules_plan))
+    flat = rating.terms_from_price(sonnet_like(rules_plan, model_pattern="flat", tier_threshold=None))
+    assert [rating.tier_applies(tiered, input_tokens=n) for n in (200_000, 200_001)] == [False, True]
+    assert rating.tier_applies(flat, input_tokens=10**9) is False
+    assert rating.tier_rates(flat, long_context=True) == flat.base
+
+
+def test_cache_tokens_above_input_are_refused_by_every_path():
+    with pytest.raises(ValueError, match="exceed input_tokens"):
+        rating.quantities(input_tokens=10, output_tokens=0, cached_input_tokens=8, cache_write_tokens=3)
+
+
+def test_invoice_token_kinds_are_the_rating_kinds():
+    assert set(InvoiceLine.TokenKind.values) == set(rating.TOKEN_KINDS)
