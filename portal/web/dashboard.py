@@ -1,8 +1,9 @@
-"""What the dashboard shows, assembled from selectors (the DailyUsage rollup, the wallet).
+"""What the dashboard shows, assembled from selectors (the DailyUsage rollup, the wallet, quotas).
 
-A handful of indexed queries over rollup rows, whatever the number of raw events: the daily
-series, the per-key and per-model totals, the last week's spend for the forecast, the wallet,
-and one small sum per quota.
+A handful of indexed queries, whatever the number of raw events: the daily series, the per-key
+and per-model totals and the last week's spend for the forecast (rollup rows), the wallet, and
+the quotas' usage from billing.selectors.quota_usage, the same read model (QuotaCounter cells
+in the quota's window) that authorize, GET /balance and the alerts use.
 """
 
 import datetime as dt
@@ -13,6 +14,7 @@ from django.utils.translation import gettext as _
 
 from billing import selectors as billing_selectors
 from billing.models import Quota
+from billing.selectors import QuotaUsage
 from metering import selectors as usage_selectors
 from portal.accounts import selectors as account_selectors
 from portal.accounts.models import Tenant
@@ -24,7 +26,7 @@ FORECAST_DAYS = 7  # days-left forecast: the average daily spend of the last wee
 
 @dataclass
 class QuotaGauge:
-    quota: Quota
+    quota: QuotaUsage  # limit, window, metric, enforcement and usage of its current window
     used: Decimal
     percent: Decimal
     label: str
@@ -46,24 +48,7 @@ class Dashboard:
     top_models: list[dict] = field(default_factory=list)
 
 
-def quota_window_start(quota: Quota, today: dt.date) -> dt.date | None:
-    if quota.window == Quota.Window.DAY:
-        return today
-    if quota.window == Quota.Window.MONTH:
-        return today.replace(day=1)
-    return None  # lifetime
-
-
-def quota_used(quota: Quota, today: dt.date) -> Decimal:
-    totals = usage_selectors.usage_totals(
-        tenant_id=quota.tenant_id, start_day=quota_window_start(quota, today), end_day=None, api_key_id=quota.api_key_id
-    )
-    if quota.metric == Quota.Metric.MONEY:
-        return totals["cost"]
-    return Decimal(totals["tokens"])
-
-
-def quota_label(quota: Quota, key_names: dict[int, str]) -> str:
+def quota_label(quota: Quota | QuotaUsage, key_names: dict[int, str]) -> str:
     windows = {"day": _("today"), "month": _("this month"), "lifetime": _("lifetime")}
     metric = _("Spend") if quota.metric == Quota.Metric.MONEY else _("Tokens")
     scope = key_names.get(quota.api_key_id, "") if quota.api_key_id else _("all keys")
@@ -71,10 +56,9 @@ def quota_label(quota: Quota, key_names: dict[int, str]) -> str:
 
 
 def quota_gauges(tenant: Tenant, key_names: dict[int, str]) -> list[QuotaGauge]:
-    today = today_for(tenant.timezone)
     gauges = []
-    for quota in billing_selectors.tenant_quotas(tenant_id=tenant.pk):
-        used = quota_used(quota, today)
+    for quota in billing_selectors.quota_usage(tenant_id=tenant.pk):
+        used = quota.used
         percent = (used / quota.limit * 100) if quota.limit > 0 else Decimal(100)
         label = quota_label(quota, key_names)
         gauges.append(
