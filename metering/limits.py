@@ -1,7 +1,7 @@
 """What one API request may carry: the one home of every bound on request and event input.
 
 The parsers (metering/validation.py for events, metering/api/authorize.py for authorize), the
-field specs that generate the OpenAPI schema (metering/api/contracts.py) and docs/api.md
+input contracts that generate the OpenAPI schema (metering/contracts.py) and docs/api.md
 ("Limits", "authorize") all read these names; none repeats a number.
 
 Two token bounds, on purpose, because they bound different things:

@@ -1,8 +1,10 @@
 """Validation of one usage event as sent to the API, into an `EventInput`.
 
 Hand-written rather than a DRF serializer per item: a 1,000-event batch is validated in a few
-milliseconds, and every error names the field and what was wrong. The OpenAPI schema for the
-same shape lives in metering/api/schema.py.
+milliseconds, and every error names the field and what was wrong. The fields, their bounds and
+`required` flags come from the EVENT input contract (metering/contracts.py), from which
+metering/api/schema.py also generates the OpenAPI schema; the rules across fields (input_tokens
+or input_text, cached + cache write <= input, timestamp bounds, metadata shape) are here.
 """
 
 import datetime as dt
@@ -13,23 +15,20 @@ from typing import Any
 import orjson
 
 from billing.periods import TimeBounds, TimeInvalid, TimeOutOfRange, event_bounds, user_time
-from metering.limits import (
-    EVENT_MAX_TOKENS,
-    MAX_LATENCY_MS,
-    MAX_METADATA_KEY_LENGTH,
-    MAX_METADATA_KEYS,
-    MAX_METADATA_VALUE_LENGTH,
-    MAX_MODEL_LENGTH,
-    MAX_REQUEST_ID_LENGTH,
-    MAX_TEXT_LENGTH,
-)
+from metering.contracts import EVENT, InputField
+from metering.limits import MAX_METADATA_KEY_LENGTH, MAX_METADATA_KEYS, MAX_METADATA_VALUE_LENGTH
 from metering.tokens import count_tokens
 
-TOKEN_FIELDS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens")
+ALLOWED_FIELDS = EVENT.names
+TOKEN_FIELDS = tuple(spec.name for spec in EVENT.fields if spec.tokens)
 _TEXT_FIELDS = ("input_text", "output_text")
-ALLOWED_FIELDS = frozenset(
-    {"request_id", "model", "timestamp", "latency_ms", "metadata", "api_key", *TOKEN_FIELDS, *_TEXT_FIELDS}
-)
+# One bound for every token kind: the inline check of parse_event relies on it (unpacking fails
+# at import if the contract ever gives the kinds different bounds).
+((_TOKENS_MIN, _TOKENS_MAX),) = {EVENT[name].bounds for name in TOKEN_FIELDS}
+_REQUEST_ID = EVENT["request_id"]
+_MODEL = EVENT["model"]
+_LATENCY_MIN, _LATENCY_MAX = EVENT["latency_ms"].bounds
+_TEXT_MAX = {name: EVENT[name].length for name in _TEXT_FIELDS}
 
 
 class EventInvalid(Exception):
@@ -45,6 +44,17 @@ class EventInvalid(Exception):
 
 @dataclass(slots=True)
 class EventInput:
+    """One event as the client sent it, checked: what the EVENT contract describes.
+
+    It looks like metering.services.event_store.NewEvent but is a different stage, on purpose:
+    EventInput is what the client said (before the key is resolved: `api_key_ref` may name a key
+    by value or id; no price yet), NewEvent is the row about to be stored (tenant and key ids,
+    received_at, cost, currency, price, tier, flags, in the column order of the INSERT). Ingest
+    builds one NewEvent from one EventInput after resolving the key and rating it. Merging them
+    would put half-filled rows on the hot path; a new column goes on NewEvent only, a new
+    request field on the contract and here.
+    """
+
     request_id: str
     model: str
     input_tokens: int
@@ -77,23 +87,24 @@ def _token_count(raw: dict, name: str) -> int:
     value = raw.get(name, 0)
     if type(value) is float and abs(value) > 2**63:
         # The JSON parser turns integers beyond 64 bits into floats: say what was wrong.
-        bound = ">= 0" if value < 0 else f"<= {EVENT_MAX_TOKENS}"
+        bound = f">= {_TOKENS_MIN}" if value < 0 else f"<= {_TOKENS_MAX}"
         raise EventInvalid(name, f"{name} must be a whole number {bound}; got a number beyond 64 bits.")
     # bool is an int subclass in Python: reject it explicitly.
     if type(value) is not int:
         kind = "a boolean" if isinstance(value, bool) else f"a {type(value).__name__}"
         raise EventInvalid(name, f"{name} must be a whole number of tokens, not {kind}.")
-    if value < 0:
-        raise EventInvalid(name, f"{name} must be >= 0, got {value}.")
-    if value > EVENT_MAX_TOKENS:
-        raise EventInvalid(name, f"{name} must be <= {EVENT_MAX_TOKENS}, got {value}.")
+    if value < _TOKENS_MIN:
+        raise EventInvalid(name, f"{name} must be >= {_TOKENS_MIN}, got {value}.")
+    if value > _TOKENS_MAX:
+        raise EventInvalid(name, f"{name} must be <= {_TOKENS_MAX}, got {value}.")
     return value
 
 
-def _printable_string(raw: dict, name: str, max_length: int, *, required: bool) -> str | None:
+def _printable_string(raw: dict, spec: InputField) -> str | None:
+    name, max_length = spec.name, spec.length
     value = raw.get(name)
     if value is None:
-        if required:
+        if spec.required:
             raise EventInvalid(name, f"{name} is required.")
         return None
     if not isinstance(value, str):
@@ -154,8 +165,8 @@ def _latency(raw: dict) -> int | None:
     value = raw.get("latency_ms")
     if value is None:
         return None
-    if type(value) is not int or not 0 <= value <= MAX_LATENCY_MS:
-        raise EventInvalid("latency_ms", f"latency_ms must be a whole number from 0 to {MAX_LATENCY_MS}.")
+    if type(value) is not int or not _LATENCY_MIN <= value <= _LATENCY_MAX:
+        raise EventInvalid("latency_ms", f"latency_ms must be a whole number from {_LATENCY_MIN} to {_LATENCY_MAX}.")
     return value
 
 
@@ -165,8 +176,8 @@ def _text(raw: dict, name: str) -> str | None:
         return None
     if not isinstance(value, str):
         raise EventInvalid(name, f"{name} must be a string.")
-    if len(value) > MAX_TEXT_LENGTH:
-        raise EventInvalid(name, f"{name} is longer than {MAX_TEXT_LENGTH} characters.")
+    if len(value) > _TEXT_MAX[name]:
+        raise EventInvalid(name, f"{name} is longer than {_TEXT_MAX[name]} characters.")
     return value
 
 
@@ -199,6 +210,27 @@ def event_time_bounds(*, now: dt.datetime, max_past_days: int, max_future_second
     )
 
 
+def _check_api_key_ref(api_key_ref: Any, *, allow_api_key: bool) -> None:
+    if not allow_api_key:
+        raise EventInvalid("api_key", "api_key is only accepted from a service token; a tenant key meters itself.")
+    if isinstance(api_key_ref, bool) or not isinstance(api_key_ref, (str, int)):
+        raise EventInvalid("api_key", "api_key must be the consuming tenant key or its api_key_id.")
+
+
+def _reported_counts(raw: dict) -> dict[str, int]:
+    """The token counts of an event that sends them (no text): one inline test per kind."""
+    get = raw.get
+    counts = {name: get(name, 0) for name in TOKEN_FIELDS}
+    for name, value in counts.items():
+        if type(value) is not int or not _TOKENS_MIN <= value <= _TOKENS_MAX:
+            _token_count(raw, name)  # raises, naming what is wrong
+    if "input_tokens" not in raw:
+        raise EventInvalid("input_tokens", "input_tokens (or input_text) is required.")
+    if "output_tokens" not in raw:
+        raise EventInvalid("output_tokens", "output_tokens (or output_text) is required.")
+    return counts
+
+
 def parse_event(raw: Any, *, now: dt.datetime, bounds: TimeBounds, allow_api_key: bool) -> EventInput:
     """Validate one event; raise EventInvalid naming the first field that is wrong.
 
@@ -214,30 +246,18 @@ def parse_event(raw: Any, *, now: dt.datetime, bounds: TimeBounds, allow_api_key
     if not raw.keys() <= ALLOWED_FIELDS:
         unknown = sorted(raw.keys() - ALLOWED_FIELDS)
         raise EventInvalid(unknown[0], f"Unknown field(s): {', '.join(unknown)}.", code="unknown_field")
-    request_id = _printable_string(raw, "request_id", MAX_REQUEST_ID_LENGTH, required=True)
-    model = _printable_string(raw, "model", MAX_MODEL_LENGTH, required=True)
+    request_id = _printable_string(raw, _REQUEST_ID)
+    model = _printable_string(raw, _MODEL)
     assert request_id is not None and model is not None
 
     get = raw.get
     api_key_ref = get("api_key")
     if api_key_ref is not None:
-        if not allow_api_key:
-            raise EventInvalid("api_key", "api_key is only accepted from a service token; a tenant key meters itself.")
-        if isinstance(api_key_ref, bool) or not isinstance(api_key_ref, (str, int)):
-            raise EventInvalid("api_key", "api_key must be the consuming tenant key or its api_key_id.")
-
+        _check_api_key_ref(api_key_ref, allow_api_key=allow_api_key)
     if "input_text" in raw or "output_text" in raw:
         counts, token_source, encoding = _counts_from_text(raw, model)
     else:
-        counts = {name: get(name, 0) for name in TOKEN_FIELDS}
-        for name, value in counts.items():
-            if type(value) is not int or not 0 <= value <= EVENT_MAX_TOKENS:
-                _token_count(raw, name)  # raises, naming what is wrong
-        if "input_tokens" not in raw:
-            raise EventInvalid("input_tokens", "input_tokens (or input_text) is required.")
-        if "output_tokens" not in raw:
-            raise EventInvalid("output_tokens", "output_tokens (or output_text) is required.")
-        token_source, encoding = "reported", ""
+        counts, token_source, encoding = _reported_counts(raw), "reported", ""
     if counts["cached_input_tokens"] + counts["cache_write_tokens"] > counts["input_tokens"]:
         raise EventInvalid(
             "cached_input_tokens",
@@ -246,7 +266,7 @@ def parse_event(raw: Any, *, now: dt.datetime, bounds: TimeBounds, allow_api_key
         )
     latency_ms = get("latency_ms")
     occurred_at = _timestamp(raw, now, bounds)
-    if latency_ms is not None and (type(latency_ms) is not int or not 0 <= latency_ms <= MAX_LATENCY_MS):
+    if latency_ms is not None and (type(latency_ms) is not int or not _LATENCY_MIN <= latency_ms <= _LATENCY_MAX):
         _latency(raw)  # raises
     return EventInput(
         request_id=request_id,

@@ -1,5 +1,6 @@
 """POST /api/v1/authorize and GET /api/v1/balance: thin views over the authorize service and
-billing's balance selectors. The serializers here document the shapes in OpenAPI only."""
+billing's balance selectors. The serializers here document the shapes in OpenAPI only; the
+request shapes come from the input contracts (metering/contracts.py) that `_parse` reads."""
 
 from typing import Any
 
@@ -12,33 +13,23 @@ from rest_framework.response import Response
 from billing import selectors as billing_selectors
 from billing.money import format_ledger_amount
 from metering.api import schema
-from metering.limits import AUTHORIZE_MAX_TOKENS, MAX_MODEL_LENGTH, MAX_REQUEST_ID_LENGTH
+from metering.contracts import AUTHORIZE, BALANCE, InputField
 from metering.services.authorize import AuthorizeRefused, authorize_request
 from portal.accounts.models import ApiKey
 from portal.api.errors import ApiError, error_body
 from portal.api.views import TenantAPIView
 
-AUTHORIZE_FIELDS = frozenset({"model", "estimated_input_tokens", "max_output_tokens", "request_id", "hold", "api_key"})
+# The authorize contract's bounds, read once (metering/contracts.py; numbers in metering/limits.py).
+_MODEL_MAX = AUTHORIZE["model"].length
+_REQUEST_ID_MAX = AUTHORIZE["request_id"].length
+_HOLD_DEFAULT = AUTHORIZE["hold"].default
 
 
 # --- OpenAPI shapes ------------------------------------------------------------------------------
 
 
-class AuthorizeInSerializer(serializers.Serializer):
-    model = serializers.CharField(max_length=MAX_MODEL_LENGTH)
-    estimated_input_tokens = serializers.IntegerField(min_value=0, max_value=AUTHORIZE_MAX_TOKENS)
-    max_output_tokens = serializers.IntegerField(
-        min_value=0, max_value=AUTHORIZE_MAX_TOKENS, help_text="The completion limit you send the model."
-    )
-    request_id = serializers.CharField(
-        max_length=MAX_REQUEST_ID_LENGTH, required=False, help_text="Required with hold: the usage event's request_id."
-    )
-    hold = serializers.BooleanField(
-        required=False, default=False, help_text="Reserve the estimate until the usage event settles it."
-    )
-    api_key = serializers.CharField(
-        required=False, help_text="Service tokens only: the customer's full key, or the api_key_id authorize returned."
-    )
+AuthorizeInSerializer = schema.serializer_for(AUTHORIZE)
+BalanceQuerySerializer = schema.serializer_for(BALANCE)
 
 
 class QuotaStateSerializer(serializers.Serializer):
@@ -172,40 +163,42 @@ def _invalid(field: str, message: str, code: str = "invalid_field") -> ApiError:
     return ApiError(status_code=400, code=code, message=message, details={"field": field})
 
 
-def _whole(data: dict, name: str) -> int:
-    value = data.get(name)
-    if value is None:
+def _whole(data: dict, spec: InputField) -> int:
+    name, value = spec.name, data.get(spec.name)
+    if value is None and spec.required:
         raise _invalid(name, f"{name} is required.", code="missing_field")
     if type(value) is not int:
         kind = "a boolean" if isinstance(value, bool) else f"a {type(value).__name__}"
         raise _invalid(name, f"{name} must be a whole number of tokens, not {kind}.")
-    if not 0 <= value <= AUTHORIZE_MAX_TOKENS:
-        raise _invalid(name, f"{name} must be between 0 and {AUTHORIZE_MAX_TOKENS}, got {value}.")
+    low, high = spec.bounds
+    if not low <= value <= high:
+        raise _invalid(name, f"{name} must be between {low} and {high}, got {value}.")
     return value
 
 
 def _parse(data: Any) -> dict:
+    """The authorize body, checked against the AUTHORIZE contract; an ApiError names what is wrong."""
     if not isinstance(data, dict):
         raise ApiError(status_code=400, code="invalid_request", message="Send the request as a JSON object.")
-    unknown = data.keys() - AUTHORIZE_FIELDS
+    unknown = data.keys() - AUTHORIZE.names
     if unknown:
         raise ApiError(
             status_code=400, code="unknown_field", message=f"Unknown field(s): {', '.join(sorted(unknown))}."
         )
     model = data.get("model")
-    if not isinstance(model, str) or not model.strip() or len(model) > MAX_MODEL_LENGTH:
-        raise _invalid("model", f"model must be a non-empty string of at most {MAX_MODEL_LENGTH} characters.")
+    if not isinstance(model, str) or not model.strip() or len(model) > _MODEL_MAX:
+        raise _invalid("model", f"model must be a non-empty string of at most {_MODEL_MAX} characters.")
     request_id = data.get("request_id")
     if request_id is not None and (
         not isinstance(request_id, str)
-        or not 1 <= len(request_id) <= MAX_REQUEST_ID_LENGTH
+        or not 1 <= len(request_id) <= _REQUEST_ID_MAX
         or not request_id.isprintable()
         or request_id != request_id.strip()
     ):
         raise _invalid(
-            "request_id", f"request_id must be 1 to {MAX_REQUEST_ID_LENGTH} printable characters, no outer spaces."
+            "request_id", f"request_id must be 1 to {_REQUEST_ID_MAX} printable characters, no outer spaces."
         )
-    hold = data.get("hold", False)
+    hold = data.get("hold", _HOLD_DEFAULT)
     if not isinstance(hold, bool):
         raise _invalid("hold", "hold must be true or false.")
     api_key = data.get("api_key")
@@ -213,8 +206,8 @@ def _parse(data: Any) -> dict:
         raise _invalid("api_key", "api_key must be the customer's key or its api_key_id.")
     return {
         "model": model,
-        "estimated_input_tokens": _whole(data, "estimated_input_tokens"),
-        "max_output_tokens": _whole(data, "max_output_tokens"),
+        "estimated_input_tokens": _whole(data, AUTHORIZE["estimated_input_tokens"]),
+        "max_output_tokens": _whole(data, AUTHORIZE["max_output_tokens"]),
         "request_id": request_id,
         "hold": hold,
         "api_key": api_key,
@@ -279,7 +272,7 @@ class BalanceView(TenantAPIView):
 
     @extend_schema(
         operation_id="balance",
-        parameters=[OpenApiParameter("api_key", str, description="Service tokens only: the tenant key to act for.")],
+        parameters=[BalanceQuerySerializer],
         responses={
             200: BalanceOutSerializer,
             400: schema.ErrorSerializer,
@@ -290,7 +283,7 @@ class BalanceView(TenantAPIView):
         summary="The caller's tenant: prepaid balance, open holds and quota usage (from the ledger).",
     )
     def get(self, request: Request) -> Response:
-        unknown = set(request.query_params.keys()) - {"api_key"}
+        unknown = set(request.query_params.keys()) - BALANCE.names
         if unknown:
             raise ApiError(
                 status_code=400, code="unknown_field", message=f"Unknown parameter(s): {', '.join(sorted(unknown))}."

@@ -1,7 +1,36 @@
-"""Serializers that document the API in OpenAPI. Validation itself is metering/validation.py."""
+"""Serializers that document the API in OpenAPI.
+
+Request bodies are generated from their input contracts (metering/contracts.py), which the
+hand-written parsers read too; these serializers never validate a request.
+"""
 
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
+
+from metering.contracts import EVENT, InputContract, InputField
+
+
+def _drf_field(spec: InputField) -> serializers.Field:
+    common = {"required": spec.required, "help_text": spec.help_text or None}
+    match spec.kind:
+        case "string" | "key":
+            return serializers.CharField(max_length=spec.max_length, allow_blank=spec.allow_blank, **common)
+        case "integer":
+            return serializers.IntegerField(min_value=spec.min_value, max_value=spec.max_value, **common)
+        case "boolean":
+            default = {} if spec.default is None else {"default": spec.default}
+            return serializers.BooleanField(**default, **common)
+        case "datetime":
+            return serializers.DateTimeField(**common)
+        case "object":
+            return serializers.DictField(**common)
+    raise AssertionError(f"no OpenAPI field for kind {spec.kind!r}")
+
+
+def serializer_for(contract: InputContract) -> type[serializers.Serializer]:
+    """The serializer drf-spectacular documents for `contract` (component `contract.name`)."""
+    fields = {spec.name: _drf_field(spec) for spec in contract.fields}
+    return type(f"{contract.name}Serializer", (serializers.Serializer,), {"__module__": __name__, **fields})
 
 
 class ErrorDetailSerializer(serializers.Serializer):
@@ -14,19 +43,7 @@ class ErrorSerializer(serializers.Serializer):
     error = ErrorDetailSerializer()
 
 
-class EventInSerializer(serializers.Serializer):
-    request_id = serializers.CharField(max_length=128, help_text="Idempotency key, unique per tenant.")
-    model = serializers.CharField(max_length=200)
-    input_tokens = serializers.IntegerField(min_value=0, required=False, help_text="All prompt tokens.")
-    output_tokens = serializers.IntegerField(min_value=0, required=False)
-    cached_input_tokens = serializers.IntegerField(min_value=0, required=False, help_text="Part of input_tokens.")
-    cache_write_tokens = serializers.IntegerField(min_value=0, required=False, help_text="Part of input_tokens.")
-    input_text = serializers.CharField(required=False, help_text="Counted with tiktoken instead of input_tokens.")
-    output_text = serializers.CharField(required=False, help_text="Counted with tiktoken instead of output_tokens.")
-    timestamp = serializers.DateTimeField(required=False, help_text="ISO 8601 with a zone; default now.")
-    latency_ms = serializers.IntegerField(min_value=0, required=False)
-    api_key = serializers.CharField(required=False, help_text="Service tokens only: the consuming key or its id.")
-    metadata = serializers.DictField(required=False, help_text="Flat, small.")
+EventInSerializer = serializer_for(EVENT)
 
 
 class EventOutSerializer(serializers.Serializer):
