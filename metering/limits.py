@@ -1,8 +1,8 @@
 """What one API request may carry: the one home of every bound on request and event input.
 
-The parsers (metering/validation.py for events, metering/api/authorize.py for authorize), the
-input contracts that generate the OpenAPI schema (metering/contracts.py) and docs/api.md
-("Limits", "authorize") all read these names; none repeats a number.
+The input contracts (metering/contracts.py) read these names, and through them the parsers
+(metering/validation.py, metering/api/authorize.py) and the OpenAPI schema; no code repeats a
+number. docs/api.md ("Limits", "authorize") states them for clients.
 
 Two token bounds, on purpose, because they bound different things:
 

@@ -179,8 +179,8 @@ def _rate_or_none(entry: Mapping, model: str, key: str, rounded: list[RoundedRat
     return None if value is None else _per_mtok(model, key, value, rounded)
 
 
-def _price_fields(model: str, entry: Any, *, include_free: bool) -> tuple[dict[str, Any], list[RoundedRate]]:
-    """The Price fields for one catalog entry, or _Skip with the reason it is not imported."""
+def _check_importable(model: str, entry: Any) -> None:
+    """Raise _Skip with the reason a catalog entry is not a usable token price."""
     if model == SPEC_ENTRY:
         raise _Skip(SPEC_ENTRY)
     if not isinstance(entry, Mapping):
@@ -192,13 +192,13 @@ def _price_fields(model: str, entry: Any, *, include_free: bool) -> tuple[dict[s
     if not model.strip() or model != model.strip() or len(model) > _MODEL_NAME_MAX or is_glob(model):
         raise _Skip("unusable_name")
 
-    rounded: list[RoundedRate] = []
-    fields: dict[str, Any] = {name: _rate_or_none(entry, model, key, rounded) for key, name in _BASE_KEYS.items()}
-    if not include_free and fields["input_per_mtok"] == 0 and fields["output_per_mtok"] == 0:
-        raise _Skip("zero_price")
 
-    # Context tiers: LiteLLM switches to a tier only through its input rate
-    # (`input_cost_per_token_above_<N>k_tokens`); the other kinds follow that threshold.
+def _tier_fields(model: str, entry: Mapping, rounded: list[RoundedRate]) -> dict[str, Any]:
+    """The context tier's Price fields (all None without a tier), or _Skip("unsupported_tier").
+
+    LiteLLM switches to a tier only through its input rate (`input_cost_per_token_above_<N>k_tokens`);
+    the other kinds follow that threshold.
+    """
     tiers: dict[int, dict[str, str]] = {}
     for key, value in entry.items():
         match = _TIER_KEY.match(key)
@@ -207,18 +207,27 @@ def _price_fields(model: str, entry: Any, *, include_free: bool) -> tuple[dict[s
         kind, count, k = match.groups()
         threshold = int(count) * (1000 if k else 1)
         tiers.setdefault(threshold, {})[kind] = key
-    if tiers:
-        if len(tiers) > 1:
-            raise _Skip("unsupported_tier")
-        ((threshold, keys),) = tiers.items()
-        if "input_cost_per_token" not in keys:
-            raise _Skip("unsupported_tier")
-        fields["tier_threshold"] = threshold
-        for kind, name in _TIER_FIELDS.items():
-            fields[name] = _per_mtok(model, keys[kind], entry[keys[kind]], rounded) if kind in keys else None
-    else:
-        fields["tier_threshold"] = None
-        fields.update(dict.fromkeys(_TIER_FIELDS.values()))
+    if not tiers:
+        return {"tier_threshold": None, **dict.fromkeys(_TIER_FIELDS.values())}
+    if len(tiers) > 1:
+        raise _Skip("unsupported_tier")
+    ((threshold, keys),) = tiers.items()
+    if "input_cost_per_token" not in keys:
+        raise _Skip("unsupported_tier")
+    fields: dict[str, Any] = {"tier_threshold": threshold}
+    for kind, name in _TIER_FIELDS.items():
+        fields[name] = _per_mtok(model, keys[kind], entry[keys[kind]], rounded) if kind in keys else None
+    return fields
+
+
+def _price_fields(model: str, entry: Any, *, include_free: bool) -> tuple[dict[str, Any], list[RoundedRate]]:
+    """The Price fields for one catalog entry, or _Skip with the reason it is not imported."""
+    _check_importable(model, entry)
+    rounded: list[RoundedRate] = []
+    fields: dict[str, Any] = {name: _rate_or_none(entry, model, key, rounded) for key, name in _BASE_KEYS.items()}
+    if not include_free and fields["input_per_mtok"] == 0 and fields["output_per_mtok"] == 0:
+        raise _Skip("zero_price")
+    fields.update(_tier_fields(model, entry, rounded))
     return fields, rounded
 
 

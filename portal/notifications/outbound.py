@@ -26,6 +26,7 @@ import logging
 import re
 import socket
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,36 +64,41 @@ class Target:
     addresses: tuple[tuple[int, tuple[Any, ...]], ...]  # (family, sockaddr): checked, connect to these only
 
 
+# (reason, test) in the order they are asked: the first that holds names the refusal.
+_REFUSALS: tuple[tuple[str, Callable[[IPAddress], bool]], ...] = (
+    ("unspecified", lambda address: address.is_unspecified),
+    ("loopback", lambda address: address.is_loopback),
+    ("link-local", lambda address: address.is_link_local),
+    (
+        "private",
+        lambda address: isinstance(address, ipaddress.IPv4Address) and any(address in net for net in _RFC1918),
+    ),
+    ("shared address space", lambda address: address in _SHARED),
+    ("unique-local", lambda address: address in _UNIQUE_LOCAL),
+    ("multicast", lambda address: address.is_multicast),
+    ("reserved", lambda address: address.is_reserved),
+    ("not globally routable", lambda address: address.is_private or not address.is_global),
+)
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address carries (mapped, 6to4, NAT64), if any."""
+    embedded = address.ipv4_mapped or address.sixtofour
+    if embedded is None and address in _NAT64:
+        embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return embedded
+
+
 def refusal_reason(address: IPAddress) -> str | None:
     """Why the policy refuses `address` (allow-list aside), or None for a public unicast address."""
     if isinstance(address, ipaddress.IPv6Address):
-        embedded = address.ipv4_mapped or address.sixtofour
-        if embedded is None and address in _NAT64:
-            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        embedded = _embedded_ipv4(address)
         if embedded is not None:
             reason = refusal_reason(embedded)
             return f"embeds {embedded}: {reason}" if reason else None
         if address.is_site_local:
             return "site-local"
-    if address.is_unspecified:
-        return "unspecified"
-    if address.is_loopback:
-        return "loopback"
-    if address.is_link_local:
-        return "link-local"
-    if isinstance(address, ipaddress.IPv4Address) and any(address in network for network in _RFC1918):
-        return "private"
-    if address in _SHARED:
-        return "shared address space"
-    if address in _UNIQUE_LOCAL:
-        return "unique-local"
-    if address.is_multicast:
-        return "multicast"
-    if address.is_reserved:
-        return "reserved"
-    if address.is_private or not address.is_global:
-        return "not globally routable"
-    return None
+    return next((reason for reason, refused in _REFUSALS if refused(address)), None)
 
 
 @functools.lru_cache(maxsize=8)  # keyed by the setting's value, which tests change
