@@ -9,6 +9,7 @@ from django.db.models import Count, F, Max, Min, Q, Sum
 from django.db.models.functions import TruncDate, TruncMonth
 
 from metering.models import DailyUsage, UsageEvent
+from portal.paging import keyset_page
 
 GROUPINGS = ("day", "model", "api_key")
 
@@ -220,15 +221,9 @@ def events_page(
 ) -> tuple[list[dict], tuple[dt.datetime, int] | None]:
     """Newest first. `after` is the (occurred_at, id) of the last row already shown; returns the
     rows and the cursor of the next page (None on the last page). Reads limit + 1 rows."""
-    events = _filtered_events(event_filter)
-    if after is not None:
-        moment, last_id = after
-        events = events.filter(Q(occurred_at__lt=moment) | Q(occurred_at=moment, id__lt=last_id))
-    rows = list(events.values(*EVENT_COLUMNS)[: limit + 1])
-    if len(rows) <= limit:
-        return rows, None
-    rows = rows[:limit]
-    return rows, (rows[-1]["occurred_at"], rows[-1]["id"])
+    events = _filtered_events(event_filter).values(*EVENT_COLUMNS)
+    rows, cursor = keyset_page(events, key=("occurred_at", "id"), after=after, limit=limit)
+    return rows, (cursor[0], cursor[1]) if cursor else None
 
 
 def events_iter(*, event_filter: EventFilter, chunk_size: int = 2000):

@@ -8,6 +8,7 @@ from django.db.models import Sum
 
 from billing.models import LedgerEntry, Wallet
 from billing.money import to_micros
+from portal.paging import keyset_page
 
 
 def wallet_balance(*, tenant_id: int) -> Decimal:
@@ -32,12 +33,9 @@ def ledger_entries_page(
     entries = LedgerEntry.objects.filter(tenant_id=tenant_id)
     if kinds:
         entries = entries.filter(kind__in=kinds)
-    if before_id is not None:
-        entries = entries.filter(pk__lt=before_id)
-    rows = list(entries.order_by("-id")[: limit + 1])
-    if len(rows) <= limit:
-        return rows, None
-    return rows[:limit], rows[limit - 1].pk
+    after = (before_id,) if before_id is not None else None
+    rows, cursor = keyset_page(entries, key=("id",), after=after, limit=limit)
+    return rows, cursor[0] if cursor else None
 
 
 def wallet_balance_micros(*, tenant_id: int) -> int:

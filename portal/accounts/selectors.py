@@ -5,6 +5,7 @@ import functools
 from portal.accounts import credentials
 from portal.accounts.models import ApiKey, AuditLog, Membership, ServiceToken, Tenant
 from portal.db import hot_cursor, instance_from_row
+from portal.paging import keyset_page
 
 # Every API request authenticates, so the key lookup is written out once: the equivalent
 # select_related("tenant__price_plan") queryset cost several times more CPU to compile than the
@@ -107,9 +108,6 @@ def audit_log_page(
         entries = entries.filter(tenant_id=tenant_id)
     if action_prefix:
         entries = entries.filter(action__startswith=action_prefix)
-    if before_id is not None:
-        entries = entries.filter(pk__lt=before_id)
-    rows = list(entries.order_by("-id")[: limit + 1])
-    if len(rows) <= limit:
-        return rows, None
-    return rows[:limit], rows[limit - 1].pk
+    after = (before_id,) if before_id is not None else None
+    rows, cursor = keyset_page(entries, key=("id",), after=after, limit=limit)
+    return rows, cursor[0] if cursor else None
