@@ -15,19 +15,9 @@ from portal.web.ranges import PRESETS, range_from_query
 from portal.web.views.common import cursor_decode, cursor_encode, page
 
 PAGE_SIZE = 50
-CSV_HEADER = [
-    "occurred_at",
-    "request_id",
-    "api_key",
-    "model",
-    "input_tokens",
-    "output_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "cost",
-    "currency",
-    "latency_ms",
-]
+# The explorer's columns (metering.selectors.EVENT_COLUMNS) without the row id; the key by name.
+CSV_COLUMNS = [column for column in usage_selectors.EVENT_COLUMNS if column != "id"]
+CSV_HEADER = ["api_key" if column == "api_key_id" else column for column in CSV_COLUMNS]
 
 
 def _filter(request: HttpRequest, portal: PortalContext):
@@ -100,21 +90,20 @@ def _csv_lines(event_filter, key_names: dict, tz_name: str) -> Iterator[str]:
     tz = zoneinfo.ZoneInfo(tz_name)
     yield writer.writerow(CSV_HEADER)
     for row in usage_selectors.events_iter(event_filter=event_filter):
-        yield writer.writerow(
-            [
-                row["occurred_at"].astimezone(tz).isoformat(),
-                row["request_id"],
-                key_names.get(row["api_key_id"], row["api_key_id"]),
-                row["model"],
-                row["input_tokens"],
-                row["output_tokens"],
-                row["cached_input_tokens"],
-                row["cache_write_tokens"],
-                "" if row["cost"] is None else format(row["cost"], "f"),
-                row["currency"],
-                "" if row["latency_ms"] is None else row["latency_ms"],
-            ]
-        )
+        yield writer.writerow([_csv_cell(column, row[column], key_names, tz) for column in CSV_COLUMNS])
+
+
+def _csv_cell(column: str, value: object, key_names: dict, tz: zoneinfo.ZoneInfo) -> object:
+    """One cell: times in the tenant's zone, keys by name, money as plain decimals, None empty."""
+    if value is None:
+        return ""
+    if column == "occurred_at":
+        return value.astimezone(tz).isoformat()  # type: ignore[attr-defined]
+    if column == "api_key_id":
+        return key_names.get(value, value)
+    if column == "cost":
+        return format(value, "f")
+    return value
 
 
 @portal_view("usage.view")
