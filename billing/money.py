@@ -64,14 +64,6 @@ def from_micros(micros: int) -> Decimal:
     return round_to_ledger(Decimal(micros).scaleb(-LEDGER_PLACES))
 
 
-def per_million_to_per_token(price_per_million: Decimal) -> Decimal:
-    return price_per_million / _ONE_MILLION
-
-
-def per_million_to_per_thousand(price_per_million: Decimal) -> Decimal:
-    return price_per_million / 1000
-
-
 def format_ledger_amount(amount: Decimal, currency: str) -> str:
     """A ledger amount for display and JSON: the currency's places, more only when they carry value.
 

@@ -53,12 +53,6 @@ class PriceBook:
         self._candidates[model] = result
         return result
 
-    def add_versions(self, other: "PriceBook") -> None:
-        """Take the price versions `other` read that this book lacks (other models' exact names)."""
-        for key, versions in other._versions.items():
-            self._versions.setdefault(key, versions)
-        self._candidates.clear()
-
     def terms_for(self, model: str, at: dt.datetime) -> PriceTerms | None:
         for key in self._candidates_for(model):
             for effective_from, terms in self._versions[key]:

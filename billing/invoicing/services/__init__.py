@@ -23,7 +23,7 @@ tenant). Callers import from this package.
 from billing.invoicing.models import InvoiceImmutable
 from billing.invoicing.services.close import FAILED, CloseResult, invoices_close_due, invoices_close_month
 from billing.invoicing.services.credit_notes import credit_note_amount, credit_note_issue
-from billing.invoicing.services.drafts import invoice_draft_refresh, invoice_guard_draft
+from billing.invoicing.services.drafts import invoice_draft_refresh
 from billing.invoicing.services.errors import InvoiceError
 from billing.invoicing.services.finalize import invoice_finalize
 from billing.invoicing.services.lines import Computed, LineData, invoice_compute
@@ -42,7 +42,6 @@ __all__ = [
     "invoice_compute",
     "invoice_draft_refresh",
     "invoice_finalize",
-    "invoice_guard_draft",
     "invoice_mark_paid",
     "invoice_void",
     "invoices_close_due",

@@ -8,7 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from billing.invoicing import selectors
-from billing.invoicing.models import Invoice, InvoiceImmutable, InvoiceLine
+from billing.invoicing.models import Invoice, InvoiceLine
 from billing.invoicing.services.errors import InvoiceError
 from billing.invoicing.services.lines import LINE_FIELDS, Computed, LineData, invoice_compute
 from billing.invoicing.services.periods import period_label
@@ -119,9 +119,3 @@ def _nothing_to_bill(*, tenant: Tenant, year: int, month: int, now: dt.datetime)
     )
     computed = invoice_compute(tenant=tenant, invoice=probe, cutoff=now)
     return not computed.lines and not computed.unpriced_requests
-
-
-def invoice_guard_draft(invoice: Invoice) -> None:
-    """Raise InvoiceImmutable unless `invoice` is still a draft (for any write path)."""
-    if not Invoice.objects.filter(pk=invoice.pk, status=Invoice.Status.DRAFT).exists():
-        raise InvoiceImmutable(f"Invoice {invoice.number or invoice.pk} is issued; it cannot be changed.")
