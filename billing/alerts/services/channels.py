@@ -3,18 +3,28 @@
 import functools
 from typing import Any
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 
 from billing.alerts.models import AlertDelivery, NotificationChannel
 from billing.alerts.services.deliveries import _queue_delivery
 from billing.alerts.services.errors import AlertConfigError
 from portal.accounts.models import Tenant
+from portal.accounts.services import audit_record
 from portal.notifications import ConfigError, get_transport
 
 
 def notification_channel_create(
-    *, tenant: Tenant, kind: str, name: str, config: dict[str, Any], enabled: bool = True
+    *,
+    tenant: Tenant,
+    kind: str,
+    name: str,
+    config: dict[str, Any],
+    enabled: bool = True,
+    actor: AbstractBaseUser | None = None,
+    actor_label: str = "",
 ) -> NotificationChannel:
+    """A channel, its config checked by its transport; audited."""
     try:
         cleaned = get_transport(kind).validate(config)
     except (LookupError, ConfigError) as exc:
@@ -22,12 +32,30 @@ def notification_channel_create(
     name = name.strip() or kind
     if NotificationChannel.objects.filter(tenant=tenant, name=name).exists():
         raise AlertConfigError(f"A channel named {name!r} already exists.")
-    return NotificationChannel.objects.create(tenant=tenant, kind=kind, name=name, config=cleaned, enabled=enabled)
+    with transaction.atomic():
+        channel = NotificationChannel.objects.create(
+            tenant=tenant, kind=kind, name=name, config=cleaned, enabled=enabled
+        )
+        audit_record(
+            action="notification_channel.create",
+            target=channel,
+            actor=actor,
+            actor_label=actor_label,
+            tenant=tenant,
+            changes={"kind": channel.kind, "name": channel.name},
+        )
+    return channel
 
 
 def notification_channel_update(
-    *, channel: NotificationChannel, config: dict[str, Any] | None = None, enabled: bool | None = None
+    *,
+    channel: NotificationChannel,
+    config: dict[str, Any] | None = None,
+    enabled: bool | None = None,
+    actor: AbstractBaseUser | None = None,
+    actor_label: str = "",
 ) -> NotificationChannel:
+    """Change a channel's config (checked by its transport) or switch it on or off; audited."""
     if config is not None:
         try:
             channel.config = get_transport(channel.kind).validate(config)
@@ -35,7 +63,16 @@ def notification_channel_update(
             raise AlertConfigError(str(exc)) from exc
     if enabled is not None:
         channel.enabled = enabled
-    channel.save(update_fields=["config", "enabled"])
+    with transaction.atomic():
+        channel.save(update_fields=["config", "enabled"])
+        audit_record(
+            action="notification_channel.update",
+            target=channel,
+            actor=actor,
+            actor_label=actor_label,
+            tenant=channel.tenant,
+            changes={"enabled": channel.enabled},
+        )
     return channel
 
 
@@ -59,6 +96,17 @@ def notification_channel_send_test(*, channel: NotificationChannel) -> tuple[Ale
     return delivery, True
 
 
-def notification_channel_delete(*, channel: NotificationChannel) -> None:
-    """Delete a channel and its delivery records; rules keep their other channels."""
-    channel.delete()
+def notification_channel_delete(
+    *, channel: NotificationChannel, actor: AbstractBaseUser | None = None, actor_label: str = ""
+) -> None:
+    """Delete a channel and its delivery records, audited; rules keep their other channels."""
+    with transaction.atomic():
+        audit_record(
+            action="notification_channel.delete",
+            target=channel,
+            actor=actor,
+            actor_label=actor_label,
+            tenant=channel.tenant,
+            changes={"kind": channel.kind, "name": channel.name},
+        )
+        channel.delete()

@@ -4,6 +4,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 
 from billing import selectors as billing_selectors
@@ -11,6 +12,7 @@ from billing.alerts.models import AlertRule, NotificationChannel
 from billing.alerts.services.errors import AlertConfigError
 from billing.alerts.services.measures import number_text
 from portal.accounts.models import ApiKey, Tenant
+from portal.accounts.services import audit_record
 from portal.cache import BoundedCache
 
 
@@ -109,8 +111,10 @@ def alert_rule_create(
     thresholds: Iterable[object] = ("80", "100"),
     forecast_days: int = 7,
     spike_factor: Decimal = Decimal(3),
+    actor: AbstractBaseUser | None = None,
+    actor_label: str = "",
 ) -> AlertRule:
-    """A rule with its channels. Every referenced row must belong to `tenant`."""
+    """A rule with its channels, audited. Every referenced row must belong to `tenant`."""
     channels = list(channels)
     fields = _rule_fields(
         tenant=tenant,
@@ -129,17 +133,31 @@ def alert_rule_create(
     with transaction.atomic():
         rule = AlertRule.objects.create(tenant=tenant, kind=kind, **fields)
         rule.channels.set(channels)
+        audit_record(
+            action="alert_rule.create",
+            target=rule,
+            actor=actor,
+            actor_label=actor_label,
+            tenant=tenant,
+            changes={"kind": rule.kind, "thresholds": rule.thresholds, "channels": [c.name for c in channels]},
+        )
     _forget_rules_memo()
     return rule
 
 
 def alert_rule_update(
-    *, rule: AlertRule, channels: Iterable[NotificationChannel], **values: Any
+    *,
+    rule: AlertRule,
+    channels: Iterable[NotificationChannel],
+    actor: AbstractBaseUser | None = None,
+    actor_label: str = "",
+    **values: Any,
 ) -> dict[str, dict[str, Any]]:
     """Change a rule's settings and channels (its kind stays: another kind is another rule).
 
     Takes the fields alert_rule_create takes, all of them, checked the same way. Returns what
-    changed, as the audit log keeps it: {field: {"before": ..., "after": ...}}. Alerts already
+    changed, as the audit log keeps it (audited when anything did): {field: {"before": ...,
+    "after": ...}}. Alerts already
     sent stay in the history; a threshold that is new and already crossed fires at the next
     evaluation, one that stays does not fire again for the same period.
     """
@@ -148,17 +166,27 @@ def alert_rule_update(
     before = {name: getattr(rule, name) for name in fields}
     before["channels"] = sorted(c.name for c in rule.channels.all())
     after = {**fields, "channels": sorted(c.name for c in channels)}
+    changed = {
+        name: {"before": _plain(before[name]), "after": _plain(after[name])}
+        for name in after
+        if before[name] != after[name]
+    }
     with transaction.atomic():
         for name, value in fields.items():
             setattr(rule, name, value)
         rule.save(update_fields=[*fields.keys()])
         rule.channels.set(channels)
+        if changed:
+            audit_record(
+                action="alert_rule.update",
+                target=rule,
+                actor=actor,
+                actor_label=actor_label,
+                tenant=rule.tenant,
+                changes=changed,
+            )
     _forget_rules_memo()
-    return {
-        name: {"before": _plain(before[name]), "after": _plain(after[name])}
-        for name in after
-        if before[name] != after[name]
-    }
+    return changed
 
 
 def _plain(value: Any) -> Any:
@@ -168,14 +196,34 @@ def _plain(value: Any) -> Any:
     return number_text(value) if isinstance(value, Decimal) else value
 
 
-def alert_rule_set_enabled(*, rule: AlertRule, enabled: bool) -> AlertRule:
-    rule.enabled = enabled
-    rule.save(update_fields=["enabled"])
+def alert_rule_set_enabled(
+    *, rule: AlertRule, enabled: bool, actor: AbstractBaseUser | None = None, actor_label: str = ""
+) -> AlertRule:
+    """Pause or resume a rule (its history stays), audited."""
+    with transaction.atomic():
+        rule.enabled = enabled
+        rule.save(update_fields=["enabled"])
+        audit_record(
+            action="alert_rule.enable" if enabled else "alert_rule.disable",
+            target=rule,
+            actor=actor,
+            actor_label=actor_label,
+            tenant=rule.tenant,
+        )
     _forget_rules_memo()
     return rule
 
 
-def alert_rule_delete(*, rule: AlertRule) -> None:
-    """Delete a rule with its alert history (events and their deliveries)."""
-    rule.delete()
+def alert_rule_delete(*, rule: AlertRule, actor: AbstractBaseUser | None = None, actor_label: str = "") -> None:
+    """Delete a rule with its alert history (events and their deliveries), audited."""
+    with transaction.atomic():
+        audit_record(
+            action="alert_rule.delete",
+            target=rule,
+            actor=actor,
+            actor_label=actor_label,
+            tenant=rule.tenant,
+            changes={"kind": rule.kind, "name": rule.name},
+        )
+        rule.delete()
     _forget_rules_memo()

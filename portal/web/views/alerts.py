@@ -12,7 +12,6 @@ from billing.alerts import services as alert_services
 from billing.alerts.models import AlertRule, NotificationChannel
 from portal.accounts import selectors as account_selectors
 from portal.accounts.models import Tenant
-from portal.accounts.services import audit_record
 from portal.web.access import PortalContext, portal_view, tenant_object
 from portal.web.forms import AlertRuleForm, ChannelForm, quota_choice_label
 from portal.web.views.common import page
@@ -96,19 +95,12 @@ def rule_create(request: HttpRequest, portal: PortalContext) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         channels, values = _rule_values(tenant, form.cleaned_data)
         try:
-            rule = alert_services.alert_rule_create(
-                tenant=tenant, kind=form.cleaned_data["kind"], channels=channels, **values
+            alert_services.alert_rule_create(
+                tenant=tenant, kind=form.cleaned_data["kind"], channels=channels, actor=request.user, **values
             )
         except alert_services.AlertConfigError as error:
             form.add_error(None, str(error))
         else:
-            audit_record(
-                action="alert_rule.create",
-                target=rule,
-                actor=request.user,
-                tenant=tenant,
-                changes={"kind": rule.kind, "thresholds": rule.thresholds, "channels": [c.name for c in channels]},
-            )
             messages.success(request, _("Alert rule added."))
             return redirect("alerts", slug=tenant.slug)
     status = 400 if request.method == "POST" else 200
@@ -126,14 +118,11 @@ def rule_edit(request: HttpRequest, portal: PortalContext, rule: AlertRule) -> H
     if request.method == "POST" and form.is_valid():
         channels, values = _rule_values(tenant, form.cleaned_data)
         try:
-            changed = alert_services.alert_rule_update(rule=rule, channels=channels, **values)
+            changed = alert_services.alert_rule_update(rule=rule, channels=channels, actor=request.user, **values)
         except alert_services.AlertConfigError as error:
             form.add_error(None, str(error))
         else:
             if changed:
-                audit_record(
-                    action="alert_rule.update", target=rule, actor=request.user, tenant=tenant, changes=changed
-                )
                 messages.success(request, _("Alert rule saved."))
             else:
                 messages.info(request, _("Nothing to change."))
@@ -165,23 +154,17 @@ def channel_create(request: HttpRequest, portal: PortalContext) -> HttpResponse:
     form = ChannelForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            channel = alert_services.notification_channel_create(
+            alert_services.notification_channel_create(
                 tenant=tenant,
                 kind=form.cleaned_data["kind"],
                 name=form.cleaned_data["name"],
                 config=form.config(),
                 enabled=form.cleaned_data["enabled"],
+                actor=request.user,
             )
         except alert_services.AlertConfigError as error:
             form.add_error(None, str(error))
         else:
-            audit_record(
-                action="notification_channel.create",
-                target=channel,
-                actor=request.user,
-                tenant=tenant,
-                changes={"kind": channel.kind, "name": channel.name},
-            )
             messages.success(request, _("Channel added. Send it a test to check it works."))
             return redirect("alerts", slug=tenant.slug)
     status = 400 if request.method == "POST" else 200
@@ -236,18 +219,14 @@ def channel_update(request: HttpRequest, portal: PortalContext, channel: Notific
     if form.is_valid():
         try:
             alert_services.notification_channel_update(
-                channel=channel, config=form.config(current=channel.config), enabled=form.cleaned_data["enabled"]
+                channel=channel,
+                config=form.config(current=channel.config),
+                enabled=form.cleaned_data["enabled"],
+                actor=request.user,
             )
         except alert_services.AlertConfigError as error:
             form.add_error(None, str(error))
         else:
-            audit_record(
-                action="notification_channel.update",
-                target=channel,
-                actor=request.user,
-                tenant=portal.tenant,
-                changes={"enabled": channel.enabled},
-            )
             messages.success(request, _("Channel saved."))
             return redirect("alert-channel", slug=channel.tenant.slug, channel_id=channel.pk)
     return _channel_page(request, portal, channel, form, status=400)
@@ -278,13 +257,7 @@ def channel_test(request: HttpRequest, portal: PortalContext, channel: Notificat
 def rule_toggle(request: HttpRequest, portal: PortalContext, rule: AlertRule) -> HttpResponse:
     """Pause or resume a rule (its history stays)."""
     enabled = not rule.enabled
-    alert_services.alert_rule_set_enabled(rule=rule, enabled=enabled)
-    audit_record(
-        action="alert_rule.enable" if enabled else "alert_rule.disable",
-        target=rule,
-        actor=request.user,
-        tenant=portal.tenant,
-    )
+    alert_services.alert_rule_set_enabled(rule=rule, enabled=enabled, actor=request.user)
     messages.success(request, _("Rule resumed.") if enabled else _("Rule paused."))
     return redirect("alerts", slug=rule.tenant.slug)
 
@@ -295,9 +268,7 @@ def rule_toggle(request: HttpRequest, portal: PortalContext, rule: AlertRule) ->
 def rule_delete(request: HttpRequest, portal: PortalContext, rule: AlertRule) -> HttpResponse:
     """Delete a rule and its alert history."""
     slug, label = rule.tenant.slug, str(rule)
-    changes = {"kind": rule.kind, "name": rule.name}
-    audit_record(action="alert_rule.delete", target=rule, actor=request.user, tenant=portal.tenant, changes=changes)
-    alert_services.alert_rule_delete(rule=rule)
+    alert_services.alert_rule_delete(rule=rule, actor=request.user)
     messages.success(request, _("Rule %(name)s deleted.") % {"name": label})
     return redirect("alerts", slug=slug)
 
@@ -307,11 +278,7 @@ def rule_delete(request: HttpRequest, portal: PortalContext, rule: AlertRule) ->
 @require_POST
 def channel_delete(request: HttpRequest, portal: PortalContext, channel: NotificationChannel) -> HttpResponse:
     """Delete a channel and its delivery records; rules keep their other channels."""
-    slug = channel.tenant.slug
-    changes = {"kind": channel.kind, "name": channel.name}
-    audit_record(
-        action="notification_channel.delete", target=channel, actor=request.user, tenant=portal.tenant, changes=changes
-    )
-    alert_services.notification_channel_delete(channel=channel)
-    messages.success(request, _("Channel %(name)s deleted.") % {"name": changes["name"]})
+    slug, name = channel.tenant.slug, channel.name
+    alert_services.notification_channel_delete(channel=channel, actor=request.user)
+    messages.success(request, _("Channel %(name)s deleted.") % {"name": name})
     return redirect("alerts", slug=slug)
