@@ -49,23 +49,25 @@ _SHARED_PROCESSORS: list = [
 ]
 
 
-def logging_config(*, level: str, fmt: str) -> None:
+def structured_formatter(fmt: str = "json") -> structlog.stdlib.ProcessorFormatter:
+    """The formatter of every log line: JSON (production) or console text (the embedded default)."""
     renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    return structlog.stdlib.ProcessorFormatter(
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        foreign_pre_chain=[*_SHARED_PROCESSORS, add_extra_fields],
+    )
+
+
+def logging_config(*, level: str, fmt: str) -> None:
     logging.config.dictConfig(
         {
             "version": 1,
             "disable_existing_loggers": False,
-            "formatters": {
-                "structured": {
-                    "()": structlog.stdlib.ProcessorFormatter,
-                    "processors": [
-                        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                        structlog.processors.format_exc_info,
-                        renderer,
-                    ],
-                    "foreign_pre_chain": [*_SHARED_PROCESSORS, add_extra_fields],
-                }
-            },
+            "formatters": {"structured": {"()": structured_formatter, "fmt": fmt}},
             "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "structured"}},
             "root": {"handlers": ["stderr"], "level": level},
             "loggers": {

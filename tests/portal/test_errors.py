@@ -20,7 +20,6 @@ from urllib.error import HTTPError
 from urllib.request import Request, urlopen
 
 import pytest
-import structlog
 from django.contrib.sessions.backends.db import SessionStore
 from django.core.signals import got_request_exception
 from django.db import connection
@@ -31,6 +30,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from billing.invoicing import selectors as invoicing_selectors
 from portal.accounts import credentials
+from portal.logconfig import structured_formatter
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -56,7 +56,7 @@ def json_lines() -> Iterator[Callable[[], list[dict]]]:
     """The JSON lines the server would write, formatted while each request runs (its request
     id is bound only then), request lines included (LOG_LEVEL is WARNING in the test run)."""
     root = logging.getLogger()
-    formatter = next(h.formatter for h in root.handlers if isinstance(h.formatter, structlog.stdlib.ProcessorFormatter))
+    formatter = structured_formatter("json")  # the production formatter, whatever an earlier test did to root
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)
