@@ -7,10 +7,14 @@ audited ledger credit).
 """
 
 from decimal import Decimal
+from typing import cast
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from billing.models import Hold, LedgerEntry, Price, PricePlan, Quota, QuotaCounter, Wallet
@@ -35,10 +39,10 @@ class PriceAdmin(AuditedModelAdmin):
     list_filter = ["plan"]
     search_fields = ["model_pattern"]
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return obj is None
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
 
@@ -60,11 +64,11 @@ class WalletAdmin(ReadOnlyAdmin):
     search_fields = ["tenant__slug", "tenant__name"]
     actions = ["topup"]
 
-    def has_topup_permission(self, request) -> bool:
-        return request.user.is_superuser or request.user.has_perm("billing.add_ledgerentry")
+    def has_topup_permission(self, request: HttpRequest) -> bool:
+        return bool(request.user.is_superuser or request.user.has_perm("billing.add_ledgerentry"))
 
     @admin.action(description="Top up the selected wallets", permissions=["topup"])
-    def topup(self, request, queryset):
+    def topup(self, request: HttpRequest, queryset: QuerySet[Wallet]) -> HttpResponse | None:
         form = TopupForm(request.POST if "apply" in request.POST else None)
         if form.is_valid():
             reference = form.cleaned_data["reference"].strip()
@@ -74,7 +78,10 @@ class WalletAdmin(ReadOnlyAdmin):
                 ref = f"{reference}:{wallet.tenant.slug}" if many else reference
                 try:
                     entry, created = wallet_topup(
-                        tenant=wallet.tenant, amount=form.cleaned_data["amount"], reference=ref, actor=request.user
+                        tenant=wallet.tenant,
+                        amount=form.cleaned_data["amount"],
+                        reference=ref,
+                        actor=cast(User, request.user),  # the admin serves signed-in staff only
                     )
                 except ValidationError as exc:
                     self.message_user(request, f"{wallet.tenant.slug}: {' '.join(exc.messages)}", messages.ERROR)

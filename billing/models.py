@@ -8,8 +8,10 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
-PRICE_FIELD = {"max_digits": 24, "decimal_places": 12}
-LEDGER_FIELD = {"max_digits": 24, "decimal_places": 6}
+from billing.money import DecimalColumn
+
+PRICE_FIELD: DecimalColumn = {"max_digits": 24, "decimal_places": 12}
+LEDGER_FIELD: DecimalColumn = {"max_digits": 24, "decimal_places": 6}
 
 
 class PricePlan(models.Model):
@@ -222,11 +224,11 @@ class Quota(models.Model):
         ]
 
     def __str__(self) -> str:
-        scope = self.api_key.prefix if self.api_key_id else self.tenant.slug
+        scope = self.api_key.prefix if self.api_key is not None else self.tenant.slug
         return f"{scope}: {self.limit} {self.metric}/{self.window} ({self.enforcement})"
 
     def clean(self) -> None:
-        if self.api_key_id and self.tenant_id and self.api_key.tenant_id != self.tenant_id:
+        if self.api_key is not None and self.tenant_id and self.api_key.tenant_id != self.tenant_id:
             raise ValidationError({"api_key": "The key belongs to another tenant."})
         if (
             self.metric == self.Metric.TOKENS

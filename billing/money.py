@@ -14,8 +14,17 @@ One function per precision, and every rounding of money goes through it:
 
 import decimal
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import TypedDict
 
 ROUNDING = ROUND_HALF_EVEN
+
+
+class DecimalColumn(TypedDict):
+    """A DecimalField's precision, declared once per kind of amount and unpacked into fields."""
+
+    max_digits: int
+    decimal_places: int
+
 
 # ISO 4217 minor-unit exponents that differ from the common 2; anything else uses 2.
 _EXPONENTS = {

@@ -16,8 +16,13 @@ splits tokens into kinds, picks a tier or multiplies by a rate, in Python or in 
 import decimal
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from billing.money import COST_PLACES, quantize_cost
+
+if TYPE_CHECKING:
+    from billing.models import Price
+
 
 # Enough digits that tokens (<= 1e12) x rate (<= 1e12, 12 places) never rounds.
 _EXACT = decimal.Context(prec=60, rounding=decimal.ROUND_HALF_EVEN, traps=[decimal.Overflow, decimal.InvalidOperation])
@@ -35,7 +40,10 @@ TOKEN_KINDS = (INPUT, CACHED_INPUT, CACHE_WRITE, OUTPUT)
 
 
 def _as_units(rate: Decimal) -> int | None:
-    if not isinstance(rate, Decimal) or not rate.is_finite() or rate.as_tuple().exponent < -_UNIT_PLACES:
+    if not isinstance(rate, Decimal) or not rate.is_finite():
+        return None
+    exponent = rate.as_tuple().exponent  # an int for a finite Decimal ('n', 'N', 'F' otherwise)
+    if not isinstance(exponent, int) or exponent < -_UNIT_PLACES:
         return None
     return int(rate.scaleb(_UNIT_PLACES, context=_EXACT))
 
@@ -122,7 +130,7 @@ def line_amount(quantity: int, per_mtok: Decimal) -> Decimal:
     return quantize_cost(_EXACT.divide(_EXACT.multiply(Decimal(quantity), per_mtok), _PER_MILLION))
 
 
-def terms_from_price(price) -> PriceTerms:
+def terms_from_price(price: "Price") -> PriceTerms:
     base_input = price.input_per_mtok
     base = Rates(
         input=base_input,

@@ -16,10 +16,11 @@ from django.db import DatabaseError
 from redis.exceptions import RedisError
 
 from billing.services import holds, reconcile
+from portal.celery import TaskOptions
 
 log = structlog.get_logger(__name__)
 
-BALANCE_TASK_OPTIONS = {
+BALANCE_TASK_OPTIONS: TaskOptions = {
     "acks_late": True,
     "reject_on_worker_lost": True,
     "autoretry_for": (DatabaseError, RedisError),

@@ -1,6 +1,7 @@
 """Prometheus metrics for ingest. Exported at /metrics with Django's own (django-prometheus)."""
 
 import logging
+from collections.abc import Iterator
 
 from django.conf import settings
 from django.db import DatabaseError
@@ -55,11 +56,11 @@ class UnpricedCollector:
     without a query, so registering in AppConfig.ready touches no database.
     """
 
-    def describe(self):
+    def describe(self) -> Iterator[GaugeMetricFamily]:
         yield GaugeMetricFamily(PENDING_GAUGE, PENDING_HELP)
         yield GaugeMetricFamily(MODELS_GAUGE, MODELS_HELP)
 
-    def collect(self):
+    def collect(self) -> Iterator[GaugeMetricFamily]:
         from metering.selectors import unpriced_by_model  # noqa: PLC0415 (models load after this module)
 
         try:

@@ -2,7 +2,9 @@
 
 from django.db import models
 
-COST_FIELD = {"max_digits": 38, "decimal_places": 18}  # unrounded currency units
+from billing.money import DecimalColumn
+
+COST_FIELD: DecimalColumn = {"max_digits": 38, "decimal_places": 18}  # unrounded currency units
 
 
 class UsageEvent(models.Model):

@@ -2,10 +2,12 @@
 
 import datetime as dt
 import zoneinfo
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
-from django.db.models import Count, F, Max, Min, Q, Sum
+from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate, TruncMonth
 
 from metering.models import DailyUsage, UsageEvent
@@ -14,7 +16,9 @@ from portal.paging import keyset_page
 GROUPINGS = ("day", "model", "api_key")
 
 
-def usage_aggregate(*, tenant_id: int, tz_name: str, start: dt.datetime, end: dt.datetime, group_by: str) -> list[dict]:
+def usage_aggregate(
+    *, tenant_id: int, tz_name: str, start: dt.datetime, end: dt.datetime, group_by: str
+) -> list[dict[str, Any]]:
     """Totals per group over [start, end): requests, tokens by kind, cost (unrounded)."""
     if group_by not in GROUPINGS:
         raise ValueError(f"group_by must be one of {', '.join(GROUPINGS)}")
@@ -65,7 +69,7 @@ def event_for_tenant(*, tenant_id: int, event_id: int) -> UsageEvent | None:
 _ROLLUP_SUMS = ("requests", "input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "cost")
 
 
-def _rollup_row(row: dict) -> dict:
+def _rollup_row(row: dict[str, Any]) -> dict[str, Any]:
     data = {name: row.get(name) or 0 for name in _ROLLUP_SUMS}
     data["cost"] = row.get("cost") if row.get("cost") is not None else Decimal(0)
     data["tokens"] = data["input_tokens"] + data["output_tokens"]
@@ -79,7 +83,7 @@ def _rollups(
     end_day: dt.date | None,
     api_key_id: int | None = None,
     model: str = "",
-):
+) -> QuerySet[DailyUsage]:
     rows = DailyUsage.objects.filter(tenant_id=tenant_id)
     if start_day is not None:
         rows = rows.filter(day__gte=start_day)
@@ -92,11 +96,11 @@ def _rollups(
     return rows
 
 
-def _sums() -> dict:
+def _sums() -> dict[str, Any]:
     return {name: Sum(name) for name in _ROLLUP_SUMS}
 
 
-def usage_daily_series(*, tenant_id: int, start_day: dt.date, end_day: dt.date) -> list[dict]:
+def usage_daily_series(*, tenant_id: int, start_day: dt.date, end_day: dt.date) -> list[dict[str, Any]]:
     """One row per local day in [start_day, end_day], zeros where nothing was used."""
     by_day = {
         row["day"]: _rollup_row(row)
@@ -120,13 +124,13 @@ def usage_totals(
     end_day: dt.date | None = None,
     api_key_id: int | None = None,
     model: str = "",
-) -> dict:
+) -> dict[str, Any]:
     """Requests, tokens by kind and cost over the days (None = unbounded), optionally for one key or model."""
     rows = _rollups(tenant_id=tenant_id, start_day=start_day, end_day=end_day, api_key_id=api_key_id, model=model)
     return _rollup_row(rows.aggregate(**_sums()))
 
 
-def usage_by_group(*, tenant_id: int, start_day: dt.date, end_day: dt.date, group_by: str) -> list[dict]:
+def usage_by_group(*, tenant_id: int, start_day: dt.date, end_day: dt.date, group_by: str) -> list[dict[str, Any]]:
     """Totals per API key (`group` = key id) or per model over the days, largest token use first."""
     if group_by not in ("api_key", "model"):
         raise ValueError("group_by must be api_key or model")
@@ -148,7 +152,7 @@ def models_used(*, tenant_id: int) -> list[str]:
     )
 
 
-def spend_by_tenant(*, since_by_tenant: dict[int, dt.date]) -> dict[int, dict]:
+def spend_by_tenant(*, since_by_tenant: dict[int, dt.date]) -> dict[int, dict[str, Any]]:
     """Totals per tenant from each tenant's own start day (e.g. its local month start) to now."""
     by_start: dict[dt.date, list[int]] = {}
     for tenant_id, since in since_by_tenant.items():
@@ -162,7 +166,7 @@ def spend_by_tenant(*, since_by_tenant: dict[int, dt.date]) -> dict[int, dict]:
     return {row["tenant_id"]: _rollup_row(row) for row in rows}
 
 
-def top_tenants(*, start_day: dt.date, end_day: dt.date, limit: int = 10) -> dict[str, list[dict]]:
+def top_tenants(*, start_day: dt.date, end_day: dt.date, limit: int = 10) -> dict[str, list[dict[str, Any]]]:
     """The platform's largest tenants over the days, by tokens and by cost (`group` = tenant id)."""
     rows = [
         {"group": row["tenant_id"], **_rollup_row(row)}
@@ -189,7 +193,7 @@ class EventFilter:
     model: str = ""
 
 
-def _filtered_events(event_filter: EventFilter):
+def _filtered_events(event_filter: EventFilter) -> QuerySet[UsageEvent]:
     events = UsageEvent.objects.filter(
         tenant_id=event_filter.tenant_id, occurred_at__gte=event_filter.start, occurred_at__lt=event_filter.end
     )
@@ -218,7 +222,7 @@ EVENT_COLUMNS = (
 
 def events_page(
     *, event_filter: EventFilter, after: tuple[dt.datetime, int] | None = None, limit: int = 50
-) -> tuple[list[dict], tuple[dt.datetime, int] | None]:
+) -> tuple[list[dict[str, Any]], tuple[dt.datetime, int] | None]:
     """Newest first. `after` is the (occurred_at, id) of the last row already shown; returns the
     rows and the cursor of the next page (None on the last page). Reads limit + 1 rows."""
     events = _filtered_events(event_filter).values(*EVENT_COLUMNS)
@@ -226,9 +230,12 @@ def events_page(
     return rows, (cursor[0], cursor[1]) if cursor else None
 
 
-def events_iter(*, event_filter: EventFilter, chunk_size: int = 2000):
+def events_iter(*, event_filter: EventFilter, chunk_size: int = 2000) -> Iterator[dict[str, Any]]:
     """Every event the filter matches, newest first, streamed from a server-side cursor."""
-    return _filtered_events(event_filter).values(*EVENT_COLUMNS).iterator(chunk_size=chunk_size)
+    rows: Iterator[dict[str, Any]] = (
+        _filtered_events(event_filter).values(*EVENT_COLUMNS).iterator(chunk_size=chunk_size)
+    )
+    return rows
 
 
 # --- Invoicing: rated usage per month, model, price version and tier ---------------------------
@@ -313,7 +320,7 @@ def rated_usage_by_price(
 
 def usage_so_far(
     *, tenant_id: int, tz_name: str, start_day: dt.date | None, now: dt.datetime, api_key_id: int | None = None
-) -> dict:
+) -> dict[str, Any]:
     """Totals from local day `start_day` (None: ever) up to `now`, current to the last event.
 
     Days before today come from the rollup; today comes from the events themselves (the
@@ -336,7 +343,7 @@ def usage_so_far(
 
 def usage_per_day(
     *, tenant_id: int, start_day: dt.date, end_day: dt.date, api_key_id: int | None = None
-) -> dict[dt.date, dict]:
+) -> dict[dt.date, dict[str, Any]]:
     """Rolled-up totals per local day in [start_day, end_day] (days without usage are absent)."""
     rows = (
         _rollups(tenant_id=tenant_id, start_day=start_day, end_day=end_day, api_key_id=api_key_id)

@@ -13,8 +13,9 @@ from celery import shared_task
 from django.db import DatabaseError
 
 from metering.services import rollup, unpriced
+from portal.celery import TaskOptions
 
-ROLLUP_TASK_OPTIONS = {
+ROLLUP_TASK_OPTIONS: TaskOptions = {
     "acks_late": True,
     "reject_on_worker_lost": True,
     "autoretry_for": (DatabaseError,),

@@ -58,7 +58,7 @@ def encoding_name_for(model: str) -> str:
 
 
 @functools.cache
-def _encoding(name: str):
+def _encoding(name: str) -> tiktoken.Encoding:
     _ensure_offline_cache()
     return tiktoken.get_encoding(name)
 

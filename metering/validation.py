@@ -38,7 +38,7 @@ class EventInvalid(Exception):
         self.message = message
         self.code = code
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"code": self.code, "field": self.field, "message": self.message}
 
 
@@ -63,14 +63,14 @@ class EventInput:
     cache_write_tokens: int
     occurred_at: dt.datetime
     latency_ms: int | None
-    metadata: dict
+    metadata: dict[str, Any]
     token_source: str
     encoding: str
     body_hash: str
     api_key_ref: str | int | None  # service tokens only: which tenant key consumed
 
 
-def body_hash(raw: dict) -> str:
+def body_hash(raw: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(raw, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
@@ -83,7 +83,7 @@ def keyed_body_hash(body: str, api_key_id: int) -> str:
     return hashlib.sha256(f"{body}:{api_key_id}".encode()).hexdigest()
 
 
-def _token_count(raw: dict, name: str) -> int:
+def _token_count(raw: dict[str, Any], name: str) -> int:
     value = raw.get(name, 0)
     if type(value) is float and abs(value) > 2**63:
         # The JSON parser turns integers beyond 64 bits into floats: say what was wrong.
@@ -100,7 +100,7 @@ def _token_count(raw: dict, name: str) -> int:
     return value
 
 
-def _printable_string(raw: dict, spec: InputField) -> str | None:
+def _printable_string(raw: dict[str, Any], spec: InputField) -> str | None:
     name, max_length = spec.name, spec.length
     value = raw.get(name)
     if value is None:
@@ -116,7 +116,7 @@ def _printable_string(raw: dict, spec: InputField) -> str | None:
     return value
 
 
-def _timestamp(raw: dict, now: dt.datetime, bounds: TimeBounds) -> dt.datetime:
+def _timestamp(raw: dict[str, Any], now: dt.datetime, bounds: TimeBounds) -> dt.datetime:
     value = raw.get("timestamp")
     if value is None:
         return now
@@ -135,7 +135,7 @@ def _timestamp(raw: dict, now: dt.datetime, bounds: TimeBounds) -> dt.datetime:
         raise EventInvalid("timestamp", exc.message) from None
 
 
-def _metadata(raw: dict) -> dict:
+def _metadata(raw: dict[str, Any]) -> dict[str, Any]:
     value = raw.get("metadata")
     if value is None:
         return {}
@@ -161,7 +161,7 @@ def _metadata(raw: dict) -> dict:
     return value
 
 
-def _latency(raw: dict) -> int | None:
+def _latency(raw: dict[str, Any]) -> int | None:
     value = raw.get("latency_ms")
     if value is None:
         return None
@@ -170,7 +170,7 @@ def _latency(raw: dict) -> int | None:
     return value
 
 
-def _text(raw: dict, name: str) -> str | None:
+def _text(raw: dict[str, Any], name: str) -> str | None:
     value = raw.get(name)
     if value is None:
         return None
@@ -181,7 +181,7 @@ def _text(raw: dict, name: str) -> str | None:
     return value
 
 
-def _counts_from_text(raw: dict, model: str) -> tuple[dict[str, int], str, str]:
+def _counts_from_text(raw: dict[str, Any], model: str) -> tuple[dict[str, int], str, str]:
     """Token counts when input_text or output_text is sent: counted with the model's encoding."""
     texts = {name: _text(raw, name) for name in _TEXT_FIELDS}
     counts = {name: _token_count(raw, name) for name in TOKEN_FIELDS}
@@ -217,7 +217,7 @@ def _check_api_key_ref(api_key_ref: Any, *, allow_api_key: bool) -> None:
         raise EventInvalid("api_key", "api_key must be the consuming tenant key or its api_key_id.")
 
 
-def _reported_counts(raw: dict) -> dict[str, int]:
+def _reported_counts(raw: dict[str, Any]) -> dict[str, int]:
     """The token counts of an event that sends them (no text): one inline test per kind."""
     get = raw.get
     counts = {name: get(name, 0) for name in TOKEN_FIELDS}

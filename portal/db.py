@@ -6,11 +6,14 @@ the request. Both helpers are no-ops on SQLite (the embedded default).
 """
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
 import psycopg
 from django.db import DEFAULT_DB_ALIAS, connection, connections, transaction
+from django.db.backends.utils import CursorWrapper
+from django.db.models import Field, Model
 
 
 @contextmanager
@@ -54,7 +57,10 @@ def pipelined_atomic() -> Iterator[None]:
                 raw.autocommit = False  # as atomic() left it
 
 
-def hot_cursor():
+M = TypeVar("M", bound=Model)
+
+
+def hot_cursor() -> CursorWrapper:
     """A Django cursor that binds parameters on the server, for fixed hand-written statements.
 
     Parameters travel apart from the SQL (nothing to quote on the client), and psycopg prepares
@@ -71,7 +77,7 @@ def hot_cursor():
     return db.make_cursor(psycopg.Cursor(db.connection))
 
 
-def instance_from_row(model, fields, values):
+def instance_from_row(model: type[M], fields: "Sequence[Field[Any, Any]]", values: Sequence[Any]) -> M:
     """A model instance from a hand-written query's row, converted as the ORM would convert it.
 
     The backend's converters matter: SQLite returns datetimes as naive strings and decimals as

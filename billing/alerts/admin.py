@@ -23,7 +23,7 @@ class AlertRuleAdmin(AuditedModelAdmin):
     raw_id_fields = ("quota", "api_key")
 
 
-class AlertDeliveryInline(admin.TabularInline):
+class AlertDeliveryInline(admin.TabularInline):  # type: ignore[type-arg]  # generic only in the stubs, not at runtime
     model = AlertDelivery
     extra = 0
     can_delete = False

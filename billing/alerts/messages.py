@@ -31,7 +31,8 @@ METRICS = {"tokens": pgettext_lazy(CONTEXT, "tokens"), "money": pgettext_lazy(CO
 def alerts_page_link(tenant: Tenant) -> str:
     """The tenant's alerts page, where the rule and its recent alerts are (by URL name: the
     portal's views sit above this layer)."""
-    return settings.PORTAL_BASE_URL.rstrip("/") + reverse("alerts", kwargs={"slug": tenant.slug})
+    base: str = settings.PORTAL_BASE_URL
+    return base.rstrip("/") + reverse("alerts", kwargs={"slug": tenant.slug})
 
 
 def _amount(value: str | Decimal | None, metric: str, currency: str) -> str:

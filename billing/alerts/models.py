@@ -8,7 +8,9 @@ before anything is sent and records every attempt's outcome.
 
 from django.db import models
 
-AMOUNT_FIELD = {"max_digits": 24, "decimal_places": 6}  # currency units, or tokens for token quotas
+from billing.money import DecimalColumn
+
+AMOUNT_FIELD: DecimalColumn = {"max_digits": 24, "decimal_places": 6}  # currency units, or tokens for token quotas
 
 
 def default_thresholds() -> list[str]:

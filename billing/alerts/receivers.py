@@ -34,6 +34,6 @@ def evaluate_soon(sender: object, *, tenant_id: int, **kwargs: object) -> None:
     window = settings.ALERTS_DEBOUNCE_SECONDS
     try:
         if services.tenant_has_rules(tenant_id=tenant_id) and cache.add(debounce_key(tenant_id), 1, timeout=window):
-            alerts_evaluate_tenant.apply_async(args=[tenant_id], countdown=window)
+            alerts_evaluate_tenant.apply_async(args=(tenant_id,), countdown=window)
     except (RedisError, BrokerError, OSError, DatabaseError) as exc:
         logger.warning("could not queue the alert evaluation of tenant %s: %r", tenant_id, exc)

@@ -8,15 +8,16 @@ and jitter. The hard time limit (90 s) stays under the delivery lease (120 s), s
 is killed before another worker may claim the same delivery.
 """
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
 from billing.alerts import services
+from portal.celery import TaskOptions
 
 MAX_COUNTDOWN = 1800  # seconds; the service says again how long to wait if it is early
 
-ALERT_TASK_OPTIONS = {
+ALERT_TASK_OPTIONS: TaskOptions = {
     "acks_late": True,
     "reject_on_worker_lost": True,
     "autoretry_for": (DatabaseError, RedisError),
@@ -38,7 +39,7 @@ def alerts_evaluate_tenant(tenant_id: int) -> int:
 
 
 @shared_task(bind=True, name="billing.alerts.tasks.alert_delivery_send", **ALERT_TASK_OPTIONS)
-def alert_delivery_send(self, delivery_id: int) -> str:
+def alert_delivery_send(self: Task[[int], str], delivery_id: int) -> str:
     outcome = services.alert_delivery_send(delivery_id=delivery_id)
     if outcome.retry_in is not None and not self.request.is_eager:
         # Transient failure, rate limit or another worker's lease: come back when it is due

@@ -8,6 +8,7 @@ go through portal.api.csv_writer, which neutralises text a spreadsheet would run
 """
 
 import csv
+import datetime as dt
 import io
 from decimal import Decimal
 
@@ -56,7 +57,7 @@ def _per_k(per_mtok: Decimal) -> str:
     return f"{per_mtok / 1000:.15f}"
 
 
-def _time(value) -> str:
+def _time(value: dt.datetime | None) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else ""
 
 

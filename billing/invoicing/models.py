@@ -7,12 +7,17 @@ save()/delete() here refuse, the admin and the API are read-only, and on Postgre
 (migration 0002) raises on any UPDATE or DELETE that would alter one.
 """
 
+from decimal import Decimal
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 
-AMOUNT_FIELD = {"max_digits": 24, "decimal_places": 6}  # currency units, rounded to the minor unit
-EXACT_FIELD = {"max_digits": 38, "decimal_places": 18}  # currency units, unrounded
-PRICE_FIELD = {"max_digits": 24, "decimal_places": 12}  # currency units per 1M tokens
+from billing.money import DecimalColumn
+
+AMOUNT_FIELD: DecimalColumn = {"max_digits": 24, "decimal_places": 6}  # currency units, rounded to the minor unit
+EXACT_FIELD: DecimalColumn = {"max_digits": 38, "decimal_places": 18}  # currency units, unrounded
+PRICE_FIELD: DecimalColumn = {"max_digits": 24, "decimal_places": 12}  # currency units per 1M tokens
 
 
 class InvoiceImmutable(Exception):
@@ -93,14 +98,14 @@ class Invoice(models.Model):
     def __str__(self) -> str:
         return self.number or f"draft {self.period} ({self.tenant_id})"
 
-    def save(self, *args, **kwargs) -> None:
+    def save(self, *args: Any, **kwargs: Any) -> None:
         # Drafts are written by the services; an issued invoice changes state only through the
         # services' conditional UPDATE (finalized -> paid / void), never through save().
         if self._stored_is_issued():
             raise InvoiceImmutable(f"Invoice {self.number} is {self.status}; it cannot be changed.")
         super().save(*args, **kwargs)
 
-    def delete(self, *args, **kwargs):
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         if self._stored_is_issued():
             raise InvoiceImmutable(f"Invoice {self.number} is {self.status}; it cannot be deleted.")
         return super().delete(*args, **kwargs)
@@ -152,18 +157,18 @@ class InvoiceLine(models.Model):
     def __str__(self) -> str:
         return self.description
 
-    def save(self, *args, **kwargs) -> None:
+    def save(self, *args: Any, **kwargs: Any) -> None:
         if self._invoice_is_issued():
             raise InvoiceImmutable("Lines of an issued invoice cannot be changed.")
         super().save(*args, **kwargs)
 
-    def delete(self, *args, **kwargs):
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         if self._invoice_is_issued():
             raise InvoiceImmutable("Lines of an issued invoice cannot be deleted.")
         return super().delete(*args, **kwargs)
 
     @property
-    def unit_price_per_ktok(self):
+    def unit_price_per_ktok(self) -> Decimal:
         return self.unit_price_per_mtok / 1000
 
     def _invoice_is_issued(self) -> bool:
@@ -194,10 +199,10 @@ class CreditNote(models.Model):
     def __str__(self) -> str:
         return self.number
 
-    def save(self, *args, **kwargs) -> None:
+    def save(self, *args: Any, **kwargs: Any) -> None:
         if self.pk is not None and CreditNote.objects.filter(pk=self.pk).exists():
             raise InvoiceImmutable(f"Credit note {self.number} is issued; it cannot be changed.")
         super().save(*args, **kwargs)
 
-    def delete(self, *args, **kwargs):
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise InvoiceImmutable(f"Credit note {self.number} is issued; it cannot be deleted.")

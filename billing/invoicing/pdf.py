@@ -6,6 +6,7 @@ installs); the stylesheet names it first so that Latin and Chinese glyphs share 
 
 import logging
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.template.loader import render_to_string
@@ -110,10 +111,10 @@ def line_text(line: InvoiceLine, labels: dict[str, str], *, several_versions: bo
     return text
 
 
-def invoice_context(invoice: Invoice) -> dict:
+def invoice_context(invoice: Invoice) -> dict[str, Any]:
     labels = labels_for(invoice.language)
     lines = selectors.lines_of(invoice)
-    versions: dict[tuple[str, str], set] = {}
+    versions: dict[tuple[str, str], set[int | None]] = {}
     for line in lines:
         versions.setdefault((line.kind, line.model), set()).add(line.price_id)
     cur = invoice.currency
@@ -146,7 +147,7 @@ def invoice_context(invoice: Invoice) -> dict:
     }
 
 
-def _issuer_now() -> dict:
+def _issuer_now() -> dict[str, Any]:
     return {
         "name": settings.INVOICE_ISSUER_NAME,
         "address": settings.INVOICE_ISSUER_ADDRESS,
@@ -164,4 +165,5 @@ def invoice_pdf(invoice: Invoice) -> bytes:
 
     # WeasyPrint narrates each rendering step at INFO; one invoice is not worth seven log lines.
     logging.getLogger("weasyprint.progress").setLevel(logging.WARNING)
-    return weasyprint.HTML(string=invoice_html(invoice)).write_pdf()
+    pdf: bytes = weasyprint.HTML(string=invoice_html(invoice)).write_pdf()  # bytes when no target is given
+    return pdf

@@ -169,7 +169,7 @@ def reconciliation(*, year: int, month: int, tenant: Tenant | None = None) -> li
         rated_received = sum((row.cost for row in received if row.cost is not None), Decimal(0))
         ledger = ledger_usage_charged(tenant_id=one.pk, start=period.start, end=period.end)
         currency = invoice.currency if invoice is not None else one.currency
-        if invoice is None and one.price_plan_id:
+        if invoice is None and one.price_plan is not None:
             currency = one.price_plan.currency
         if not occurred and invoice is None and not ledger and not received:
             continue

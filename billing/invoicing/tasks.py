@@ -4,6 +4,8 @@ The service claims each draft with SELECT ... FOR UPDATE and re-checks its state
 redelivered or doubly scheduled run finalizes nothing twice and numbers stay gapless.
 """
 
+from typing import Any
+
 from celery import shared_task
 
 from billing.invoicing import services
@@ -14,7 +16,7 @@ from billing.invoicing import services
 # otherwise acknowledged as failed and the close waits for the next hourly run); the run is
 # idempotent. time_limit: a month's close is a few queries per tenant; far below the broker's visibility.
 @shared_task(acks_late=True, reject_on_worker_lost=True, time_limit=1800, soft_time_limit=1700)
-def invoices_close_due() -> dict:
+def invoices_close_due() -> dict[str, Any]:
     results = services.invoices_close_due()
     counts: dict[str, int] = {}
     for result in results:

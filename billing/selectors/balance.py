@@ -26,7 +26,7 @@ def balance_summary(*, tenant_id: int, holds_limit: int = 100) -> BalanceSummary
         currency = wallet.currency
     else:
         tenant = Tenant.objects.select_related("price_plan").get(pk=tenant_id)
-        currency = tenant.price_plan.currency if tenant.price_plan_id else tenant.currency
+        currency = tenant.price_plan.currency if tenant.price_plan is not None else tenant.currency
     count, held = open_holds_total(tenant_id=tenant_id)
     return BalanceSummary(
         balance=wallet.balance if wallet is not None else Decimal(0),

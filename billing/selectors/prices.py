@@ -5,6 +5,7 @@ import datetime as dt
 import fnmatch
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
@@ -157,7 +158,7 @@ def _price_book_read(*, plan_id: int, tenant_id: int, models: set[str]) -> Price
     if not rows:
         return None
     book = PriceBook(currency=rows[0][0], allow_unpriced=bool(rows[0][1]))
-    versions: dict[tuple[bool, str], list] = defaultdict(list)
+    versions: dict[tuple[bool, str], list[Any]] = defaultdict(list[Any])
     for row in rows:
         if row[2] is None:  # the plan has none of these prices (the LEFT JOIN's empty row)
             continue

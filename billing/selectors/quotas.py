@@ -5,6 +5,7 @@ import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any, Protocol
 
 from django.db.models import F, Q
 from django.utils import timezone
@@ -82,7 +83,7 @@ class QuotaUsage:
         """Settled usage over the limit (1 for a zero limit): what alert thresholds compare."""
         return self.used / self.limit if self.limit else Decimal(1)
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         def show(value: Decimal) -> int | str:
             return int(value) if self.metric == Quota.Metric.TOKENS else str(value)
 
@@ -107,7 +108,24 @@ def quota_cell_index(*, tenant_scope: bool, window: str) -> int:
     return (0 if tenant_scope else 3) + PERIODS.index(window)
 
 
-def quota_usage_from_cell(quota, usage: CellUsage, cell: Cell, tz_name: str) -> QuotaUsage:
+class QuotaFields(Protocol):
+    """What a quota's usage needs of it: a Quota row, or a cached copy of its fields."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def api_key_id(self) -> int | None: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def window(self) -> str: ...
+    @property
+    def limit(self) -> Decimal: ...
+    @property
+    def enforcement(self) -> str: ...
+
+
+def quota_usage_from_cell(quota: QuotaFields, usage: CellUsage, cell: Cell, tz_name: str) -> QuotaUsage:
     """Build a QuotaUsage from any object with Quota's fields and a cell's counters."""
     period = window_period(cell.period, cell.start, tz_name)
     if quota.metric == Quota.Metric.TOKENS:
@@ -141,8 +159,8 @@ def quota_usage(*, tenant_id: int, api_key_id: int | None = None, at: dt.datetim
     quotas = Quota.objects.filter(tenant_id=tenant_id)
     if api_key_id is not None:
         quotas = quotas.filter(Q(api_key__isnull=True) | Q(api_key_id=api_key_id))
-    quotas = list(quotas.order_by(F("api_key_id").asc(nulls_first=True), "id"))
+    ordered = list(quotas.order_by(F("api_key_id").asc(nulls_first=True), "id"))
     starts = window_starts(at, tenant.timezone)
-    cell_of = {q.pk: Cell(q.api_key_id or TENANT_SCOPE, q.window, starts[q.window]) for q in quotas}
+    cell_of = {q.pk: Cell(q.api_key_id or TENANT_SCOPE, q.window, starts[q.window]) for q in ordered}
     usage = quota_cells_usage(tenant_id=tenant_id, tz_name=tenant.timezone, cells=set(cell_of.values()))
-    return [quota_usage_from_cell(q, usage[cell_of[q.pk]], cell_of[q.pk], tenant.timezone) for q in quotas]
+    return [quota_usage_from_cell(q, usage[cell_of[q.pk]], cell_of[q.pk], tenant.timezone) for q in ordered]

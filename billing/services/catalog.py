@@ -70,7 +70,7 @@ _QUANTUM = Decimal(1).scaleb(-_PLACES)
 _LIMIT = Decimal(10) ** (PRICE_FIELD["max_digits"] - _PLACES)  # first per-1M value that does not fit
 _CTX = decimal.Context(prec=80, rounding=ROUNDING, traps=[decimal.InvalidOperation, decimal.Overflow])
 _EXACT = decimal.Context(prec=80, traps=[decimal.InvalidOperation, decimal.Overflow, decimal.Inexact])
-_MODEL_NAME_MAX = Price._meta.get_field("model_pattern").max_length
+_MODEL_NAME_MAX: int = Price._meta.get_field("model_pattern").max_length or 0  # a CharField: always set
 
 NOT_IN_CATALOG = "not_in_catalog"
 SKIP_REASONS = {
@@ -174,7 +174,7 @@ def _per_mtok(model: str, key: str, value: Any, rounded: list[RoundedRate]) -> D
     return stored
 
 
-def _rate_or_none(entry: Mapping, model: str, key: str, rounded: list[RoundedRate]) -> Decimal | None:
+def _rate_or_none(entry: Mapping[str, Any], model: str, key: str, rounded: list[RoundedRate]) -> Decimal | None:
     value = entry.get(key)
     return None if value is None else _per_mtok(model, key, value, rounded)
 
@@ -193,7 +193,7 @@ def _check_importable(model: str, entry: Any) -> None:
         raise _Skip("unusable_name")
 
 
-def _tier_fields(model: str, entry: Mapping, rounded: list[RoundedRate]) -> dict[str, Any]:
+def _tier_fields(model: str, entry: Mapping[str, Any], rounded: list[RoundedRate]) -> dict[str, Any]:
     """The context tier's Price fields (all None without a tier), or _Skip("unsupported_tier").
 
     LiteLLM switches to a tier only through its input rate (`input_cost_per_token_above_<N>k_tokens`);

@@ -10,6 +10,7 @@ import datetime as dt
 import functools
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import orjson
 from django.db import connection, transaction
@@ -98,7 +99,7 @@ class ClosedHold:
         return max((self.settled_amount or Decimal(0)) - self.amount, Decimal(0))
 
 
-def _row(row: tuple, settled: Decimal | None = None) -> ClosedHold:
+def _row(row: tuple[Any, ...], settled: Decimal | None = None) -> ClosedHold:
     created = row[5]
     if isinstance(created, str):  # SQLite hands raw timestamps back as text
         created = dt.datetime.fromisoformat(created).replace(tzinfo=dt.UTC)
@@ -120,7 +121,7 @@ CLAIMED_COLUMN_TYPES = ("bigint", "varchar", "bigint", "numeric", "bigint", "tim
 
 def claim_settled_statement(
     *, tenant_id: int, costs: dict[str, Decimal | None], now: dt.datetime, among: str = ""
-) -> tuple[str, list]:
+) -> tuple[str, list[Any]]:
     """PostgreSQL: the claim of `holds_claim_settled` as one statement, for use as a CTE.
 
     `among` names a relation with a request_id column (a CTE of the caller); only holds of
@@ -133,7 +134,7 @@ def claim_settled_statement(
     return _CLAIM_SETTLED.format(join=join), [now, orjson.dumps(rounded).decode(), tenant_id]
 
 
-def claimed_holds(rows: list[tuple]) -> list[ClosedHold]:
+def claimed_holds(rows: list[tuple[Any, ...]]) -> list[ClosedHold]:
     """The holds of rows that `claim_settled_statement` returned."""
     return [_row(row[:6], row[6]) for row in rows]
 
@@ -166,7 +167,7 @@ def release_lines(holds: list[ClosedHold]) -> list[LedgerLine]:
     for hold in holds:
         if not hold.amount:
             continue
-        metadata: dict = {"hold_id": hold.id}
+        metadata: dict[str, Any] = {"hold_id": hold.id}
         if hold.settled_amount is not None:
             metadata.update(settled=str(hold.settled_amount), overage=str(hold.overage))
         lines.append(

@@ -9,6 +9,7 @@ transaction, under the tenant's balance lock, so the cache moves exactly when th
 import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import orjson
 from django.db import IntegrityError, connection, transaction
@@ -33,7 +34,7 @@ def ledger_post(
     idempotency_key: str,
     reference: str = "",
     actor_label: str = "",
-    metadata: dict | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> tuple[LedgerEntry, bool]:
     """Append one entry and move the wallet. Returns (entry, created); a replayed key is a no-op."""
     amount = round_to_ledger(amount)
@@ -73,7 +74,7 @@ class LedgerLine:
     idempotency_key: str
     reference: str = ""
     actor_label: str = ""
-    metadata: dict | None = None
+    metadata: dict[str, Any] | None = None
 
 
 def ledger_append(*, tenant_id: int, lines: list[LedgerLine]) -> None:
@@ -156,7 +157,7 @@ def ledger_apply(
         }
         for line in lines
     ]
-    params = {
+    params: dict[str, Any] = {
         "tenant": tenant_id,
         "currency": currency,
         "delta": str(move),

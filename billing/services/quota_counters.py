@@ -5,6 +5,10 @@ a hold adds its reservation; releasing one takes it back. Each in the transactio
 the change, so a cell always equals what the events and the open holds say.
 """
 
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
 from django.db import connection
 
 from billing.models import QuotaCounter
@@ -20,7 +24,7 @@ _UPSERT_TAIL = " ON CONFLICT (tenant_id, api_key_ref, period, period_start) DO U
 Deltas = dict[Cell, tuple[int, int, int, int]]  # tokens, micros, held tokens, held micros
 
 
-def quota_counters_add(*, tenant_id: int, deltas: dict[Cell, tuple[int, ...]]) -> None:
+def quota_counters_add(*, tenant_id: int, deltas: Mapping[Cell, tuple[int, ...]]) -> None:
     """Add the deltas to each cell: one upsert statement.
 
     A delta is (tokens, micros[, held tokens, held micros]): settled usage alone may omit the
@@ -30,7 +34,7 @@ def quota_counters_add(*, tenant_id: int, deltas: dict[Cell, tuple[int, ...]]) -
     rows = quota_rows(deltas)
     if not rows:
         return
-    params: list = []
+    params: list[Any] = []
     for row in rows:
         params += [tenant_id, *row]
     values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
@@ -38,7 +42,7 @@ def quota_counters_add(*, tenant_id: int, deltas: dict[Cell, tuple[int, ...]]) -
         cursor.execute(_UPSERT_HEAD + values + _UPSERT_TAIL, params)
 
 
-def quota_rows(deltas: dict[Cell, tuple[int, ...]]) -> list[tuple]:
+def quota_rows(deltas: Mapping[Cell, tuple[int, ...]]) -> list[tuple[Any, ...]]:
     """(api_key_ref, period, start, tokens, micros, held tokens, held micros) per changed cell, in lock order."""
     return sorted(
         (cell.api_key_ref, cell.period, cell.start, *d, *(0,) * (4 - len(d))) for cell, d in deltas.items() if any(d)
@@ -46,7 +50,7 @@ def quota_rows(deltas: dict[Cell, tuple[int, ...]]) -> list[tuple]:
 
 
 def reservation_deltas(
-    deltas: Deltas, *, moment, tz_name: str, api_key_id: int, tokens: int, micros: int, sign: int
+    deltas: Deltas, *, moment: dt.datetime, tz_name: str, api_key_id: int, tokens: int, micros: int, sign: int
 ) -> None:
     """Add (sign=+1) or take back (-1) a hold's reservation in the six cells of its created_at."""
     for cell in cells_for(moment, tz_name, api_key_id):
@@ -54,7 +58,9 @@ def reservation_deltas(
         deltas[cell] = (t, m, ht + sign * tokens, hm + sign * micros)
 
 
-def quota_cells_reserve(*, tenant_id: int, moment, tz_name: str, api_key_id: int, tokens: int, micros: int) -> None:
+def quota_cells_reserve(
+    *, tenant_id: int, moment: dt.datetime, tz_name: str, api_key_id: int, tokens: int, micros: int
+) -> None:
     """Add a new hold's reservation to the six cells of its created_at: one upsert."""
     deltas: Deltas = {}
     reservation_deltas(

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol
+from typing import Any, Protocol
 
 from django.utils import timezone
 
@@ -75,7 +75,7 @@ def usage_settle_batch(
 
     zone = zoneinfo.ZoneInfo(tz_name)
     charged = Decimal(0)
-    groups: dict[tuple[int, dt.date], list] = defaultdict(lambda: [0, Decimal(0)])  # (key, local day)
+    groups: dict[tuple[int, dt.date], list[Any]] = defaultdict(lambda: [0, Decimal(0)])  # (key, local day)
     for event in events:
         group = groups[(event.api_key_id, event.occurred_at.astimezone(zone).date())]
         group[0] += event.input_tokens + event.output_tokens
@@ -95,7 +95,7 @@ def usage_settle_batch(
                 metadata={"events": len(events), "first_event_id": first_event_id},
             ),
         )
-    used: dict[Cell, list] = defaultdict(lambda: [0, Decimal(0)])
+    used: dict[Cell, list[Any]] = defaultdict(lambda: [0, Decimal(0)])
     for (api_key_id, day), (tokens, cost) in groups.items():
         for ref in (TENANT_SCOPE, api_key_id):
             for cell in (

@@ -56,7 +56,8 @@ T = TypeVar("T")
 
 def retry_delay(attempts: int) -> dt.timedelta:
     """How long after its `attempts`-th failure a tenant is tried again."""
-    return min(RETRY_FIRST * 2 ** min(attempts - 1, 20), RETRY_MAX)
+    delay: dt.timedelta = RETRY_FIRST * 2 ** min(attempts - 1, 20)
+    return min(delay, RETRY_MAX)
 
 
 def _describe(exc: BaseException) -> str:

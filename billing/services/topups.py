@@ -49,7 +49,7 @@ def wallet_topup(
     reference = reference.strip()
     if len(reference) > 150:
         raise ValidationError("A reference is at most 150 characters.")
-    currency = tenant.price_plan.currency if tenant.price_plan_id else tenant.currency
+    currency = tenant.price_plan.currency if tenant.price_plan is not None else tenant.currency
     key = f"topup:{reference}" if reference else f"topup:{uuid.uuid4()}"
     label = actor_label or (str(actor) if actor is not None else "system")
     with transaction.atomic():

@@ -5,6 +5,7 @@ matching entries (billing/services/ledger.py, holds.py, settlement.py).
 """
 
 from decimal import Decimal
+from typing import Any
 
 from django.db import connection
 from django.utils import timezone
@@ -28,7 +29,7 @@ def wallet_move(*, tenant_id: int, currency: str, delta: Decimal, floor: Decimal
     and it would not. The row stays locked until the transaction ends.
     """
     where = "tenant_id = %s"
-    params: list = [delta, connection.ops.adapt_datetimefield_value(timezone.now()), tenant_id]
+    params: list[Any] = [delta, connection.ops.adapt_datetimefield_value(timezone.now()), tenant_id]
     if floor is not None:
         where += " AND balance + CAST(%s AS NUMERIC) >= CAST(%s AS NUMERIC)"
         params += [delta, floor]

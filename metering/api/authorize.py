@@ -2,6 +2,7 @@
 billing's balance selectors. The serializers here document the shapes in OpenAPI only; the
 request shapes come from the input contracts (metering/contracts.py) that `_parse` reads."""
 
+from decimal import Decimal
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
@@ -15,7 +16,7 @@ from billing.money import format_ledger_amount
 from metering.api import schema
 from metering.contracts import AUTHORIZE, BALANCE, InputField
 from metering.services.authorize import AuthorizeRefused, authorize_request
-from portal.accounts.models import ApiKey
+from portal.accounts.models import ApiKey, Tenant
 from portal.api.errors import ApiError, error_body
 from portal.api.views import TenantAPIView
 
@@ -32,7 +33,7 @@ AuthorizeInSerializer = schema.serializer_for(AUTHORIZE)
 BalanceQuerySerializer = schema.serializer_for(BALANCE)
 
 
-class QuotaStateSerializer(serializers.Serializer):
+class QuotaStateSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     metric = serializers.ChoiceField(choices=["tokens", "money"])
     window = serializers.ChoiceField(choices=["day", "month", "lifetime"])
@@ -47,14 +48,14 @@ class QuotaStateSerializer(serializers.Serializer):
     period_end = serializers.DateTimeField(allow_null=True, help_text="Excluded; null for lifetime.")
 
 
-class HoldOutSerializer(serializers.Serializer):
+class HoldOutSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     amount = serializers.CharField()
     expires_at = serializers.DateTimeField()
     created = serializers.BooleanField(help_text="False when an earlier call with this request_id placed it.")
 
 
-class AuthorizeOutSerializer(serializers.Serializer):
+class AuthorizeOutSerializer(serializers.Serializer[Any]):
     allowed = serializers.BooleanField()
     tenant = serializers.CharField(help_text="The tenant's slug.")
     api_key_id = serializers.IntegerField()
@@ -69,7 +70,7 @@ class AuthorizeOutSerializer(serializers.Serializer):
     quotas = QuotaStateSerializer(many=True)
 
 
-class OpenHoldSerializer(serializers.Serializer):
+class OpenHoldSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     request_id = serializers.CharField()
     api_key_id = serializers.IntegerField()
@@ -80,18 +81,18 @@ class OpenHoldSerializer(serializers.Serializer):
     expires_at = serializers.DateTimeField()
 
 
-class LimitsSerializer(serializers.Serializer):
+class LimitsSerializer(serializers.Serializer[Any]):
     requests_per_minute = serializers.IntegerField(allow_null=True)
     tokens_per_minute = serializers.IntegerField(allow_null=True)
     max_parallel_requests = serializers.IntegerField(allow_null=True)
 
 
-class RateLimitsSerializer(serializers.Serializer):
+class RateLimitsSerializer(serializers.Serializer[Any]):
     api_key = LimitsSerializer()
     tenant = LimitsSerializer()
 
 
-class BalanceOutSerializer(serializers.Serializer):
+class BalanceOutSerializer(serializers.Serializer[Any]):
     tenant = serializers.CharField()
     balance = serializers.CharField(help_text="sum(ledger): prepaid money net of open holds.")
     currency = serializers.CharField()
@@ -163,7 +164,7 @@ def _invalid(field: str, message: str, code: str = "invalid_field") -> ApiError:
     return ApiError(status_code=400, code=code, message=message, details={"field": field})
 
 
-def _whole(data: dict, spec: InputField) -> int:
+def _whole(data: dict[str, Any], spec: InputField) -> int:
     name, value = spec.name, data.get(spec.name)
     if value is None and spec.required:
         raise _invalid(name, f"{name} is required.", code="missing_field")
@@ -176,7 +177,7 @@ def _whole(data: dict, spec: InputField) -> int:
     return value
 
 
-def _parse(data: Any) -> dict:
+def _parse(data: Any) -> dict[str, Any]:
     """The authorize body, checked against the AUTHORIZE contract; an ApiError names what is wrong."""
     if not isinstance(data, dict):
         raise ApiError(status_code=400, code="invalid_request", message="Send the request as a JSON object.")
@@ -293,7 +294,7 @@ class BalanceView(TenantAPIView):
         summary = billing_selectors.balance_summary(tenant_id=tenant.pk)
         currency = summary.currency
 
-        def money(value) -> str:
+        def money(value: Decimal) -> str:
             return format_ledger_amount(value, currency)
 
         return Response(
@@ -322,7 +323,7 @@ class BalanceView(TenantAPIView):
         )
 
 
-def _limits_of(row) -> dict:
+def _limits_of(row: ApiKey | Tenant) -> dict[str, Any]:
     """The configured rate limits of a key or tenant (null: none); docs/security.md."""
     return {
         "requests_per_minute": row.rpm_limit,

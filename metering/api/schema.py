@@ -4,22 +4,32 @@ Request bodies are generated from their input contracts (metering/contracts.py),
 hand-written parsers read too; these serializers never validate a request.
 """
 
+from typing import Any, TypedDict
+
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from metering.contracts import EVENT, InputContract, InputField
 
 
-def _drf_field(spec: InputField) -> serializers.Field:
-    common = {"required": spec.required, "help_text": spec.help_text or None}
+class _Common(TypedDict):
+    required: bool
+    help_text: str | None
+
+
+def _drf_field(spec: InputField) -> serializers.Field[Any, Any, Any, Any]:
+    common: _Common = {"required": spec.required, "help_text": spec.help_text or None}
     match spec.kind:
         case "string" | "key":
-            return serializers.CharField(max_length=spec.max_length, allow_blank=spec.allow_blank, **common)
+            # None means no bound to DRF; the stubs ask for an int.
+            return serializers.CharField(max_length=spec.max_length, allow_blank=spec.allow_blank, **common)  # type: ignore[arg-type]
         case "integer":
-            return serializers.IntegerField(min_value=spec.min_value, max_value=spec.max_value, **common)
+            # None means no bound to DRF; the stubs ask for an int.
+            return serializers.IntegerField(min_value=spec.min_value, max_value=spec.max_value, **common)  # type: ignore[arg-type]
         case "boolean":
-            default = {} if spec.default is None else {"default": spec.default}
-            return serializers.BooleanField(**default, **common)
+            if spec.default is None:
+                return serializers.BooleanField(**common)
+            return serializers.BooleanField(default=spec.default, **common)
         case "datetime":
             return serializers.DateTimeField(**common)
         case "object":
@@ -27,26 +37,26 @@ def _drf_field(spec: InputField) -> serializers.Field:
     raise AssertionError(f"no OpenAPI field for kind {spec.kind!r}")
 
 
-def serializer_for(contract: InputContract) -> type[serializers.Serializer]:
+def serializer_for(contract: InputContract) -> type[serializers.Serializer[Any]]:
     """The serializer drf-spectacular documents for `contract` (component `contract.name`)."""
     fields = {spec.name: _drf_field(spec) for spec in contract.fields}
     return type(f"{contract.name}Serializer", (serializers.Serializer,), {"__module__": __name__, **fields})
 
 
-class ErrorDetailSerializer(serializers.Serializer):
+class ErrorDetailSerializer(serializers.Serializer[Any]):
     code = serializers.CharField()
     message = serializers.CharField()
     details = serializers.JSONField(allow_null=True)
 
 
-class ErrorSerializer(serializers.Serializer):
+class ErrorSerializer(serializers.Serializer[Any]):
     error = ErrorDetailSerializer()
 
 
 EventInSerializer = serializer_for(EVENT)
 
 
-class EventOutSerializer(serializers.Serializer):
+class EventOutSerializer(serializers.Serializer[Any]):
     id = serializers.IntegerField()
     request_id = serializers.CharField()
     duplicate = serializers.BooleanField()
@@ -70,11 +80,11 @@ class EventOutSerializer(serializers.Serializer):
     )
 
 
-class BatchInSerializer(serializers.Serializer):
+class BatchInSerializer(serializers.Serializer[Any]):
     events = EventInSerializer(many=True)
 
 
-class BatchItemSerializer(serializers.Serializer):
+class BatchItemSerializer(serializers.Serializer[Any]):
     index = serializers.IntegerField()
     status = serializers.ChoiceField(choices=["accepted", "duplicate", "rejected"])
     id = serializers.IntegerField(required=False)
@@ -82,30 +92,30 @@ class BatchItemSerializer(serializers.Serializer):
     error = serializers.DictField(required=False)
 
 
-class BatchOutSerializer(serializers.Serializer):
+class BatchOutSerializer(serializers.Serializer[Any]):
     results = BatchItemSerializer(many=True)
     accepted = serializers.IntegerField()
     duplicates = serializers.IntegerField()
     rejected = serializers.IntegerField()
 
 
-class TokenizeInSerializer(serializers.Serializer):
+class TokenizeInSerializer(serializers.Serializer[Any]):
     model = serializers.CharField()
     text = serializers.CharField(allow_blank=True)
 
 
-class TokenizeOutSerializer(serializers.Serializer):
+class TokenizeOutSerializer(serializers.Serializer[Any]):
     model = serializers.CharField()
     tokens = serializers.IntegerField()
     encoding = serializers.CharField()
 
 
 @extend_schema_field({"oneOf": [{"type": "string"}, {"type": "integer"}]})
-class UsageGroupField(serializers.Field):
+class UsageGroupField(serializers.Field[Any, Any, Any, Any]):
     """A day (`YYYY-MM-DD`) or a model name as a string; with group_by=api_key, the key id (an integer)."""
 
 
-class UsageRowSerializer(serializers.Serializer):
+class UsageRowSerializer(serializers.Serializer[Any]):
     group = UsageGroupField(
         help_text="group_by=day: the tenant-local date; model: the model name; api_key: the key id (an integer)."
     )
@@ -118,7 +128,7 @@ class UsageRowSerializer(serializers.Serializer):
     unpriced_requests = serializers.IntegerField()
 
 
-class UsageOutSerializer(serializers.Serializer):
+class UsageOutSerializer(serializers.Serializer[Any]):
     results = UsageRowSerializer(many=True)
     currency = serializers.CharField()
     group_by = serializers.CharField()

@@ -2,6 +2,7 @@
 
 import datetime as dt
 import time
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
@@ -16,8 +17,9 @@ from metering import metrics, selectors
 from metering.api import schema
 from metering.models import UsageEvent
 from metering.services.event_store import NewEvent
-from metering.services.ingest import KeyRejected, usage_record_batch
+from metering.services.ingest import BatchResult, KeyRejected, usage_record_batch
 from metering.tokens import count_tokens
+from portal.accounts.models import ApiKey
 from portal.api.ceiling import ingest_ceiling_wait
 from portal.api.errors import ApiError
 from portal.api.views import TenantAPIView, resolve_named_key
@@ -41,7 +43,7 @@ RETRY_AFTER = OpenApiParameter(
 )
 
 
-def event_payload(event: UsageEvent | NewEvent, *, event_id: int, duplicate: bool) -> dict:
+def event_payload(event: UsageEvent | NewEvent, *, event_id: int, duplicate: bool) -> dict[str, Any]:
     """A stored event as the API shows it (an event stored just now is answered from memory)."""
     return {
         "id": event_id,
@@ -66,20 +68,22 @@ def event_payload(event: UsageEvent | NewEvent, *, event_id: int, duplicate: boo
     }
 
 
-def _service_key(ref: str | int):
+def _service_key(ref: str | int) -> ApiKey:
     try:
         return resolve_named_key(ref)
     except ApiError as exc:
         raise KeyRejected(exc.code, exc.message, exc.status_code) from None
     except exceptions.PermissionDenied as exc:  # revoked key or suspended tenant
-        detail = exc.detail if isinstance(exc.detail, dict) else {"code": "forbidden", "message": str(exc.detail)}
+        detail: dict[str, Any] = {"code": "forbidden", "message": str(exc.detail)}
+        if isinstance(exc.detail, dict):
+            detail = dict(exc.detail)
         raise KeyRejected(str(detail["code"]), str(detail["message"]), 403) from None
 
 
 class IngestView(TenantAPIView):
     required_scope = "ingest"
 
-    def initial(self, request: Request, *args, **kwargs) -> None:
+    def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         super().initial(request, *args, **kwargs)
         principal = self.principal(request)
         if not principal.is_service:
@@ -96,7 +100,7 @@ class IngestView(TenantAPIView):
                 headers={"Retry-After": str(wait)},
             )
 
-    def record(self, request: Request, raw_events: list) -> tuple:
+    def record(self, request: Request, raw_events: list[Any]) -> BatchResult:
         principal = self.principal(request)
         if principal.is_service:
             return usage_record_batch(raw_events=raw_events, api_key=None, resolve_key=_service_key)
@@ -315,5 +319,5 @@ class UsageView(TenantAPIView):
         )
         for row in rows:
             row["cost"] = str(row["cost"])
-        currency = tenant.price_plan.currency if tenant.price_plan_id else tenant.currency
+        currency = tenant.price_plan.currency if tenant.price_plan is not None else tenant.currency
         return Response({"results": rows, "currency": currency, "group_by": group_by, "start": start, "end": end})

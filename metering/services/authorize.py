@@ -16,6 +16,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
@@ -38,7 +39,12 @@ class AuthorizeRefused(Exception):
     """A 4xx answer with the API's error shape; `headers` go on the response (Retry-After)."""
 
     def __init__(
-        self, status: int, code: str, message: str, details: dict | None = None, headers: dict | None = None
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        headers: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
@@ -60,7 +66,7 @@ class AuthorizeResult:
     request_id: str | None = None
     headers: dict[str, str] = field(default_factory=dict)  # x-ratelimit-* of the limits that apply
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         data = {
             "allowed": True,
             "tenant": self.tenant_slug,
@@ -89,7 +95,7 @@ class AuthorizeResult:
 
 
 # Quota lists per tenant, AUTHORIZE_CACHE_SECONDS each, at most AUTHORIZE_CACHE_SIZE tenants.
-_quota_lists: BoundedCache[list] = BoundedCache(
+_quota_lists: BoundedCache[list[Any]] = BoundedCache(
     "authorize_quota_lists",
     max_size=lambda: settings.AUTHORIZE_CACHE_SIZE,
     ttl=lambda: settings.AUTHORIZE_CACHE_SECONDS,
@@ -126,7 +132,8 @@ def _quotas(tenant_id: int) -> list[_QuotaDef]:
 
 
 def _ceil_micros(cost: Decimal) -> int:
-    return math.ceil(cost * MICROS)
+    micros: int = math.ceil(cost * MICROS)
+    return micros
 
 
 def authorize_request(
@@ -164,7 +171,7 @@ def authorize_request(
             422,
             "model_not_priced",
             f"Model {model!r} has no price in this tenant's plan, and the plan does not admit unpriced models.",
-            {"model": model, "plan": tenant.price_plan.slug if tenant.price_plan_id else None},
+            {"model": model, "plan": tenant.price_plan.slug if tenant.price_plan is not None else None},
         )
     estimate = 0
     if terms is not None:
@@ -283,7 +290,7 @@ def _refusal(admission: Admission, decision: Decision, usages: list[QuotaUsage])
     usage = usages[decision.failed]
     quota = usage.as_dict()
     tokens = usage.metric == Quota.Metric.TOKENS
-    requested: int | str = (
+    needed: int | str = (
         admission.estimate_tokens if tokens else format_amount(from_micros(admission.estimate_micros), currency)
     )
     unit = "tokens" if tokens else currency
@@ -295,7 +302,7 @@ def _refusal(admission: Admission, decision: Decision, usages: list[QuotaUsage])
         402,
         "quota_exceeded",
         f"The {usage.enforcement} {usage.window} {usage.metric} quota of {scope} ({quota['limit']} {unit}) "
-        f"has {quota['remaining']} left; this request needs up to {requested}.",
+        f"has {quota['remaining']} left; this request needs up to {needed}.",
         {
             "limit": "quota",
             "quota_id": usage.quota_id,
@@ -307,7 +314,7 @@ def _refusal(admission: Admission, decision: Decision, usages: list[QuotaUsage])
             "used": quota["used"],
             "held": quota["held"],
             "remaining": quota["remaining"],
-            "requested": requested,
+            "requested": needed,
             "currency": currency,
             "period_start": usage.period_start,
             "period_end": usage.period_end,

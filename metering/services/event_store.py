@@ -15,6 +15,7 @@ import datetime as dt
 import operator
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 import orjson
 from django.db import connection
@@ -70,7 +71,7 @@ class NewEvent:
     occurred_at: dt.datetime
     received_at: dt.datetime
     latency_ms: int | None
-    metadata: dict
+    metadata: dict[str, Any]
     token_source: str
     encoding: str
     cost: Decimal | None
@@ -80,7 +81,7 @@ class NewEvent:
     flags: str = ""  # what a control would have refused (metering.models.UsageEvent.flags)
     long_context: bool = False  # the price's context tier applied (billing.rating.tier_applies)
 
-    def values(self) -> tuple:
+    def values(self) -> tuple[Any, ...]:
         return (
             self.tenant_id, self.api_key_id, self.request_id, self.model, self.input_tokens,
             self.output_tokens, self.cached_input_tokens, self.cache_write_tokens, self.occurred_at,
@@ -89,7 +90,7 @@ class NewEvent:
             self.long_context,
         )  # fmt: skip
 
-    def record(self) -> dict:
+    def record(self) -> dict[str, Any]:
         """The row as json_to_recordset reads it (money as a string: exact, never a float)."""
         return {
             "tenant_id": self.tenant_id, "api_key_id": self.api_key_id, "request_id": self.request_id,
@@ -118,7 +119,7 @@ _PG_INSERT_AND_CLAIM = (
 
 
 def insert_new(
-    events: list[NewEvent], *, settle_holds_at: dt.datetime | None = None, lock: tuple[str, list] | None = None
+    events: list[NewEvent], *, settle_holds_at: dt.datetime | None = None, lock: tuple[str, list[Any]] | None = None
 ) -> Stored:
     """Insert what is not stored yet; with `settle_holds_at`, claim the holds the new rows settle.
 

@@ -36,10 +36,10 @@ class ItemResult:
     status: str
     request_id: str | None = None
     event_id: int | None = None
-    error: dict | None = None
+    error: dict[str, Any] | None = None
     http_status: int = 200  # what the single-event endpoint answers for this outcome
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {"index": self.index, "status": self.status}
         if self.request_id is not None:
             data["request_id"] = self.request_id
@@ -137,8 +137,8 @@ def usage_record_batch(
         by_tenant[key.tenant_id].extend((index, event, key) for index, event in items)
 
     fresh: dict[int, NewEvent] | None = {} if with_events else None
-    for items in by_tenant.values():
-        for item in _record_for_tenant(items, now=now, fresh=fresh):
+    for tenant_items in by_tenant.values():
+        for item in _record_for_tenant(tenant_items, now=now, fresh=fresh):
             results[item.index] = item
 
     final = [item for item in results if item is not None]

@@ -22,6 +22,7 @@ import datetime as dt
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from django.db import transaction
 
@@ -102,7 +103,9 @@ def _rerate_tenant(tenant: Tenant, *, actor_label: str, result: RerateResult) ->
             _price_and_charge(tenant, rated, currency=book.currency, actor_label=actor_label, result=result)
 
 
-def _price_and_charge(tenant: Tenant, rated: list, *, currency: str, actor_label: str, result: RerateResult) -> None:
+def _price_and_charge(
+    tenant: Tenant, rated: list[Any], *, currency: str, actor_label: str, result: RerateResult
+) -> None:
     with transaction.atomic():
         claimed = []
         for event, cost, price_id, long_context in rated:
@@ -149,7 +152,7 @@ def _price_and_charge(tenant: Tenant, rated: list, *, currency: str, actor_label
         result.days[tenant.pk].add(local_date(event.occurred_at, tenant.timezone))
 
 
-def _count_against_quotas(tenant: Tenant, claimed: list) -> None:
+def _count_against_quotas(tenant: Tenant, claimed: list[Any]) -> None:
     """Money quota counters of each event's own windows; tokens were counted at ingest."""
     cost_by_cell: dict[Cell, Decimal] = defaultdict(Decimal)
     for event, cost in claimed:

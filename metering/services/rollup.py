@@ -28,6 +28,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -137,7 +138,7 @@ def rollup_day(*, day: dt.date, tenants: dict[int, str] | None = None) -> DayRes
     periods = [day_period(day, tenants[tenant_id]) for tenant_id in ids]
     with transaction.atomic():
         if connection.vendor == "postgresql" and ids:
-            params = {
+            params: dict[str, Any] = {
                 "day": day,
                 "tenants": ids,
                 "starts": [period.start for period in periods],
@@ -171,7 +172,7 @@ def rollup_day(*, day: dt.date, tenants: dict[int, str] | None = None) -> DayRes
 
 def _rebuild_in_python(*, tenant_id: int, day: dt.date, start: dt.datetime, end: dt.datetime) -> tuple[int, int, int]:
     """The portable rebuild (SQLite): exact Decimal sums, then delete + insert of the day."""
-    groups: dict[tuple[int, str], dict] = {}
+    groups: dict[tuple[int, str], dict[str, Any]] = {}
     events = UsageEvent.objects.filter(tenant_id=tenant_id, occurred_at__gte=start, occurred_at__lt=end).values_list(
         "api_key_id", "model", "input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "cost"
     )

@@ -13,6 +13,7 @@ back with it and the next run tries again.
 import datetime as dt
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -57,7 +58,7 @@ def _claim(models: dict[str, int], day: dt.date) -> list[str]:
     claimed: list[str] = []
     for start in range(0, len(items), CLAIM_CHUNK):
         chunk = items[start : start + CLAIM_CHUNK]
-        params: list = []
+        params: list[Any] = []
         for model, count in chunk:
             params += [model, day, count, now]
         with connection.cursor() as cursor:

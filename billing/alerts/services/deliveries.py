@@ -89,7 +89,7 @@ def alert_delivery_send(*, delivery_id: int, now: dt.datetime | None = None) -> 
             attempts = delivery.attempts - 1
         give_up = exc.permanent or attempts >= MAX_ATTEMPTS
         if exc.attempts == 0 and exc.retry_after is not None:
-            retry_in = exc.retry_after  # deferred (rate limit): exactly as long as needed
+            retry_in: float | None = exc.retry_after  # deferred (rate limit): exactly as long as needed
         else:
             retry_in = None if give_up else max(exc.retry_after or 0, _backoff(attempts))
         status = AlertDelivery.Status.FAILED if give_up else AlertDelivery.Status.RETRY

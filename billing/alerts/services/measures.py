@@ -9,6 +9,7 @@ GET /balance use.
 """
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 from billing import selectors as billing_selectors
 from billing.alerts.models import AlertEvent, AlertRule
 from billing.periods import local_date
+from billing.selectors import QuotaUsage
 from metering import selectors as metering_selectors
 from portal.accounts.models import Tenant
 
@@ -64,13 +66,13 @@ class _Tenant:
     now: dt.datetime
     _quotas: dict[int, Any] | None = None
     _balance: Decimal | None = None
-    _cache: dict[Any, Any] = field(default_factory=dict)
+    _cache: dict[tuple[object, ...], dict[str, Any]] = field(default_factory=dict)
 
     @property
     def today(self) -> dt.date:
         return local_date(self.now, self.tenant.timezone)
 
-    def quota(self, quota_id: int) -> Any:
+    def quota(self, quota_id: int) -> QuotaUsage | None:
         if self._quotas is None:
             usages = billing_selectors.quota_usage(tenant_id=self.tenant.pk, at=self.now)
             self._quotas = {usage.quota_id: usage for usage in usages}
@@ -81,7 +83,7 @@ class _Tenant:
             self._balance = billing_selectors.wallet_balance(tenant_id=self.tenant.pk)
         return self._balance
 
-    def so_far(self, start_day: dt.date | None, api_key_id: int | None) -> dict:
+    def so_far(self, start_day: dt.date | None, api_key_id: int | None) -> dict[str, Any]:
         key = ("so_far", start_day, api_key_id)
         if key not in self._cache:
             self._cache[key] = metering_selectors.usage_so_far(
@@ -90,7 +92,7 @@ class _Tenant:
             )  # fmt: skip
         return self._cache[key]
 
-    def pace(self, api_key_id: int | None) -> dict:
+    def pace(self, api_key_id: int | None) -> dict[str, Any]:
         """Average per day over the PACE_DAYS complete days before today."""
         key = ("pace", api_key_id)
         if key not in self._cache:
@@ -106,7 +108,7 @@ class _Tenant:
 
 
 def _scope(rule: AlertRule, api_key_id: int | None) -> dict[str, Any]:
-    key = rule.api_key if rule.api_key_id else (rule.quota.api_key if rule.quota_id and rule.quota.api_key_id else None)
+    key = rule.api_key if rule.api_key is not None else (rule.quota.api_key if rule.quota is not None else None)
     return {"scope": "key" if api_key_id else "tenant", "key_name": (key.name or key.prefix) if key else ""}
 
 
@@ -135,7 +137,7 @@ def _level_crossings(
 
 
 def _quota_crossings(rule: AlertRule, ctx: _Tenant) -> list[Crossing]:
-    usage = ctx.quota(rule.quota_id)
+    usage = ctx.quota(rule.quota_id) if rule.quota_id is not None else None
     if usage is None:
         return []
     start = local_date(usage.period_start, ctx.tenant.timezone) if usage.period_start else None
@@ -231,7 +233,8 @@ def _spike_crossings(rule: AlertRule, ctx: _Tenant) -> list[Crossing]:
     return [Crossing(f"x{number_text(rule.spike_factor)}", ctx.today.isoformat(), today, average, details)]
 
 
-MEASURES = {
+# Keyed by AlertRule.Kind values (str): a rule's kind reads back from the database as a str.
+MEASURES: dict[str, Callable[[AlertRule, _Tenant], list[Crossing]]] = {
     AlertRule.Kind.QUOTA: _quota_crossings,
     AlertRule.Kind.SPEND: _spend_crossings,
     AlertRule.Kind.BALANCE: _balance_crossings,

@@ -4,6 +4,9 @@ GET /api/v1/invoices, /api/v1/invoices/{id} and its .csv and .pdf renditions. An
 tenant's id answers 404; there is no write method (405), so an invoice cannot be changed here.
 """
 
+from decimal import Decimal
+from typing import Any
+
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -24,11 +27,11 @@ _API_KEY_PARAM = OpenApiParameter("api_key", str, description="Service tokens on
 _ERRORS = dict.fromkeys((400, 401, 403, 404), ErrorSerializer)
 
 
-def _money(amount, currency: str) -> str:
+def _money(amount: Decimal, currency: str) -> str:
     return f"{amount:.{currency_exponent(currency)}f}"
 
 
-def invoice_summary(invoice: Invoice) -> dict:
+def invoice_summary(invoice: Invoice) -> dict[str, Any]:
     cur = invoice.currency
     return {
         "id": invoice.pk,
@@ -53,7 +56,7 @@ def invoice_summary(invoice: Invoice) -> dict:
     }
 
 
-def line_payload(line: InvoiceLine, currency: str) -> dict:
+def line_payload(line: InvoiceLine, currency: str) -> dict[str, Any]:
     return {
         "position": line.position,
         "kind": line.kind,
@@ -72,7 +75,7 @@ def line_payload(line: InvoiceLine, currency: str) -> dict:
     }
 
 
-def invoice_detail(invoice: Invoice) -> dict:
+def invoice_detail(invoice: Invoice) -> dict[str, Any]:
     cur = invoice.currency
     return {
         **invoice_summary(invoice),

@@ -4,7 +4,7 @@ import datetime as dt
 import decimal
 from decimal import Decimal
 
-from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -38,7 +38,7 @@ def credit_note_issue(
     invoice: Invoice,
     reason: str,
     amount: Decimal | None = None,
-    actor: AbstractBaseUser | None = None,
+    actor: User | None = None,
     actor_label: str = "",
     now: dt.datetime | None = None,
 ) -> CreditNote:

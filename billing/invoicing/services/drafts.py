@@ -18,7 +18,7 @@ from portal.accounts.models import Tenant
 
 
 def currency_of(tenant: Tenant) -> str:
-    return tenant.price_plan.currency if tenant.price_plan_id else tenant.currency
+    return tenant.price_plan.currency if tenant.price_plan is not None else tenant.currency
 
 
 def _credits(*, invoice: Invoice, subtotal: Decimal) -> Decimal:

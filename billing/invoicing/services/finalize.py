@@ -1,6 +1,7 @@
 """Finalizing a draft: final lines, credits, the issuer, and the next gapless number."""
 
 import datetime as dt
+from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -16,7 +17,7 @@ from billing.invoicing.services.numbering import allocate_number
 from portal.accounts.services import audit_record
 
 
-def _issuer() -> dict:
+def _issuer() -> dict[str, Any]:
     return {
         "name": settings.INVOICE_ISSUER_NAME,
         "address": settings.INVOICE_ISSUER_ADDRESS,

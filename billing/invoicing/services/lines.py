@@ -9,6 +9,7 @@ import dataclasses
 import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from billing import rating
 from billing.invoicing import selectors
@@ -19,7 +20,7 @@ from billing.money import round_to_currency
 from metering.selectors import RatedUsage, rated_usage_by_price
 from portal.accounts.models import Tenant
 
-_KIND_LABELS = {
+_KIND_LABELS: dict[str, str] = {
     InvoiceLine.TokenKind.INPUT: "input tokens",
     InvoiceLine.TokenKind.CACHED_INPUT: "cached input tokens",
     InvoiceLine.TokenKind.CACHE_WRITE: "cache write tokens",
@@ -43,7 +44,7 @@ class LineData:
     amount_unrounded: Decimal
     amount: Decimal
 
-    def key(self) -> tuple:
+    def key(self) -> tuple[Any, ...]:
         return (
             self.kind, self.usage_period, self.model, self.token_kind, self.price_id, self.long_context,
             self.description, self.requests, self.quantity, self.unit_price_per_mtok.normalize(),
@@ -76,14 +77,13 @@ def _lines_for(
         if row.price_id is not None:
             versions_per_model.setdefault(row.model, set()).add(row.price_id)
     ordered = sorted(
-        (row for row in rows if row.price_id is not None),
-        key=lambda r: (r.month, r.model, prices[r.price_id].effective_from, r.price_id, r.long_context),
+        ((row, prices[row.price_id]) for row in rows if row.price_id is not None),
+        key=lambda pair: (pair[0].month, pair[0].model, pair[1].effective_from, pair[1].pk, pair[0].long_context),
     )
     for row in rows:
         if row.price_id is None:
             computed.unpriced_requests += row.requests
-    for row in ordered:
-        price = prices[row.price_id]
+    for row, price in ordered:
         rates = rating.tier_rates(rating.terms_from_price(price), long_context=row.long_context)
         usage_period = label_of(row.month)
         quantities = rating.quantities(

@@ -205,7 +205,7 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not a valid price")
 
 
-def _parse(text: str, where: str) -> dict:
+def _parse(text: str, where: str) -> dict[str, Any]:
     # Decimals straight from the JSON text: no float step between the catalog and a price.
     try:
         catalog = json.loads(text, parse_float=Decimal, parse_constant=_reject_constant)

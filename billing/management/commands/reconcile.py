@@ -25,7 +25,7 @@ class Command(BaseCommand):
         try:
             report = balances_reconcile(tenant_id=tenant_id, fix=not options["check"])
         except BalanceUnavailable as exc:
-            raise CommandError(str(exc.detail["message"])) from None
+            raise CommandError(exc.message) from None
         for wallet in report.wallets:
             self.stdout.write(
                 f"tenant {wallet.tenant_id}: wallet {wallet.wallet} != ledger {wallet.ledger}"

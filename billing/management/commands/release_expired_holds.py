@@ -26,7 +26,7 @@ class Command(BaseCommand):
         try:
             result = holds_release_expired(batch_size=options["batch_size"])
         except BalanceUnavailable as exc:
-            raise CommandError(str(exc.detail["message"])) from None
+            raise CommandError(exc.message) from None
         self.stdout.write(
             self.style.SUCCESS(
                 f"Released {result.released} expired hold(s) of {result.tenants} tenant(s), {result.amount} in total."

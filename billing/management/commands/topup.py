@@ -28,7 +28,7 @@ class Command(BaseCommand):
             entry, created = wallet_topup(
                 tenant=tenant, amount=amount, reference=options["reference"], actor_label="cli:topup"
             )
-        currency = tenant.price_plan.currency if tenant.price_plan_id else tenant.currency
+        currency = tenant.price_plan.currency if tenant.price_plan is not None else tenant.currency
         balance = format_ledger_amount(wallet_balance(tenant_id=tenant.pk), currency)
         if not created:
             self.stdout.write(

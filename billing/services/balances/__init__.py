@@ -4,6 +4,8 @@ settings.BALANCE_BACKEND picks it: "redis" (Lua scripts on REDIS_URL, PostgreSQL
 "db" (the database alone). It is read on every call, so tests can switch with override_settings.
 """
 
+from typing import Any
+
 from django.conf import settings
 
 from billing.services.balances.base import (
@@ -39,12 +41,12 @@ __all__ = [
     "balance_backend",
 ]
 
-_backends: dict[tuple, BalanceBackend] = {}
+_backends: dict[tuple[object, ...], BalanceBackend] = {}
 
 
 def balance_backend() -> BalanceBackend:
     if settings.BALANCE_BACKEND == "redis":
-        key: tuple = ("redis", settings.REDIS_URL, settings.BALANCE_REDIS_TIMEOUT)
+        key: tuple[Any, ...] = ("redis", settings.REDIS_URL, settings.BALANCE_REDIS_TIMEOUT)
     else:
         key = ("db",)
     backend = _backends.get(key)

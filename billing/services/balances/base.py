@@ -13,6 +13,7 @@ import datetime as dt
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
@@ -49,6 +50,7 @@ class BalanceUnavailable(APIException):
     status_code = status.HTTP_503_SERVICE_UNAVAILABLE
 
     def __init__(self, message: str = "The balance store is unavailable; try again.") -> None:
+        self.message = message
         super().__init__(detail={"code": "balance_unavailable", "message": message})
 
 
@@ -156,7 +158,7 @@ class MirrorDelta:
         """The counter moves that undo this one (closed holds and their slots are not reopened)."""
         return MirrorDelta(
             balance=-self.balance,
-            cells={cell: tuple(-v for v in d) for cell, d in self.cells.items()},
+            cells={cell: (-d[0], -d[1], -d[2], -d[3]) for cell, d in self.cells.items()},
             release=[],
             buckets={name: -delta for name, delta in self.buckets.items()},
         )
@@ -186,7 +188,7 @@ class BalanceBackend(ABC):
     def lock(self, tenant_id: int) -> None:
         """Call inside the transaction, before changing a tenant's wallet, holds or quota usage."""
 
-    def lock_statement(self, tenant_id: int) -> tuple[str, list] | None:
+    def lock_statement(self, tenant_id: int) -> tuple[str, list[Any]] | None:
         """`lock` as a SELECT for a caller's own statement to run first (a CTE), or None: no lock.
 
         Saves a statement on hot paths; the caller must make the lock run before its writes.
@@ -210,7 +212,7 @@ class BalanceBackend(ABC):
         """Compare the hot counters with PostgreSQL (under the tenant's lock); fix with SET."""
 
 
-def lock_tenant_statement(tenant_id: int) -> tuple[str, list]:
+def lock_tenant_statement(tenant_id: int) -> tuple[str, list[Any]]:
     """The SELECT that takes the tenant's balance lock in shared mode, and its parameters."""
     assert 0 < tenant_id < 2**31
     return "SELECT pg_advisory_xact_lock_shared(%s::int4, %s::int4)", [LOCK_CLASS, tenant_id]

@@ -23,9 +23,11 @@ import datetime as dt
 import logging
 from decimal import Decimal
 from pathlib import Path
+from typing import Any, cast
 
 import redis
 from django.db import transaction
+from redis.commands.core import Script
 
 from billing import selectors
 from billing.money import from_micros
@@ -81,9 +83,10 @@ class RedisBackend(BalanceBackend):
         self._apply = self.client.register_script((_LUA / "apply.lua").read_text())
         self._seed = self.client.register_script((_LUA / "seed.lua").read_text())
 
-    def _run(self, script, keys_: list[str], args: list) -> list:
+    def _run(self, script: Script, keys_: list[str], args: list[Any]) -> list[Any]:
         try:
-            return script(keys=keys_, args=args)
+            reply: list[Any] = script(keys=keys_, args=args)  # every script here returns an array
+            return reply
         except redis.RedisError as exc:
             logger.warning("balance store (Redis) failed: %s: %s", type(exc).__name__, exc)
             raise BalanceUnavailable() from exc
@@ -93,7 +96,7 @@ class RedisBackend(BalanceBackend):
     def lock(self, tenant_id: int) -> None:
         lock_tenant(tenant_id)
 
-    def lock_statement(self, tenant_id: int) -> tuple[str, list] | None:
+    def lock_statement(self, tenant_id: int) -> tuple[str, list[Any]] | None:
         return lock_tenant_statement(tenant_id)
 
     def mirror(self, tenant_id: int, delta: MirrorDelta) -> None:
@@ -106,7 +109,7 @@ class RedisBackend(BalanceBackend):
         buckets = [(name, d) for name, d in delta.buckets.items() if d]
         keys_ += [name for name, _ in buckets]
         keys_ += [name for name, _ in delta.slots]
-        args: list = [delta.balance, len(cells)]
+        args: list[Any] = [delta.balance, len(cells)]
         for _, d in cells:
             args.extend(d)
         args.append(len(delta.release))
@@ -124,9 +127,9 @@ class RedisBackend(BalanceBackend):
         cells = (keys.cell_key(t, cell) for cell in admission.cells)
         return [keys.balance_key(t), hold, *cells, *admission.limit_names()]
 
-    def _args(self, admission: Admission, mode: str) -> list:
+    def _args(self, admission: Admission, mode: str) -> list[Any]:
         ttl_ms = int((admission.hold_ttl + _HOLD_KEY_GRACE).total_seconds() * 1000)
-        args: list = [mode, admission.estimate_micros, admission.estimate_tokens, ttl_ms, len(admission.checks)]
+        args: list[Any] = [mode, admission.estimate_micros, admission.estimate_tokens, ttl_ms, len(admission.checks)]
         for check in admission.checks:
             metric = "t" if check.metric == TOKENS else "m"
             args.extend([check.cell_index + 1, metric, check.limit, 1 if check.enforce else 0])
@@ -137,7 +140,7 @@ class RedisBackend(BalanceBackend):
             args.append(int(admission.hold_ttl.total_seconds() * 1000))
         return args
 
-    def _decision(self, admission: Admission, reply: list) -> Decision:
+    def _decision(self, admission: Admission, reply: list[Any]) -> Decision:
         verdict, balance, failed = reply[0], int(reply[1]), int(reply[2])
         values = [int(v) for v in reply[3:]]
         split = 4 * len(admission.checks)
@@ -224,9 +227,9 @@ class RedisBackend(BalanceBackend):
             expire_at = int((period.end + _CELL_GRACE).timestamp())
         return [usage.tokens, usage.micros, usage.held_tokens, usage.held_micros, expire_at]
 
-    def _write(self, *, tenant_id: int, tz_name: str, cells: list[Cell], mode: str, balance: int | None) -> list:
+    def _write(self, *, tenant_id: int, tz_name: str, cells: list[Cell], mode: str, balance: int | None) -> list[Any]:
         usage = selectors.quota_cells_usage(tenant_id=tenant_id, tz_name=tz_name, cells=cells)
-        args: list = [mode, "" if balance is None else balance]
+        args: list[Any] = [mode, "" if balance is None else balance]
         for cell in cells:
             args.extend(self._cell_values(usage[cell], cell, tz_name))
         keys_ = [keys.balance_key(tenant_id), keys.cell_index_key(tenant_id)]
@@ -255,7 +258,8 @@ class RedisBackend(BalanceBackend):
             lock_tenant(tenant_id, exclusive=True)
             try:
                 index = keys.cell_index_key(tenant_id)
-                members = sorted(self.client.smembers(index))
+                # decode_responses=True: members are str, whatever the stubs allow
+                members = sorted(cast("set[str]", self.client.smembers(index)))
                 pipe = self.client.pipeline(transaction=False)
                 pipe.get(keys.balance_key(tenant_id))
                 for member in members:

@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandParser
 
 from metering.services.rerate import usage_rerate_unpriced
@@ -14,7 +16,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--tenant", metavar="SLUG", help="Only this tenant (default: every tenant).")
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         tenant = tenant_or_error(options["tenant"]) if options["tenant"] is not None else None
         result = usage_rerate_unpriced(tenant_id=tenant.pk if tenant is not None else None, actor_label="cli")
         charged = ", ".join(f"{amount} {currency}" for currency, amount in sorted(result.charged.items())) or "nothing"

@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from billing.invoicing import services
@@ -18,7 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("--tenant", help="Only this tenant (slug); default every tenant.")
         parser.add_argument("--finalize", action="store_true", help="Issue the invoices (numbers them; final).")
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         year, month = period_or_error(options["period"])
         tenant = tenant_or_error(options["tenant"]) if options["tenant"] else None
         results = services.invoices_close_month(

@@ -1,4 +1,5 @@
 from pathlib import Path
+from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
@@ -18,7 +19,7 @@ class Command(BaseCommand):
         parser.add_argument("--bom", action="store_true", help="Start with a UTF-8 byte order mark (for Excel).")
         parser.add_argument("--reconciliation", help="Also write the reconciliation report to this CSV file.")
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         year, month = period_or_error(options["period"])
         body = exports.bills_csv(period=f"{year:04d}-{month:02d}", bom=options["bom"])
         _write(self, body, options["out"])

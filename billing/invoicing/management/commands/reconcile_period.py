@@ -1,3 +1,5 @@
+from typing import Any
+
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from billing.invoicing import exports, selectors
@@ -19,7 +21,7 @@ class Command(BaseCommand):
         parser.add_argument("--bom", action="store_true", help="Start the CSV with a UTF-8 byte order mark.")
         parser.add_argument("--strict", action="store_true", help="Exit non-zero when any difference is found.")
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: Any, **options: Any) -> None:
         year, month = period_or_error(options["period"])
         tenant = tenant_or_error(options["tenant"]) if options["tenant"] else None
         rows = selectors.reconciliation(year=year, month=month, tenant=tenant)
