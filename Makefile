@@ -18,12 +18,12 @@ PYTEST_ARGS ?=
 # The soak empties its own Redis database (never the suite's); --short for a 25 s run.
 SOAK_ARGS ?= --redis-db 5
 
-.PHONY: run test lint format migrate seed bench clean help messages pdf-deps system-deps lock
+.PHONY: run test lint typecheck format migrate seed bench clean help messages pdf-deps system-deps lock
 
 help:
 	@echo "make run   - install, migrate, seed demo data, serve http://127.0.0.1:8000 (SQLite, no Redis)"
 	@echo "make test  - install test tools, lint, run the whole suite on PostgreSQL and Redis"
-	@echo "make lint  - ruff, ruff format --check, import-linter"
+	@echo "make lint  - ruff, ruff format --check, import-linter, mypy (make typecheck)"
 	@echo "make lock  - regenerate requirements.lock and requirements-dev.lock (after editing requirements*.txt)"
 	@echo "make bench - the benchmarks in bench/ (print figures; not tests) and a 10-minute soak"
 
@@ -109,6 +109,13 @@ lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(MAKE) --no-print-directory typecheck
+
+# mypy with the Django and DRF plugins (config in pyproject.toml): strict for billing and
+# metering. The plugin imports the settings, hence TEST_ENV; nothing connects to a database.
+# About 15 s cold on 2 cores, 2 s with .mypy_cache.
+typecheck: $(VENV)/.dev-installed
+	$(TEST_ENV) $(BIN)/mypy billing metering portal
 
 format: $(VENV)/.dev-installed
 	$(BIN)/ruff format .
