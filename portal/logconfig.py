@@ -11,9 +11,9 @@ import decimal
 import enum
 import logging.config
 import uuid
-from typing import Any
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _RECORD_ATTRIBUTES = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime", "taskName"}
@@ -21,7 +21,7 @@ _AS_IS = (str, int, float, bool, type(None), list, tuple, dict)
 _AS_TEXT = (decimal.Decimal, uuid.UUID, dt.date, dt.time, dt.timedelta, enum.Enum)
 
 
-def add_extra_fields(logger: Any, method_name: str, event_dict: dict) -> dict:
+def add_extra_fields(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     """Copy a standard-library record's `extra=` fields into the line.
 
     A field never replaces a key the line already has (event, level, logger, timestamp,
