@@ -8,7 +8,7 @@ from django.db import DatabaseError
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 
-from portal.cache import BoundedCache
+from infra.cache import BoundedCache
 
 logger = logging.getLogger(__name__)
 

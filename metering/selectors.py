@@ -10,8 +10,8 @@ from typing import Any
 from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate, TruncMonth
 
+from infra.paging import keyset_page
 from metering.models import DailyUsage, UsageEvent
-from portal.paging import keyset_page
 
 GROUPINGS = ("day", "model", "api_key")
 

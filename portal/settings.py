@@ -11,7 +11,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from portal.logconfig import logging_config
+from infra.logconfig import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -59,8 +59,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # First: every response, error pages included, carries the request id, and every log line
     # written during the request names it; then one log line per request (LOG_REQUESTS).
-    "portal.middleware.RequestIdMiddleware",
-    "portal.middleware.RequestLogMiddleware",
+    "infra.middleware.RequestIdMiddleware",
+    "infra.middleware.RequestLogMiddleware",
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -105,7 +105,7 @@ DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=False)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
-    # Server-side prepared statements for the hand-written hot-path statements (portal/db.py),
+    # Server-side prepared statements for the hand-written hot-path statements (infra/db.py),
     # after this many runs on a connection; empty disables them (a pooler that cannot keep them).
     _prepare_threshold = env.str("DB_PREPARE_THRESHOLD", default="5").strip()
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
@@ -212,7 +212,7 @@ for _name in (
         raise ImproperlyConfigured(f"{_name} must be a positive number")
 # Alert channels (webhook and chat robots) reach public internet addresses only; receivers on
 # premises are allowed here: comma-separated CIDR networks and/or exact host names
-# (portal/notifications/outbound.py, docs/security.md "Outbound requests"). Empty by default.
+# (infra/notifications/outbound.py, docs/security.md "Outbound requests"). Empty by default.
 OUTBOUND_ALLOWED_NETWORKS = tuple(
     _entry.strip().lower() for _entry in env.list("OUTBOUND_ALLOWED_NETWORKS", default=[]) if _entry.strip()
 )
@@ -382,7 +382,7 @@ if not 10 <= HOLD_TTL_SECONDS <= 7 * 86_400:
     raise ImproperlyConfigured("HOLD_TTL_SECONDS must be between 10 and 604800")
 if not 0 <= AUTHORIZE_CACHE_SECONDS <= 3600 or not 0 < BALANCE_REDIS_TIMEOUT <= 30:
     raise ImproperlyConfigured("AUTHORIZE_CACHE_SECONDS must be 0..3600 and BALANCE_REDIS_TIMEOUT 0..30 seconds")
-# In-process caches are bounded (portal/cache.py; least recently used out): model names and
+# In-process caches are bounded (infra/cache.py; least recently used out): model names and
 # credentials come from clients. Entries, per worker process.
 PRICE_BOOK_CACHE_SIZE = env.int("PRICE_BOOK_CACHE_SIZE", default=10_000)  # one per (plan, tenant, model)
 AUTHORIZE_CACHE_SIZE = env.int("AUTHORIZE_CACHE_SIZE", default=10_000)  # one quota list per tenant
@@ -393,10 +393,10 @@ for _name in ("PRICE_BOOK_CACHE_SIZE", "AUTHORIZE_CACHE_SIZE"):
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["portal.accounts.authentication.BearerAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["portal.api.parsers.StrictJSONParser"],
-    "DEFAULT_RENDERER_CLASSES": ["portal.api.renderers.FastJSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["api.parsers.StrictJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["api.renderers.FastJSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "EXCEPTION_HANDLER": "portal.api.errors.exception_handler",
+    "EXCEPTION_HANDLER": "api.errors.exception_handler",
     "UNAUTHENTICATED_USER": None,
     "COERCE_DECIMAL_TO_STRING": True,
 }

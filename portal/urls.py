@@ -4,8 +4,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from portal import health
 
-handler404 = "portal.api.errors.not_found"  # JSON under /api/, the portal's page elsewhere
-handler500 = "portal.api.errors.server_error"  # JSON under /api/ (500, or 503 without a database)
+handler404 = "api.errors.not_found"  # JSON under /api/, the portal's page elsewhere
+handler500 = "api.errors.server_error"  # JSON under /api/ (500, or 503 without a database)
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),

@@ -15,8 +15,8 @@ from django.utils.translation import pgettext, pgettext_lazy
 
 from billing.alerts.models import AlertDelivery, AlertEvent
 from billing.money import round_to_currency
+from infra.notifications import Message
 from portal.accounts.models import Tenant
-from portal.notifications import Message
 
 # Every string has this msgctxt, so the alert texts never collide with the portal UI's own.
 CONTEXT = "alert"

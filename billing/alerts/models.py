@@ -33,7 +33,7 @@ class NotificationChannel(models.Model):
     name = models.CharField(max_length=100)
     # email: {"recipients": [...]}; dingtalk: {"webhook_url", "secret"?, "keyword"?};
     # webhook: {"url", "secret"}; wecom: {"webhook_url"}; feishu: {"webhook_url", "secret"?,
-    # "keyword"?}; slack: {"url"}. Validated by the transport (portal/notifications).
+    # "keyword"?}; slack: {"url"}. Validated by the transport (infra/notifications).
     config = models.JSONField(default=dict)
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)

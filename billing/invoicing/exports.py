@@ -3,7 +3,7 @@
 Stable column order, decimals written in a fixed number of places, rows in a fixed order and
 nothing that depends on when the file was made: the same data gives the same bytes. The BOM
 option prefixes UTF-8's byte order mark so that Excel opens non-ASCII names correctly. Cells
-go through portal.api.csv_writer, which neutralises text a spreadsheet would run as a formula
+go through api.csv_writer, which neutralises text a spreadsheet would run as a formula
 (tenant names, models, descriptions); amounts are plain decimal strings and stay numbers.
 """
 
@@ -12,10 +12,10 @@ import datetime as dt
 import io
 from decimal import Decimal
 
+from api import csv_writer
 from billing.invoicing import selectors
 from billing.invoicing.models import Invoice, InvoiceLine
 from billing.money import currency_exponent
-from portal.api import csv_writer
 
 BOM = "\ufeff"
 

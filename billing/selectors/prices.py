@@ -13,9 +13,9 @@ from django.db.models import Count
 
 from billing.models import Price, PricePlan
 from billing.rating import PriceTerms, terms_from_price
+from infra.cache import BoundedCache
+from infra.db import hot_cursor, instance_from_row
 from portal.accounts.models import Tenant
-from portal.cache import BoundedCache
-from portal.db import hot_cursor, instance_from_row
 
 _GLOB_CHARS = ("*", "?", "[")
 

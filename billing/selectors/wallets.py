@@ -8,7 +8,7 @@ from django.db.models import Sum
 
 from billing.models import LedgerEntry, Wallet
 from billing.money import to_micros
-from portal.paging import keyset_page
+from infra.paging import keyset_page
 
 
 def wallet_balance(*, tenant_id: int) -> Decimal:

@@ -20,7 +20,7 @@ from billing.money import round_to_ledger, to_micros
 from billing.services.balances import MirrorDelta, balance_backend
 from billing.services.quota_counters import Deltas, quota_counters_add, quota_rows
 from billing.services.wallets import wallet_ensure, wallet_move
-from portal.db import hot_cursor
+from infra.db import hot_cursor
 
 __all__ = ["LedgerLine", "ledger_append", "ledger_apply", "ledger_post", "wallet_ensure", "wallet_move"]
 

@@ -11,14 +11,14 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from api.errors import ApiError, error_body
+from api.views import TenantAPIView
 from billing import selectors as billing_selectors
 from billing.money import format_ledger_amount
 from metering.api import schema
 from metering.contracts import AUTHORIZE, BALANCE, InputField
 from metering.services.authorize import AuthorizeRefused, authorize_request
 from portal.accounts.models import ApiKey, Tenant
-from portal.api.errors import ApiError, error_body
-from portal.api.views import TenantAPIView
 
 # The authorize contract's bounds, read once (metering/contracts.py; numbers in metering/limits.py).
 _MODEL_MAX = AUTHORIZE["model"].length

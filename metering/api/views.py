@@ -12,6 +12,9 @@ from rest_framework import exceptions, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from api.ceiling import ingest_ceiling_wait
+from api.errors import ApiError
+from api.views import TenantAPIView, resolve_named_key
 from billing.periods import TimeInvalid, day_period, typed_bounds, user_time
 from metering import metrics, selectors
 from metering.api import schema
@@ -20,9 +23,6 @@ from metering.services.event_store import NewEvent
 from metering.services.ingest import BatchResult, KeyRejected, usage_record_batch
 from metering.tokens import count_tokens
 from portal.accounts.models import ApiKey
-from portal.api.ceiling import ingest_ceiling_wait
-from portal.api.errors import ApiError
-from portal.api.views import TenantAPIView, resolve_named_key
 
 ERRORS = {400: schema.ErrorSerializer, 401: schema.ErrorSerializer, 403: schema.ErrorSerializer}
 # A service token naming a key that does not exist (`?api_key=` or the event's `api_key`).

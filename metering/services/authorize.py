@@ -30,9 +30,9 @@ from billing.selectors import QuotaUsage, quota_cell_index, quota_usage_from_cel
 from billing.services.balances import INSUFFICIENT_BALANCE, RATE_LIMITED, Admission, Decision, HoldInfo, QuotaCheck
 from billing.services.balances.limits import headers_for, limits_for
 from billing.services.holds import balance_authorize
+from infra.cache import BoundedCache
 from metering import metrics
 from portal.accounts.models import ApiKey
-from portal.cache import BoundedCache
 
 
 class AuthorizeRefused(Exception):

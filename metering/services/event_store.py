@@ -27,8 +27,8 @@ from billing.services.holds import (
     claimed_holds,
     holds_claim_settled,
 )
+from infra.db import hot_cursor
 from metering.models import UsageEvent
-from portal.db import hot_cursor
 
 TABLE = UsageEvent._meta.db_table
 COLUMNS = (

@@ -19,13 +19,13 @@ from billing.rating import rate, tier_applies
 from billing.services.balances import balance_backend
 from billing.services.balances.limits import LimitedScopes
 from billing.services.settlement import SettleResult, usage_settle_batch, usage_settle_undo_mirror
+from infra.db import pipelined_atomic
 from metering import metrics
 from metering.models import UsageEvent
 from metering.services.event_store import NewEvent, insert_new
 from metering.signals import usage_recorded_on_commit
 from metering.validation import EventInput, EventInvalid, event_time_bounds, keyed_body_hash, parse_event
 from portal.accounts.models import ApiKey, Tenant
-from portal.db import pipelined_atomic
 
 ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
 

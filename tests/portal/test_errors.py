@@ -29,8 +29,8 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from billing.invoicing import selectors as invoicing_selectors
+from infra.logconfig import structured_formatter
 from portal.accounts import credentials
-from portal.logconfig import structured_formatter
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -242,7 +242,7 @@ def test_a_database_error_outside_drf_is_503_json_under_api(client, monkeypatch,
     assert response.json()["error"]["details"] == {"request_id": response["X-Request-ID"]}
     assert_no_leak(response.content.decode(), "10.9.8.7", "6432")
     # One warning with the cause for the operator, no traceback per request of an outage.
-    (warning,) = [line for line in json_lines() if line.get("logger") == "portal.api.errors"]
+    (warning,) = [line for line in json_lines() if line.get("logger") == "api.errors"]
     assert "10.9.8.7" in warning["event"] and warning["request_id"] == response["X-Request-ID"]
     assert not [line for line in json_lines() if "exception" in line]
 
@@ -364,7 +364,7 @@ def test_the_outage_in_the_servers_log(server_without_database):
     )
     assert status == 503 and headers["X-Request-ID"] == "trace-me-1"
     lines = [line for line in server_lines(server.log) if line.get("request_id") == "trace-me-1"]
-    warning = next(line for line in lines if line["logger"] == "portal.api.errors")
+    warning = next(line for line in lines if line["logger"] == "api.errors")
     assert f"port {server.port} failed" in warning["event"]  # the cause, for the operator only
     (request_line,) = [line for line in lines if line["logger"] == "portal.requests"]
     assert request_line["method"] == "GET"

@@ -137,7 +137,7 @@ def test_revoked_service_token(key_a):
     assert response.json()["error"]["code"] == "token_revoked"
 
 
-# --- A named key's scopes bind the service token (portal.api.views.resolve_named_key) ---------
+# --- A named key's scopes bind the service token (api.views.resolve_named_key) ---------
 
 
 @pytest.fixture

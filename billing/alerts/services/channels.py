@@ -9,9 +9,9 @@ from django.db import transaction
 from billing.alerts.models import AlertDelivery, NotificationChannel
 from billing.alerts.services.deliveries import _queue_delivery
 from billing.alerts.services.errors import AlertConfigError
+from infra.notifications import ConfigError, get_transport
 from portal.accounts.models import Tenant
 from portal.accounts.services import audit_record
-from portal.notifications import ConfigError, get_transport
 
 
 def notification_channel_create(

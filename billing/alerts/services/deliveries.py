@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 
 from billing.alerts.messages import render_delivery
 from billing.alerts.models import AlertDelivery
-from portal.notifications import TransportError, get_transport
+from infra.notifications import TransportError, get_transport
 
 logger = logging.getLogger(__name__)
 

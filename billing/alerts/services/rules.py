@@ -11,9 +11,9 @@ from billing import selectors as billing_selectors
 from billing.alerts.models import AlertRule, NotificationChannel
 from billing.alerts.services.errors import AlertConfigError
 from billing.alerts.services.measures import number_text
+from infra.cache import BoundedCache
 from portal.accounts.models import ApiKey, Tenant
 from portal.accounts.services import audit_record
-from portal.cache import BoundedCache
 
 
 def tenants_with_rules() -> list[int]:

@@ -13,15 +13,15 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from api.errors import ApiError
+from api.views import TenantAPIView
 from billing.invoicing import exports, pdf, selectors
 from billing.invoicing.models import Invoice, InvoiceLine
 from billing.money import currency_exponent
 from metering.api.schema import ErrorSerializer
-from portal.api.errors import ApiError
-from portal.api.views import TenantAPIView
 
 _API_KEY_PARAM = OpenApiParameter("api_key", str, description="Service tokens only: the tenant key to act for.")
-# The error answers every invoice endpoint gives (one shape, portal/api/errors.py): 400 for an
+# The error answers every invoice endpoint gives (one shape, api/errors.py): 400 for an
 # unknown parameter or a service token without api_key, 401, 403 (scope, revoked key, suspended
 # tenant), 404 for another tenant's id, an unknown one or an unknown named key.
 _ERRORS = dict.fromkeys((400, 401, 403, 404), ErrorSerializer)

@@ -27,7 +27,7 @@ from billing.selectors import CellUsage
 from billing.services.balances.limits import LimitState, RateLimit
 from billing.services.quota_counters import quota_cells_reserve
 from billing.windows import Cell, cells_for
-from portal.db import hot_cursor
+from infra.db import hot_cursor
 
 INSUFFICIENT_BALANCE = "insufficient_balance"
 QUOTA_EXCEEDED = "quota_exceeded"

@@ -21,8 +21,8 @@ from billing.alerts import services, tasks
 from billing.alerts.models import AlertDelivery, AlertEvent, AlertRule
 from billing.alerts.receivers import debounce_key
 from billing.services.quotas import quota_create
+from infra.notifications.email import EmailTransport
 from metering.services import rollup
-from portal.notifications.email import EmailTransport
 from tests import factories
 from tests.conftest import Credential
 

@@ -10,7 +10,7 @@ from django.db import transaction
 
 from billing.alerts import services, tasks
 from billing.alerts.models import AlertDelivery, NotificationChannel
-from portal.notifications.http import NO_ANSWER, REFUSED
+from infra.notifications.http import NO_ANSWER, REFUSED
 
 WEBHOOK_SECRET = "webhook-secret-for-tests"
 DINGTALK_SECRET = "SECdingtalk-secret-for-tests"

@@ -170,7 +170,7 @@ def test_staff_download_and_member_pdf(period):
     assert outsider_client.get(f"/finance/invoices/{zh.pk}.pdf").status_code == 404
 
 
-# --- Formula cells (portal.api.csv_writer) -----------------------------------------------------
+# --- Formula cells (api.csv_writer) -----------------------------------------------------
 
 FORMULAS = ['=HYPERLINK("http://x")', "+1", "-2+3", "@SUM(A1)", "\tx", "\rx"]
 AMOUNT_COLUMNS = ("quantity_tokens", "unit_price_per_1m", "unit_price_per_1k", "amount_unrounded", "amount")

@@ -8,7 +8,7 @@ Message; the transport sends it or raises TransportError, marked permanent (fix 
 retrying will not help) or transient (retry later, maybe after `retry_after` seconds).
 """
 
-from portal.notifications.base import ConfigError, Message, SendResult, Transport, TransportError
-from portal.notifications.registry import get_transport, kinds
+from infra.notifications.base import ConfigError, Message, SendResult, Transport, TransportError
+from infra.notifications.registry import get_transport, kinds
 
 __all__ = ["ConfigError", "Message", "SendResult", "Transport", "TransportError", "get_transport", "kinds"]

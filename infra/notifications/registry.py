@@ -1,12 +1,12 @@
 """Channel kind -> transport. Adding a channel is one class and one line here."""
 
-from portal.notifications.base import Transport
-from portal.notifications.dingtalk import DingTalkTransport
-from portal.notifications.email import EmailTransport
-from portal.notifications.feishu import FeishuTransport
-from portal.notifications.slack import SlackTransport
-from portal.notifications.webhook import WebhookTransport
-from portal.notifications.wecom import WeComTransport
+from infra.notifications.base import Transport
+from infra.notifications.dingtalk import DingTalkTransport
+from infra.notifications.email import EmailTransport
+from infra.notifications.feishu import FeishuTransport
+from infra.notifications.slack import SlackTransport
+from infra.notifications.webhook import WebhookTransport
+from infra.notifications.wecom import WeComTransport
 
 _TRANSPORTS: dict[str, Transport] = {
     transport.kind: transport

@@ -18,9 +18,9 @@ from typing import Any
 
 from django.conf import settings
 
-from portal.notifications import ratelimit
-from portal.notifications.base import ConfigError, Message, SendResult, Transport, TransportError
-from portal.notifications.http import check_url, post_json
+from infra.notifications import ratelimit
+from infra.notifications.base import ConfigError, Message, SendResult, Transport, TransportError
+from infra.notifications.http import check_url, post_json
 
 # Error codes that mean "later": throttled (send too fast; too fast, robot limited 10 min),
 # and "system busy". Every other non-zero code is a configuration problem (bad token, sign

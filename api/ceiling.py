@@ -17,7 +17,7 @@ import time
 import redis
 from django.conf import settings
 
-from portal.cache import BoundedCache
+from infra.cache import BoundedCache
 
 logger = logging.getLogger(__name__)
 WINDOW_SECONDS = 60

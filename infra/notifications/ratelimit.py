@@ -20,8 +20,8 @@ from collections import deque
 import redis
 from django.conf import settings
 
-from portal.cache import BoundedCache
-from portal.notifications.base import TransportError
+from infra.cache import BoundedCache
+from infra.notifications.base import TransportError
 
 # KEYS[1] the window; ARGV: window ms, limit, a unique member. Returns 0 when a slot was taken,
 # else the milliseconds until the oldest send leaves the window.

@@ -8,7 +8,7 @@ import orjson
 from django.conf import settings
 from rest_framework import parsers, status
 
-from portal.api.errors import ApiError
+from api.errors import ApiError
 
 
 def body_too_large(limit: int) -> ApiError:

@@ -8,7 +8,7 @@ from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives, get_connection
 from django.core.validators import validate_email
 
-from portal.notifications.base import ConfigError, Message, SendResult, Transport, TransportError
+from infra.notifications.base import ConfigError, Message, SendResult, Transport, TransportError
 
 MAX_RECIPIENTS = 20
 

@@ -20,9 +20,9 @@ from typing import Any
 
 from django.conf import settings
 
-from portal.notifications.base import ConfigError, Message, SendResult, Transport, TransportError
-from portal.notifications.http import check_url, post_json
-from portal.notifications.text import truncate_chars, without_heading
+from infra.notifications.base import ConfigError, Message, SendResult, Transport, TransportError
+from infra.notifications.http import check_url, post_json
+from infra.notifications.text import truncate_chars, without_heading
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ ports and database names): only the messages our exceptions were given; the rest
 Errors that escape DRF's handler (a bug in a view, anything raised in a middleware) reach the
 root URLconf's handler500, `server_error`: under /api/ it answers in the same shape (500
 `internal_error`, or 503 `database_unavailable` when the database cannot be reached), elsewhere
-the portal's static error pages. Both bodies name the request id (portal/middleware.py) that
+the portal's static error pages. Both bodies name the request id (infra/middleware.py) that
 the log line with the traceback carries.
 """
 
@@ -24,7 +24,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
-from portal.api.renderers import FastJSONRenderer
+from api.renderers import FastJSONRenderer
 
 logger = logging.getLogger(__name__)
 SERVER_ERROR_MESSAGE = "The service cannot answer right now; try again."
@@ -83,7 +83,7 @@ def _flatten_message(detail: Any) -> str:
 
 
 def request_id_of(request: HttpRequest | Any) -> str | None:
-    """The id portal.middleware.RequestIdMiddleware gave the request (DRF's Request passes it through)."""
+    """The id infra.middleware.RequestIdMiddleware gave the request (DRF's Request passes it through)."""
     return getattr(request, "request_id", None)
 
 

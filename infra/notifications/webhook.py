@@ -5,7 +5,7 @@ HMAC-SHA256(secret, "<timestamp>." + body)>` and `X-Tokenbill-Delivery: <id>` (t
 every retry, for deduplication). A receiver recomputes the signature and rejects timestamps
 older than a few minutes (replays). Transient failures (network, 408, 429, 5xx) are retried
 with exponential backoff inside NOTIFICATIONS_RETRY_BUDGET seconds; 4xx, redirects and
-addresses the outbound policy refuses are permanent (portal/notifications/outbound.py).
+addresses the outbound policy refuses are permanent (infra/notifications/outbound.py).
 """
 
 import hashlib
@@ -16,8 +16,8 @@ from typing import Any
 
 from django.conf import settings
 
-from portal.notifications.base import ConfigError, Message, SendResult, Transport, TransportError
-from portal.notifications.http import check_url, post_json
+from infra.notifications.base import ConfigError, Message, SendResult, Transport, TransportError
+from infra.notifications.http import check_url, post_json
 
 FIRST_BACKOFF = 0.5  # seconds; doubles after each transient failure
 _TRANSIENT_STATUS = {408, 425, 429}

@@ -19,8 +19,8 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
-from portal.notifications import outbound
-from portal.notifications.base import ConfigError, TransportError
+from infra.notifications import outbound
+from infra.notifications.base import ConfigError, TransportError
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ networks. The policy:
 
 `check_url` runs when a channel is saved. `resolve` runs before every request: it resolves the
 host once, checks every answer, and returns the checked addresses; the HTTP helper connects
-to exactly those (portal/notifications/http.py), so a DNS answer that changes between the
+to exactly those (infra/notifications/http.py), so a DNS answer that changes between the
 check and the connection (DNS rebinding) cannot move the request elsewhere.
 """
 
@@ -32,7 +32,7 @@ from typing import Any
 
 from django.conf import settings
 
-from portal.notifications.base import ConfigError
+from infra.notifications.base import ConfigError
 
 logger = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Both structlog loggers and the standard library's (Django, Celery, gunicorn) go through the
 same renderer, so every line an operator sees parses as JSON. Fields given with the standard
 library's `extra=` become keys of the line (`add_extra_fields`); the request id that
-`portal.middleware` binds for a request is on every line logged while it runs.
+`infra.middleware` binds for a request is on every line logged while it runs.
 """
 
 import datetime as dt

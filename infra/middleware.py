@@ -4,7 +4,7 @@
 a sane value (1-128 visible ASCII characters), else makes one (uuid4 hex), keeps it on
 `request.request_id`, binds it to every log line written until the response is closed (a
 traceback included) and sends it back as `X-Request-ID` on every response, error pages too. The API's
-500 and 503 bodies carry it as `details.request_id` (portal/api/errors.py), the portal's error
+500 and 503 bodies carry it as `details.request_id` (api/errors.py), the portal's error
 pages show it: what a caller reports is what an operator searches the logs for.
 
 `RequestLogMiddleware` comes right after it and writes one line per request to the
@@ -63,7 +63,7 @@ def _forget_request_id(**kwargs: Any) -> None:
     structlog.contextvars.unbind_contextvars("request_id")
 
 
-request_finished.connect(_forget_request_id, dispatch_uid="portal.middleware.forget_request_id")
+request_finished.connect(_forget_request_id, dispatch_uid="infra.middleware.forget_request_id")
 
 
 class RequestLogMiddleware:

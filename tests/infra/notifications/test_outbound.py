@@ -18,9 +18,9 @@ from http.server import ThreadingHTTPServer
 import pytest
 from django.conf import settings as django_settings
 
-from portal.notifications import ConfigError, Message, TransportError, get_transport
-from portal.notifications.http import NO_ANSWER, REFUSED
-from portal.notifications.outbound import refusal_reason
+from infra.notifications import ConfigError, Message, TransportError, get_transport
+from infra.notifications.http import NO_ANSWER, REFUSED
+from infra.notifications.outbound import refusal_reason
 from tests.notify_servers import LOOPBACK_ALLOWED, WebhookReceiver
 
 SECRET = "a-webhook-secret-of-some-length"

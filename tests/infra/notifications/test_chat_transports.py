@@ -9,10 +9,10 @@ import uuid
 
 import pytest
 
-from portal.notifications import ConfigError, Message, TransportError, get_transport, kinds
-from portal.notifications.feishu import feishu_sign
-from portal.notifications.slack import mrkdwn
-from portal.notifications.text import truncate_utf8, without_heading
+from infra.notifications import ConfigError, Message, TransportError, get_transport, kinds
+from infra.notifications.feishu import feishu_sign
+from infra.notifications.slack import mrkdwn
+from infra.notifications.text import truncate_utf8, without_heading
 
 MESSAGE = Message(
     subject="[Acme] Quota alert: 80.0 % of the limit used",

@@ -1,4 +1,4 @@
-"""portal.api.csv_writer: formula cells neutralised, numbers left numbers, the only CSV writer."""
+"""api.csv_writer: formula cells neutralised, numbers left numbers, the only CSV writer."""
 
 import csv
 import io
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from portal.api import csv_writer
+from api import csv_writer
 
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = ("portal", "billing", "metering")

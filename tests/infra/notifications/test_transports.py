@@ -7,8 +7,8 @@ import urllib.parse
 
 import pytest
 
-from portal.notifications import ConfigError, Message, TransportError, get_transport
-from portal.notifications.dingtalk import dingtalk_sign, signed_url
+from infra.notifications import ConfigError, Message, TransportError, get_transport
+from infra.notifications.dingtalk import dingtalk_sign, signed_url
 
 MESSAGE = Message(
     subject="[Acme] Quota alert: 80.0 % of the limit used",

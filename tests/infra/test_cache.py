@@ -5,8 +5,8 @@ import time
 import pytest
 
 from billing.selectors import price_book_for_tenant
+from infra.cache import BoundedCache, cache_named, caches
 from portal.accounts.models import Tenant
-from portal.cache import BoundedCache, cache_named, caches
 from tests.assertions import metric_value
 from tests.factories import EventBodyFactory
 

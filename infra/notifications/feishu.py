@@ -29,10 +29,10 @@ from typing import Any
 
 from django.conf import settings
 
-from portal.notifications import ratelimit
-from portal.notifications.base import ConfigError, Message, SendResult, Transport, TransportError
-from portal.notifications.http import check_url, post_json
-from portal.notifications.text import truncate_chars, truncate_utf8, without_heading
+from infra.notifications import ratelimit
+from infra.notifications.base import ConfigError, Message, SendResult, Transport, TransportError
+from infra.notifications.http import check_url, post_json
+from infra.notifications.text import truncate_chars, truncate_utf8, without_heading
 
 logger = logging.getLogger(__name__)
 
