@@ -11,11 +11,11 @@ from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from accounts import selectors
+from accounts.authentication import Principal, ensure_key_usable
+from accounts.models import ApiKey
 from api import openapi  # noqa: F401 - registers the Bearer scheme with the schema generator
 from api.errors import ApiError
-from portal.accounts import selectors
-from portal.accounts.authentication import Principal, ensure_key_usable
-from portal.accounts.models import ApiKey
 
 
 def scope_required(key: ApiKey, scope: str) -> None:

@@ -88,10 +88,10 @@ GENEROUS_LIMITS = {"rpm_limit": 10**9, "tpm_limit": 10**12, "max_parallel_reques
 def create_fixture(slug: str, *, limits: bool = False) -> Fixture:
     import datetime as dt  # noqa: PLC0415
 
+    from accounts import services  # noqa: PLC0415
     from billing.services.pricing import plan_get_or_create, price_add  # noqa: PLC0415
     from billing.services.quotas import quota_create  # noqa: PLC0415
     from billing.services.topups import wallet_topup  # noqa: PLC0415
-    from portal.accounts import services  # noqa: PLC0415
 
     plan = plan_get_or_create(slug="bench", name="Bench plan", currency="USD", actor_label="bench")
     if not plan.prices.exists():

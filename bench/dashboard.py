@@ -96,9 +96,9 @@ def create_tenants(args: argparse.Namespace) -> None:
 
     from django.core.management import call_command  # noqa: PLC0415
 
+    from accounts import services  # noqa: PLC0415
     from billing.services.ledger import ledger_post  # noqa: PLC0415
     from billing.services.quotas import quota_create  # noqa: PLC0415
-    from portal.accounts import services  # noqa: PLC0415
 
     call_command("migrate", verbosity=0, skip_checks=True)
     tenant = services.tenant_create(name="Bench Inc.", slug=TENANT_SLUG, timezone_name="Asia/Shanghai")
@@ -122,7 +122,7 @@ def create_tenants(args: argparse.Namespace) -> None:
 def load_events(args: argparse.Namespace) -> None:
     from django.db import connection  # noqa: PLC0415
 
-    from portal.accounts.models import ApiKey  # noqa: PLC0415
+    from accounts.models import ApiKey  # noqa: PLC0415
 
     keys = list(ApiKey.objects.order_by("id").values_list("tenant__slug", "tenant_id", "id"))
     main = [(tenant_id, key_id) for slug, tenant_id, key_id in keys if slug == TENANT_SLUG]
@@ -177,8 +177,8 @@ def load_events(args: argparse.Namespace) -> None:
 def build_rollups() -> None:
     from django.db import connection  # noqa: PLC0415
 
+    from accounts.models import Tenant  # noqa: PLC0415
     from metering.services.rollup import rollup_tenant  # noqa: PLC0415
-    from portal.accounts.models import Tenant  # noqa: PLC0415
 
     started = time.perf_counter()
     for tenant_id in Tenant.objects.values_list("pk", flat=True):

@@ -116,9 +116,9 @@ class Fixture:
 
 
 def create_fixture(tenants: int) -> Fixture:
+    from accounts import services  # noqa: PLC0415
     from billing.services.ledger import ledger_post  # noqa: PLC0415
     from billing.services.pricing import plan_get_or_create, price_add  # noqa: PLC0415
-    from portal.accounts import services  # noqa: PLC0415
 
     since = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     plan = plan_get_or_create(slug="bench", name="Bench plan", currency="USD", actor_label="bench")

@@ -86,8 +86,8 @@ def load(args: argparse.Namespace) -> None:
     from django.core.management import call_command  # noqa: PLC0415
     from django.db import connection  # noqa: PLC0415
 
+    from accounts.models import ApiKey, Tenant  # noqa: PLC0415
     from billing.periods import day_period  # noqa: PLC0415
-    from portal.accounts.models import ApiKey, Tenant  # noqa: PLC0415
 
     call_command("migrate", verbosity=0, skip_checks=True)
     tenants = Tenant.objects.bulk_create(
@@ -182,9 +182,9 @@ def main() -> None:
     from django.db import connection  # noqa: PLC0415
     from django.utils import timezone  # noqa: PLC0415
 
+    from accounts.models import ApiKey  # noqa: PLC0415
     from metering.models import DailyUsage, RollupCursor, UsageEvent  # noqa: PLC0415
     from metering.services import rollup  # noqa: PLC0415
-    from portal.accounts.models import ApiKey  # noqa: PLC0415
 
     print(f"rollup bench: {args.events:,} events, {args.tenants} tenants x {args.keys} keys x {len(MODELS)} models")
     if reused:

@@ -129,10 +129,10 @@ class TenantFixture:
 
 
 def create_fixture(tenants: int) -> list[TenantFixture]:
+    from accounts import services  # noqa: PLC0415
     from billing.alerts.services import alert_rule_create, notification_channel_create  # noqa: PLC0415
     from billing.services.pricing import plan_get_or_create, price_add  # noqa: PLC0415
     from billing.services.topups import wallet_topup  # noqa: PLC0415
-    from portal.accounts import services  # noqa: PLC0415
 
     since = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
     plan = plan_get_or_create(slug="soak", name="Soak plan", currency="USD", actor_label="soak")
@@ -443,8 +443,8 @@ def check_money(server: Server, fixture: list[TenantFixture]) -> list[Check]:
 def check_rollups() -> Check:
     from django.db import connection  # noqa: PLC0415
 
+    from accounts.models import Tenant  # noqa: PLC0415
     from metering.models import DailyUsage, UsageEvent  # noqa: PLC0415
-    from portal.accounts.models import Tenant  # noqa: PLC0415
 
     figures = "count(*), sum(e.input_tokens), sum(e.output_tokens), sum(e.cached_input_tokens), "
     figures += "sum(e.cache_write_tokens), coalesce(sum(e.cost), 0), count(*) FILTER (WHERE e.cost IS NULL)"

@@ -1,7 +1,7 @@
 """Prices, wallets, the ledger and quotas in the Django admin.
 
 Edits of price plans, prices (new versions only) and quotas are audited
-(portal.accounts.admin_audit). Wallets, ledger entries, holds and quota counters are
+(accounts.admin_audit). Wallets, ledger entries, holds and quota counters are
 read-only: money moves only through the ledger's services (the wallet top-up action posts an
 audited ledger credit).
 """
@@ -17,9 +17,9 @@ from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
+from accounts.admin_audit import AuditedModelAdmin, ReadOnlyAdmin
 from billing.models import Hold, LedgerEntry, Price, PricePlan, Quota, QuotaCounter, Wallet
 from billing.services.topups import topup_amount, wallet_topup
-from portal.accounts.admin_audit import AuditedModelAdmin, ReadOnlyAdmin
 
 
 @admin.register(PricePlan)

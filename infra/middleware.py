@@ -98,7 +98,7 @@ def _route(request: HttpRequest) -> str | None:
 def _caller(request: HttpRequest) -> dict[str, Any]:
     """Who called, from what the request already holds; never a query of its own.
 
-    DRF replaces `request.user` with the credential's Principal (portal/accounts/authentication.py)
+    DRF replaces `request.user` with the credential's Principal (accounts/authentication.py)
     once it authenticated one; the session user stays a lazy object until a view reads it, and
     is only reported once read. A portal page's tenant is on `request.portal` once resolved.
     """

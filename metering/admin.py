@@ -3,8 +3,8 @@ service); daily rollups are derived from them and rebuilt by the rollup service.
 
 from django.contrib import admin
 
+from accounts.admin_audit import ReadOnlyAdmin
 from metering.models import DailyUsage, UsageEvent
-from portal.accounts.admin_audit import ReadOnlyAdmin
 
 
 @admin.register(UsageEvent)

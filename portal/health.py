@@ -21,7 +21,7 @@ from django.views.decorators.http import require_GET
 from django_prometheus.exports import ExportToDjangoView
 from prometheus_client import multiprocess
 
-from portal.accounts.client_ip import client_address
+from accounts.client_ip import client_address
 
 logger = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_prometheus",
     "axes",  # login throttling: failed attempts per account and per client address
-    "portal.accounts",
+    "accounts",
     "billing",
     "metering",
     "django_celery_beat",
@@ -300,7 +300,7 @@ AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one alone locks o
 # owns one account could otherwise clear their address's failures by logging into it.
 AXES_RESET_ON_SUCCESS = False
 AXES_ENABLE_ACCESS_FAILURE_LOG = True  # every failure kept for operators (admin: Axes)
-AXES_CLIENT_IP_CALLABLE = "portal.accounts.client_ip.client_ip"  # the one client-address rule
+AXES_CLIENT_IP_CALLABLE = "accounts.client_ip.client_ip"  # the one client-address rule
 AXES_LOCKOUT_CALLABLE = "portal.web.views.auth.locked_out"  # the translated 429 page
 # The password reset form: requests per email address and per client address per window.
 PASSWORD_RESET_LIMIT_PER_EMAIL = env.int("PASSWORD_RESET_LIMIT_PER_EMAIL", default=3)
@@ -311,7 +311,7 @@ if min(PASSWORD_RESET_LIMIT_PER_EMAIL, PASSWORD_RESET_LIMIT_PER_ADDRESS, PASSWOR
 
 # --- Production safety --------------------------------------------------------------------
 # Reverse proxies in front of the portal (0: clients connect directly). Only when declared are
-# X-Forwarded-For (the client address: portal.accounts.client_ip) and X-Forwarded-Proto (HTTPS)
+# X-Forwarded-For (the client address: accounts.client_ip) and X-Forwarded-Proto (HTTPS)
 # believed; the portal's port must then be reachable through the proxy alone.
 TRUSTED_PROXY_COUNT = env.int("TRUSTED_PROXY_COUNT", default=0)
 if not 0 <= TRUSTED_PROXY_COUNT <= 5:
@@ -391,7 +391,7 @@ for _name in ("PRICE_BOOK_CACHE_SIZE", "AUTHORIZE_CACHE_SIZE"):
         raise ImproperlyConfigured(f"{_name} must be 0..10000000 entries (0: no cache)")
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["portal.accounts.authentication.BearerAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.BearerAuthentication"],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["api.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["api.renderers.FastJSONRenderer"],

@@ -5,10 +5,10 @@ from decimal import Decimal
 
 import factory
 
+from accounts import services
+from accounts.models import ApiKey, ServiceToken, Tenant
 from billing.models import Price, PricePlan
 from billing.services.ledger import ledger_post
-from portal.accounts import services
-from portal.accounts.models import ApiKey, ServiceToken, Tenant
 
 
 class PricePlanFactory(factory.django.DjangoModelFactory):

@@ -1,11 +1,11 @@
 """Alerts in the Django admin. Channel and rule edits are audited like the portal's
-(portal.accounts.admin_audit; a channel's secrets are recorded as changed, never by value);
+(accounts.admin_audit; a channel's secrets are recorded as changed, never by value);
 fired alerts and their deliveries are the record of what was sent: read-only."""
 
 from django.contrib import admin
 
+from accounts.admin_audit import AuditedModelAdmin, ReadOnlyAdmin
 from billing.alerts.models import AlertDelivery, AlertEvent, AlertRule, NotificationChannel
-from portal.accounts.admin_audit import AuditedModelAdmin, ReadOnlyAdmin
 
 
 @admin.register(NotificationChannel)

@@ -13,10 +13,10 @@ from django.urls import reverse
 from django.utils import translation
 from django.utils.translation import pgettext, pgettext_lazy
 
+from accounts.models import Tenant
 from billing.alerts.models import AlertDelivery, AlertEvent
 from billing.money import round_to_currency
 from infra.notifications import Message
-from portal.accounts.models import Tenant
 
 # Every string has this msgctxt, so the alert texts never collide with the portal UI's own.
 CONTEXT = "alert"

@@ -7,9 +7,9 @@ from django.contrib.auth.models import User
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
+from accounts.admin_audit import ReadOnlyAdmin
 from billing.invoicing import services
 from billing.invoicing.models import CreditNote, Invoice, InvoiceLine, NumberSequence
-from portal.accounts.admin_audit import ReadOnlyAdmin
 
 
 def _staff(request: HttpRequest) -> User:

@@ -6,11 +6,11 @@ from decimal import Decimal
 
 from django.db.models import QuerySet, Sum
 
+from accounts.models import Tenant
 from billing.invoicing.models import CreditNote, Invoice, InvoiceLine
 from billing.models import LedgerEntry
 from billing.periods import month_period
 from metering.selectors import rated_usage_by_price
-from portal.accounts.models import Tenant
 
 
 def tenants_to_bill() -> list[Tenant]:

@@ -1,7 +1,7 @@
 """Browser downloads: the finance export for staff, an invoice's PDF or CSV for its tenant's people.
 
 Thin: check who asks, call an export, send the file. The portal's pages link here, and each
-download asks the same question of portal.accounts.roles as the page that links it: the
+download asks the same question of accounts.roles as the page that links it: the
 invoice files need `billing.view` (the billing page; a viewer gets 403, a stranger 404), the
 finance export needs `ops.view` (the operators' tenants page, staff only).
 """
@@ -11,9 +11,9 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 
+from accounts import roles
 from billing.invoicing import exports, pdf, selectors
 from billing.invoicing.services import parse_period
-from portal.accounts import roles
 
 EXPORT_KINDS = ("bills", "reconciliation")
 

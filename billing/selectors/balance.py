@@ -3,10 +3,10 @@
 from dataclasses import dataclass
 from decimal import Decimal
 
+from accounts.models import Tenant
 from billing.models import Hold, Wallet
 from billing.selectors.holds import open_holds, open_holds_total
 from billing.selectors.quotas import QuotaUsage, quota_usage
-from portal.accounts.models import Tenant
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,11 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Count
 
+from accounts.models import Tenant
 from billing.models import Price, PricePlan
 from billing.rating import PriceTerms, terms_from_price
 from infra.cache import BoundedCache
 from infra.db import hot_cursor, instance_from_row
-from portal.accounts.models import Tenant
 
 _GLOB_CHARS = ("*", "?", "[")
 

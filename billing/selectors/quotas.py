@@ -10,10 +10,10 @@ from typing import Any, Protocol
 from django.db.models import F, Q
 from django.utils import timezone
 
+from accounts.models import Tenant
 from billing.models import Quota, QuotaCounter
 from billing.money import from_micros
 from billing.windows import PERIODS, TENANT_SCOPE, Cell, window_period, window_starts
-from portal.accounts.models import Tenant
 
 
 def tenant_quotas(*, tenant_id: int, api_key_id: int | None = None) -> list[Quota]:

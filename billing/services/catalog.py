@@ -37,11 +37,11 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.services import audit_record
 from billing.models import PRICE_FIELD, Price, PricePlan
 from billing.money import ROUNDING
 from billing.selectors import is_glob
 from billing.services.pricing import PRICED_FROM_BEGINNING, default_effective_from
-from portal.accounts.services import audit_record
 
 CATALOG_SOURCE = "litellm catalog"  # Price.source of imported versions
 TOKEN_MODES = frozenset({"chat", "completion", "responses"})

@@ -16,13 +16,13 @@ import orjson
 from django.db import connection, transaction
 from django.utils import timezone
 
+from accounts.models import Tenant
 from billing.models import Hold, LedgerEntry
 from billing.money import from_micros, round_to_ledger, to_micros
 from billing.services.balances import Admission, Decision, HoldInfo, MirrorDelta, balance_backend
 from billing.services.ledger import LedgerLine, ledger_append, ledger_apply
 from billing.services.quota_counters import Deltas, reservation_deltas
 from billing.services.tenant_jobs import HOLDS, TenantJob
-from portal.accounts.models import Tenant
 
 _HOLD = Hold._meta.db_table
 _INSERT = (

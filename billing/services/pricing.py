@@ -8,9 +8,9 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.services import audit_record
 from billing.models import Price, PricePlan
 from billing.periods import EARLIEST
-from portal.accounts.services import audit_record
 
 # Usage can arrive stamped long before its model's first price: client retry queues, backfills,
 # clock skew, or a deployment whose prices were imported today. So the FIRST plan-wide version

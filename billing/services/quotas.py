@@ -6,9 +6,9 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from accounts.models import ApiKey, Tenant
+from accounts.services import audit_record
 from billing.models import Quota
-from portal.accounts.models import ApiKey, Tenant
-from portal.accounts.services import audit_record
 
 
 @transaction.atomic

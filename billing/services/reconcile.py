@@ -13,10 +13,10 @@ from decimal import Decimal
 from django.db import transaction
 from django.db.models import Sum
 
+from accounts.models import Tenant
 from billing.models import LedgerEntry, Wallet
 from billing.services.balances import Drift, balance_backend
 from billing.services.balances.base import lock_tenant
-from portal.accounts.models import Tenant
 
 logger = logging.getLogger(__name__)
 

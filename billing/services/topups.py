@@ -7,11 +7,11 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from accounts.models import Tenant
+from accounts.services import audit_record
 from billing.models import LedgerEntry
 from billing.money import LEDGER_PLACES
 from billing.services.ledger import ledger_post
-from portal.accounts.models import Tenant
-from portal.accounts.services import audit_record
 
 MAX_TOPUP = Decimal("1000000000")  # one top-up above this is a typo, not a payment
 

@@ -11,6 +11,7 @@ from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts.models import ApiKey, Tenant
 from api.errors import ApiError, error_body
 from api.views import TenantAPIView
 from billing import selectors as billing_selectors
@@ -18,7 +19,6 @@ from billing.money import format_ledger_amount
 from metering.api import schema
 from metering.contracts import AUTHORIZE, BALANCE, InputField
 from metering.services.authorize import AuthorizeRefused, authorize_request
-from portal.accounts.models import ApiKey, Tenant
 
 # The authorize contract's bounds, read once (metering/contracts.py; numbers in metering/limits.py).
 _MODEL_MAX = AUTHORIZE["model"].length

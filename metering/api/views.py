@@ -12,6 +12,7 @@ from rest_framework import exceptions, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from accounts.models import ApiKey
 from api.ceiling import ingest_ceiling_wait
 from api.errors import ApiError
 from api.views import TenantAPIView, resolve_named_key
@@ -22,7 +23,6 @@ from metering.models import UsageEvent
 from metering.services.event_store import NewEvent
 from metering.services.ingest import BatchResult, KeyRejected, usage_record_batch
 from metering.tokens import count_tokens
-from portal.accounts.models import ApiKey
 
 ERRORS = {400: schema.ErrorSerializer, 401: schema.ErrorSerializer, 403: schema.ErrorSerializer}
 # A service token naming a key that does not exist (`?api_key=` or the event's `api_key`).

@@ -21,6 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from accounts.models import ApiKey
 from billing import selectors as billing_selectors
 from billing.models import Quota
 from billing.money import MICROS, from_micros, to_micros
@@ -32,7 +33,6 @@ from billing.services.balances.limits import headers_for, limits_for
 from billing.services.holds import balance_authorize
 from infra.cache import BoundedCache
 from metering import metrics
-from portal.accounts.models import ApiKey
 
 
 class AuthorizeRefused(Exception):

@@ -14,6 +14,7 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from accounts.models import ApiKey, Tenant
 from billing import selectors as billing_selectors
 from billing.rating import rate, tier_applies
 from billing.services.balances import balance_backend
@@ -25,7 +26,6 @@ from metering.models import UsageEvent
 from metering.services.event_store import NewEvent, insert_new
 from metering.signals import usage_recorded_on_commit
 from metering.validation import EventInput, EventInvalid, event_time_bounds, keyed_body_hash, parse_event
-from portal.accounts.models import ApiKey, Tenant
 
 ACCEPTED, DUPLICATE, REJECTED = "accepted", "duplicate", "rejected"
 

@@ -26,6 +26,8 @@ from typing import Any
 
 from django.db import transaction
 
+from accounts.models import Tenant
+from accounts.services import audit_record
 from billing import selectors as billing_selectors
 from billing.money import round_to_ledger, to_micros
 from billing.periods import local_date
@@ -36,8 +38,6 @@ from billing.services.quota_counters import quota_counters_add
 from billing.windows import Cell, cells_for
 from metering.models import UsageEvent
 from metering.services.rollup import rollup_day
-from portal.accounts.models import Tenant
-from portal.accounts.services import audit_record
 
 CHUNK = 1000  # events per transaction (and per ledger charge)
 

@@ -36,11 +36,11 @@ from django.db.models import Max, Min
 from django.db.models.functions import TruncHour
 from django.utils import timezone
 
+from accounts.models import Tenant
 from billing.periods import EARLIEST, day_period, local_date
 from billing.services import tenant_jobs
 from billing.services.tenant_jobs import NOT_THE_TENANTS, TenantJob
 from metering.models import DailyUsage, RollupCursor, UsageEvent
-from portal.accounts.models import Tenant
 
 EVENTS = UsageEvent._meta.db_table
 DAILY = DailyUsage._meta.db_table

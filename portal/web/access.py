@@ -17,13 +17,13 @@ from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 
-from portal.accounts import roles
-from portal.accounts import selectors as account_selectors
-from portal.accounts.models import Membership, Tenant
+from accounts import roles
+from accounts import selectors as account_selectors
+from accounts.models import Membership, Tenant
 
 SESSION_TENANT = "portal_tenant"
 
-# The role table lives in portal.accounts.roles, so that the downloads these pages link
+# The role table lives in accounts.roles, so that the downloads these pages link
 # (billing.invoicing.views) apply the very same rules; re-exported here for the views.
 OWNER, ADMIN, FINANCE, VIEWER, OPERATOR = roles.OWNER, roles.ADMIN, roles.FINANCE, roles.VIEWER, roles.OPERATOR
 PERMISSIONS = roles.PERMISSIONS

@@ -12,12 +12,12 @@ from decimal import Decimal
 
 from django.utils.translation import gettext as _
 
+from accounts import selectors as account_selectors
+from accounts.models import Tenant
 from billing import selectors as billing_selectors
 from billing.models import Quota
 from billing.selectors import QuotaUsage
 from metering import selectors as usage_selectors
-from portal.accounts import selectors as account_selectors
-from portal.accounts.models import Tenant
 from portal.web import charts
 from portal.web.ranges import DayRange, today_for
 

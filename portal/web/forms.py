@@ -9,9 +9,9 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from accounts import key_controls
+from accounts.models import ApiKey
 from billing.models import Quota
-from portal.accounts import key_controls
-from portal.accounts.models import ApiKey
 from portal.web.dashboard import quota_label
 
 SCOPE_CHOICES = [
@@ -94,7 +94,7 @@ class TenantDateTimeField(forms.DateTimeField):
 
 
 def _checked(check: Callable, *args, **kwargs):
-    """Run a portal.accounts.key_controls check as a form field's clean step."""
+    """Run a accounts.key_controls check as a form field's clean step."""
     try:
         return check(*args, **kwargs)
     except ValidationError as error:

@@ -16,11 +16,11 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 
+from accounts.models import AuditLog
 from billing.management.commands.import_prices import Command, bundled_catalog_path
 from billing.models import Price, PricePlan
 from billing.services.catalog import CATALOG_SOURCE, prices_import_litellm
 from metering.models import UsageEvent
-from portal.accounts.models import AuditLog
 from tests import factories
 
 pytestmark = pytest.mark.django_db

@@ -15,6 +15,7 @@ from django.db import connection
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
+from accounts.models import Tenant
 from billing.alerts import services as alert_services
 from billing.alerts import tasks as alert_tasks
 from billing.alerts.models import AlertEvent
@@ -24,7 +25,6 @@ from billing.invoicing.models import Invoice
 from billing.models import Hold, JobFailure
 from billing.services.holds import holds_release_expired
 from billing.services.quotas import quota_create
-from portal.accounts.models import Tenant
 from portal.celery import app as celery_app
 from tests import factories
 from tests.billing.invoicing.helpers import record

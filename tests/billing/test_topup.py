@@ -9,12 +9,12 @@ from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from accounts.models import AuditLog
 from billing.models import LedgerEntry, Wallet
 from billing.selectors import ledger_sum
 from billing.services.balances.keys import balance_key
 from billing.services.ledger import wallet_ensure
 from billing.services.topups import wallet_topup
-from portal.accounts.models import AuditLog
 
 pytestmark = pytest.mark.django_db
 

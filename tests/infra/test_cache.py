@@ -4,9 +4,9 @@ import time
 
 import pytest
 
+from accounts.models import Tenant
 from billing.selectors import price_book_for_tenant
 from infra.cache import BoundedCache, cache_named, caches
-from portal.accounts.models import Tenant
 from tests.assertions import metric_value
 from tests.factories import EventBodyFactory
 

@@ -7,12 +7,12 @@ from decimal import Decimal
 
 import pytest
 
+from accounts.models import Tenant
+from accounts.services import api_key_revoke
 from billing.models import Hold, LedgerEntry, Quota, Wallet
 from billing.selectors import ledger_sum
 from billing.services.quotas import quota_create
 from metering.models import UsageEvent
-from portal.accounts.models import Tenant
-from portal.accounts.services import api_key_revoke
 from tests import factories
 from tests.conftest import Credential
 

@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 SEED = """
 from metering.services.ingest import usage_record_batch
-from portal.accounts import services
-from portal.accounts.models import Tenant
+from accounts import services
+from accounts.models import Tenant
 tenant = Tenant.objects.create(name="Embedded", slug="embedded")
 key, _ = services.api_key_create(tenant=tenant, name="k", scopes=["ingest"], actor_label="test")
 result = usage_record_batch(raw_events=[{"request_id": "r1", "model": "gpt-4o", "input_tokens": 10,

@@ -10,6 +10,7 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 from django.utils import timezone
 
+from accounts.models import AuditLog
 from billing.models import LedgerEntry, QuotaCounter, Wallet
 from billing.money import round_to_ledger, to_micros
 from billing.selectors import ledger_sum
@@ -17,7 +18,6 @@ from billing.services.pricing import price_add
 from billing.services.reconcile import balances_reconcile
 from metering.models import DailyUsage, UsageEvent
 from metering.services.rerate import usage_rerate_unpriced
-from portal.accounts.models import AuditLog
 from tests.assertions import metric_value
 from tests.conftest import Credential
 from tests.factories import EventBodyFactory, TenantFactory, issue_api_key

@@ -28,9 +28,9 @@ from django.middleware.common import CommonMiddleware
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
+from accounts import credentials
 from billing.invoicing import selectors as invoicing_selectors
 from infra.logconfig import structured_formatter
-from portal.accounts import credentials
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db.models import F
 from django.urls import reverse
 
-from portal.accounts.models import AuditLog
+from accounts.models import AuditLog
 from tests.portal.web_support import PASSWORD
 
 pytestmark = pytest.mark.django_db

@@ -5,10 +5,10 @@ from io import StringIO
 import pytest
 from django.core.management import call_command
 
+from accounts.models import ApiKey, Tenant
 from billing.alerts.models import AlertRule, NotificationChannel
 from billing.invoicing.models import Invoice
 from metering.models import UsageEvent
-from portal.accounts.models import ApiKey, Tenant
 
 pytestmark = pytest.mark.django_db
 

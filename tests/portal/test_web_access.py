@@ -3,7 +3,7 @@
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from portal.accounts.services import membership_set
+from accounts.services import membership_set
 from portal.web.access import PERMISSIONS, SESSION_TENANT
 from tests.portal.web_support import make_user
 

@@ -7,10 +7,10 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from accounts.models import AuditLog
 from billing.alerts.models import AlertDelivery, AlertRule, NotificationChannel
 from billing.alerts.services import alert_rule_create, alerts_evaluate, notification_channel_create
 from billing.services.quotas import quota_create
-from portal.accounts.models import AuditLog
 from portal.celery import app as celery_app
 from tests.notify_servers import *  # noqa: F403 - the local receivers' fixtures
 from tests.portal.web_support import event, record, rollup

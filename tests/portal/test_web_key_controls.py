@@ -11,8 +11,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from portal.accounts import services
-from portal.accounts.models import ApiKey, AuditLog, Tenant
+from accounts import services
+from accounts.models import ApiKey, AuditLog, Tenant
 
 pytestmark = pytest.mark.django_db
 

@@ -6,8 +6,8 @@ import pytest
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from accounts.models import ApiKey, AuditLog
 from billing.models import Quota
-from portal.accounts.models import ApiKey, AuditLog
 from tests import factories
 
 pytestmark = pytest.mark.django_db

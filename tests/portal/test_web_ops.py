@@ -7,9 +7,9 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
+from accounts.models import AuditLog
 from billing import selectors as billing_selectors
 from billing.models import LedgerEntry, Price
-from portal.accounts.models import AuditLog
 from tests import factories
 
 pytestmark = pytest.mark.django_db

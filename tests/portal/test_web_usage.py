@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from portal.accounts.models import ApiKey
+from accounts.models import ApiKey
 from tests import factories
 from tests.portal.web_support import event, record
 

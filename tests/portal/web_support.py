@@ -14,9 +14,9 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
+from accounts import services as account_services
 from metering.services.ingest import usage_record_batch
 from metering.services.rollup import rollup_tenant
-from portal.accounts import services as account_services
 from portal.web import reset_limits
 from tests import factories
 

@@ -6,12 +6,12 @@ from typing import Any
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 
+from accounts.models import Tenant
+from accounts.services import audit_record
 from billing.alerts.models import AlertDelivery, NotificationChannel
 from billing.alerts.services.deliveries import _queue_delivery
 from billing.alerts.services.errors import AlertConfigError
 from infra.notifications import ConfigError, get_transport
-from portal.accounts.models import Tenant
-from portal.accounts.services import audit_record
 
 
 def notification_channel_create(

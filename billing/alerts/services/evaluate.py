@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.models import Tenant
 from billing.alerts.models import AlertDelivery, AlertEvent, AlertRule
 from billing.alerts.services.deliveries import deliveries_due
 from billing.alerts.services.measures import MEASURES, Crossing, _Tenant
 from billing.services import tenant_jobs
 from billing.services.tenant_jobs import TenantJob
-from portal.accounts.models import Tenant
 
 logger = logging.getLogger(__name__)
 

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from accounts.models import Tenant
 from billing import selectors as billing_selectors
 from billing.alerts.models import AlertEvent, AlertRule
 from billing.periods import local_date
 from billing.selectors import QuotaUsage
 from metering import selectors as metering_selectors
-from portal.accounts.models import Tenant
 
 PACE_DAYS = 7  # forecast and spike look at this many complete days before today
 

@@ -7,13 +7,13 @@ from typing import Any
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 
+from accounts.models import ApiKey, Tenant
+from accounts.services import audit_record
 from billing import selectors as billing_selectors
 from billing.alerts.models import AlertRule, NotificationChannel
 from billing.alerts.services.errors import AlertConfigError
 from billing.alerts.services.measures import number_text
 from infra.cache import BoundedCache
-from portal.accounts.models import ApiKey, Tenant
-from portal.accounts.services import audit_record
 
 
 def tenants_with_rules() -> list[int]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.utils import timezone
 
+from accounts.models import Tenant
 from billing.invoicing import selectors
 from billing.invoicing.models import Invoice
 from billing.invoicing.services.drafts import invoice_draft_refresh
@@ -21,7 +22,6 @@ from billing.invoicing.services.periods import period_label, previous_month
 from billing.periods import month_period
 from billing.services import tenant_jobs
 from billing.services.tenant_jobs import TenantJob
-from portal.accounts.models import Tenant
 
 
 @dataclass

@@ -8,13 +8,13 @@ from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.services import audit_record
 from billing.invoicing import selectors
 from billing.invoicing.models import CreditNote, Invoice, NumberSequence
 from billing.invoicing.services.errors import InvoiceError
 from billing.invoicing.services.numbering import allocate_number
 from billing.money import currency_exponent, round_to_currency
 from billing.services.ledger import ledger_post
-from portal.accounts.services import audit_record
 
 
 def credit_note_amount(value: str, currency: str) -> Decimal:

@@ -7,6 +7,7 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.models import Tenant
 from billing.invoicing import selectors
 from billing.invoicing.models import Invoice, InvoiceLine
 from billing.invoicing.services.errors import InvoiceError
@@ -14,7 +15,6 @@ from billing.invoicing.services.lines import LINE_FIELDS, Computed, LineData, in
 from billing.invoicing.services.periods import period_label
 from billing.money import round_to_currency
 from billing.periods import month_period
-from portal.accounts.models import Tenant
 
 
 def currency_of(tenant: Tenant) -> str:

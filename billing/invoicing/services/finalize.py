@@ -8,13 +8,13 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.services import audit_record
 from billing.invoicing import selectors
 from billing.invoicing.models import Invoice, NumberSequence
 from billing.invoicing.services.drafts import write_lines
 from billing.invoicing.services.errors import InvoiceError
 from billing.invoicing.services.lines import invoice_compute
 from billing.invoicing.services.numbering import allocate_number
-from portal.accounts.services import audit_record
 
 
 def _issuer() -> dict[str, Any]:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from accounts.models import Tenant
 from billing import rating
 from billing.invoicing import selectors
 from billing.invoicing.models import Invoice, InvoiceLine
@@ -18,7 +19,6 @@ from billing.invoicing.services.periods import label_of
 from billing.models import Price
 from billing.money import round_to_currency
 from metering.selectors import RatedUsage, rated_usage_by_price
-from portal.accounts.models import Tenant
 
 _KIND_LABELS: dict[str, str] = {
     InvoiceLine.TokenKind.INPUT: "input tokens",

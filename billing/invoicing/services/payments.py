@@ -6,10 +6,10 @@ from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from accounts.services import audit_record
 from billing.invoicing.models import Invoice
 from billing.invoicing.services.errors import InvoiceError
 from billing.services.ledger import ledger_post
-from portal.accounts.services import audit_record
 
 
 def invoice_mark_paid(

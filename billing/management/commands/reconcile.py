@@ -4,9 +4,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from accounts.cli import tenant_or_error
 from billing.services.balances import BalanceUnavailable
 from billing.services.reconcile import balances_reconcile
-from portal.accounts.cli import tenant_or_error
 
 
 class Command(BaseCommand):

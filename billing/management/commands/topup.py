@@ -4,10 +4,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from accounts.cli import tenant_or_error, validation_as_command_error
 from billing.money import format_ledger_amount
 from billing.selectors import wallet_balance
 from billing.services.topups import topup_amount, wallet_topup
-from portal.accounts.cli import tenant_or_error, validation_as_command_error
 
 
 class Command(BaseCommand):

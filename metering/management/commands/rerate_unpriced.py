@@ -2,8 +2,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
+from accounts.cli import tenant_or_error
 from metering.services.rerate import usage_rerate_unpriced
-from portal.accounts.cli import tenant_or_error
 
 
 class Command(BaseCommand):

@@ -3,11 +3,11 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from accounts.models import Tenant
 from billing.periods import TimeInvalid, typed_bounds, user_time
 from billing.services import tenant_jobs
 from billing.services.tenant_jobs import TenantJob
 from metering.services import rollup
-from portal.accounts.models import Tenant
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.http import HttpRequest, HttpResponse
 
-from portal.accounts.client_ip import client_ip
+from accounts.client_ip import client_ip
 from portal.web.reset_limits import password_reset_allowed
 from portal.web.views.common import page
 

@@ -13,13 +13,13 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
+from accounts import selectors as account_selectors
+from accounts import services as account_services
+from accounts.models import ApiKey, Tenant
 from billing import selectors as billing_selectors
 from billing.models import Quota
 from billing.services import quotas
 from metering import selectors as usage_selectors
-from portal.accounts import selectors as account_selectors
-from portal.accounts import services as account_services
-from portal.accounts.models import ApiKey, Tenant
 from portal.web.access import PortalContext, portal_view, tenant_object
 from portal.web.forms import ApiKeyCreateForm, ApiKeyUpdateForm, KeyControlsForm, QuotaForm
 from portal.web.ranges import today_for

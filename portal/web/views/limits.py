@@ -12,10 +12,10 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from portal.accounts import selectors as account_selectors
-from portal.accounts import services as account_services
-from portal.accounts.key_controls import LIMIT_FIELDS
-from portal.accounts.models import Tenant
+from accounts import selectors as account_selectors
+from accounts import services as account_services
+from accounts.key_controls import LIMIT_FIELDS
+from accounts.models import Tenant
 from portal.web.access import PortalContext, portal_view
 from portal.web.forms import LimitsForm
 from portal.web.views.common import page

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils.translation import gettext as _
 
+from accounts import selectors as account_selectors
 from api import csv_writer
 from metering import selectors as usage_selectors
-from portal.accounts import selectors as account_selectors
 from portal.web.access import PortalContext, portal_view
 from portal.web.forms import UsageFilterForm
 from portal.web.ranges import PRESETS, range_from_query

@@ -4,9 +4,9 @@ from decimal import Decimal
 
 import pytest
 
+from accounts.models import AuditLog
 from billing.alerts import services
 from billing.services.quotas import quota_create
-from portal.accounts.models import AuditLog
 
 pytestmark = pytest.mark.django_db
 

@@ -8,12 +8,12 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
+from accounts.models import AuditLog
 from billing.invoicing import services, tasks
 from billing.invoicing.models import Invoice, InvoiceLine, NumberSequence
 from billing.models import LedgerEntry
 from billing.services.ledger import ledger_post
 from metering.models import UsageEvent
-from portal.accounts.models import AuditLog
 from tests import factories
 from tests.billing.invoicing.helpers import record, utc
 

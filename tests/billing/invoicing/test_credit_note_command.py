@@ -7,9 +7,9 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.urls import reverse
 
+from accounts.models import AuditLog
 from billing.invoicing.models import CreditNote
 from billing.models import LedgerEntry
-from portal.accounts.models import AuditLog
 from tests.billing.invoicing.helpers import record, utc
 from tests.billing.invoicing.test_close import close, finalize
 

@@ -11,9 +11,9 @@ from django.core.management import CommandError, call_command
 from django.test import Client
 from pypdf import PdfReader
 
+from accounts import services as account_services
 from billing.invoicing import exports, pdf, services
 from billing.invoicing.models import Invoice
-from portal.accounts import services as account_services
 from tests import factories
 from tests.billing.invoicing.helpers import record, utc
 from tests.conftest import Credential
@@ -248,7 +248,7 @@ def test_invoice_csv_neutralises_models_on_the_portal_and_the_api(formula_invoic
     assert rows[-1]["line"] == "amount_due" and Decimal(rows[-1]["amount"]) == formula_invoice.amount_due
 
 
-# --- Downloads follow the billing page's role rule (portal.accounts.roles) ---------------------
+# --- Downloads follow the billing page's role rule (accounts.roles) ---------------------
 
 
 @pytest.mark.parametrize(

@@ -2,10 +2,10 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from accounts.cli import tenant_or_error
 from billing.invoicing import services
 from billing.invoicing.management.commands._period import period_or_error
 from billing.money import currency_exponent
-from portal.accounts.cli import tenant_or_error
 
 
 class Command(BaseCommand):

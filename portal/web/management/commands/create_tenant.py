@@ -2,10 +2,10 @@ import zoneinfo
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from accounts import services
+from accounts.cli import validation_as_command_error
 from billing.models import PricePlan
 from billing.services.ledger import wallet_ensure
-from portal.accounts import services
-from portal.accounts.cli import validation_as_command_error
 
 
 class Command(BaseCommand):

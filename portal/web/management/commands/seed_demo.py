@@ -10,6 +10,8 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
+from accounts import selectors, services
+from accounts.models import Membership
 from billing.alerts import services as alert_services
 from billing.invoicing.services import invoices_close_month
 from billing.selectors import tenant_quotas
@@ -18,8 +20,6 @@ from billing.services.pricing import plan_get_or_create, price_add
 from billing.services.quotas import quota_create
 from metering.services.ingest import usage_record_batch
 from metering.services.rollup import rollup_tenant
-from portal.accounts import selectors, services
-from portal.accounts.models import Membership
 
 DEMO_PRICES = [  # per 1M tokens: input, output, cached input
     ("gpt-4o", "2.5", "10", "1.25"),

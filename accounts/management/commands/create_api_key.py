@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandParser, no_translations
 
-from portal.accounts import services
-from portal.accounts.cli import (
+from accounts import services
+from accounts.cli import (
     KEY_OPTIONS,
     LIMIT_OPTIONS,
     add_control_arguments,

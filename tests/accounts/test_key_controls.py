@@ -1,4 +1,4 @@
-"""portal.accounts.key_controls (the one judge of limits, expiry, models and networks), the
+"""accounts.key_controls (the one judge of limits, expiry, models and networks), the
 services that call it whatever the caller, and the admin's forms that call it too."""
 
 import datetime as dt
@@ -9,8 +9,8 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import translation
 
-from portal.accounts import key_controls, services
-from portal.accounts.models import ApiKey, AuditLog, Tenant
+from accounts import key_controls, services
+from accounts.models import ApiKey, AuditLog, Tenant
 
 NOW = dt.datetime(2026, 12, 7, 12, 0, tzinfo=dt.UTC)
 

@@ -8,14 +8,14 @@ class AccountsConfig(AppConfig):
     The lowest layer of the project: it imports no other app of ours.
     """
 
-    name = "portal.accounts"
+    name = "accounts"
     label = "accounts"
     verbose_name = "Tenants and credentials"
 
     def ready(self) -> None:
         from axes.signals import user_locked_out  # noqa: PLC0415 - needs the app registry
 
-        from portal.accounts import receivers  # noqa: PLC0415
+        from accounts import receivers  # noqa: PLC0415
 
         user_locked_out.connect(receivers.audit_lockout, dispatch_uid="accounts.audit_lockout")
         post_migrate.connect(receivers.sync_operators_group, sender=self, dispatch_uid="accounts.operators_group")

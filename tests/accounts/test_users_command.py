@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.urls import reverse
 
-from portal.accounts.services import OPERATORS_GROUP
+from accounts.services import OPERATORS_GROUP
 
 pytestmark = pytest.mark.django_db
 

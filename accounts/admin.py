@@ -1,6 +1,6 @@
 """Tenants, credentials and the audit log in the Django admin.
 
-Every edit here is audited (portal.accounts.admin_audit): tenants and their memberships, key
+Every edit here is audited (accounts.admin_audit): tenants and their memberships, key
 names and scopes, service tokens. Keys and tokens are issued by the portal or the commands
 (their secret is shown once there) and are revoked, never deleted: their rows stay for the
 usage and audit rows that name them. The audit log itself is read-only.
@@ -8,9 +8,9 @@ usage and audit rows that name them. The audit log itself is read-only.
 
 from django.contrib import admin
 
-from portal.accounts.admin_audit import AuditedModelAdmin, ReadOnlyAdmin
-from portal.accounts.admin_forms import ApiKeyAdminForm, TenantAdminForm
-from portal.accounts.models import ApiKey, AuditLog, Membership, ServiceToken, Tenant
+from accounts.admin_audit import AuditedModelAdmin, ReadOnlyAdmin
+from accounts.admin_forms import ApiKeyAdminForm, TenantAdminForm
+from accounts.models import ApiKey, AuditLog, Membership, ServiceToken, Tenant
 
 
 class MembershipInline(admin.TabularInline):

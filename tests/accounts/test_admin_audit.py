@@ -14,12 +14,12 @@ from django.contrib.auth.models import Permission
 from django.forms import CheckboxInput, MultiWidget, SelectMultiple
 from django.test import Client
 
+from accounts.admin_audit import diff
+from accounts.models import ApiKey, AuditLog, Membership, Tenant
 from billing.alerts.models import AlertRule, NotificationChannel
 from billing.models import LedgerEntry, Price, Quota, Wallet
 from billing.services.quotas import quota_create
 from metering.models import UsageEvent
-from portal.accounts.admin_audit import diff
-from portal.accounts.models import ApiKey, AuditLog, Membership, Tenant
 from tests import factories
 from tests.portal.web_support import PASSWORD, event, record
 

@@ -1,13 +1,13 @@
 """The admin's change forms for tenants and keys: their limits and controls are judged by
-portal.accounts.key_controls, exactly as in the portal and the commands, and stored in the same
+accounts.key_controls, exactly as in the portal and the commands, and stored in the same
 normal form (networks normalised, duplicates dropped)."""
 
 from django import forms
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from portal.accounts import key_controls
-from portal.accounts.models import ApiKey, Tenant
+from accounts import key_controls
+from accounts.models import ApiKey, Tenant
 
 
 class _ControlsAdminForm(forms.ModelForm):

@@ -7,8 +7,8 @@ from contextlib import contextmanager
 from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError, CommandParser
 
-from portal.accounts import key_controls
-from portal.accounts.models import ApiKey, Tenant
+from accounts import key_controls
+from accounts.models import ApiKey, Tenant
 
 
 def tenant_or_error(slug: str) -> Tenant:
@@ -23,7 +23,7 @@ def comma_list(value: str) -> list[str]:
 
 
 # Options of create_api_key and set_limits for a key's controls and a tenant's limits: dest ->
-# (option, what it takes). Values stay text here; portal.accounts.key_controls judges them.
+# (option, what it takes). Values stay text here; accounts.key_controls judges them.
 NONE = "none"
 LIMIT_OPTIONS = {
     "rpm_limit": ("--rpm", "Requests per minute", "no limit"),

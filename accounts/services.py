@@ -11,8 +11,8 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from portal.accounts import credentials, key_controls
-from portal.accounts.models import ApiKey, AuditLog, Membership, ServiceToken, Tenant
+from accounts import credentials, key_controls
+from accounts.models import ApiKey, AuditLog, Membership, ServiceToken, Tenant
 
 # Touching last_used_at on every request would turn each API call into a row update;
 # once a minute per credential is precise enough for people reading it.
@@ -287,7 +287,7 @@ def api_key_set_controls(
     actor_label: str = "",
 ) -> bool:
     """Set a key's expiry, allowed models and networks and its per-minute limits, all at once
-    (None or [] for none), checked by portal.accounts.key_controls; audited with the changed
+    (None or [] for none), checked by accounts.key_controls; audited with the changed
     fields before and after. Returns False when nothing changed. A revoked key stays as it was."""
     with transaction.atomic():
         locked = ApiKey.objects.select_for_update().select_related("tenant").get(pk=api_key.pk)
@@ -326,7 +326,7 @@ def tenant_set_limits(
     actor_label: str = "",
 ) -> bool:
     """Set the per-minute limits over all of a tenant's keys together (None: no limit), checked
-    by portal.accounts.key_controls; audited with the changed fields before and after. Returns
+    by accounts.key_controls; audited with the changed fields before and after. Returns
     False when nothing changed."""
     values = key_controls.clean_tenant_limits(
         rpm_limit=rpm_limit, tpm_limit=tpm_limit, max_parallel_requests=max_parallel_requests

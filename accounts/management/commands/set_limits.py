@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser, no_translations
 
-from portal.accounts import services
-from portal.accounts.cli import (
+from accounts import services
+from accounts.cli import (
     KEY_OPTIONS,
     LIMIT_OPTIONS,
     add_control_arguments,
@@ -10,7 +10,7 @@ from portal.accounts.cli import (
     tenant_or_error,
     validation_as_command_error,
 )
-from portal.accounts.models import ApiKey, Tenant
+from accounts.models import ApiKey, Tenant
 
 
 def key_or_error(tenant: Tenant, value: str) -> ApiKey:

@@ -12,9 +12,9 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
-from portal.accounts import credentials, selectors, services
-from portal.accounts.client_ip import client_address
-from portal.accounts.models import ApiKey, ServiceToken, Tenant
+from accounts import credentials, selectors, services
+from accounts.client_ip import client_address
+from accounts.models import ApiKey, ServiceToken, Tenant
 
 
 @dataclass

@@ -26,8 +26,8 @@ from django.contrib import admin
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
 
-from portal.accounts.models import Tenant
-from portal.accounts.services import audit_record
+from accounts.models import Tenant
+from accounts.services import audit_record
 
 REDACTED = "(redacted)"
 # A model field whose name says it holds a secret: its change is recorded, its value never.

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.contrib.auth.management import create_permissions
 from django.http import HttpRequest
 
-from portal.accounts import services
+from accounts import services
 
 
 def audit_lockout(sender: object, request: HttpRequest, username: str | None, ip_address: str | None, **kwargs) -> None:

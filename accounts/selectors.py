@@ -2,10 +2,10 @@
 
 import functools
 
+from accounts import credentials
+from accounts.models import ApiKey, AuditLog, Membership, ServiceToken, Tenant
 from infra.db import hot_cursor, instance_from_row
 from infra.paging import keyset_page
-from portal.accounts import credentials
-from portal.accounts.models import ApiKey, AuditLog, Membership, ServiceToken, Tenant
 
 # Every API request authenticates, so the key lookup is written out once: the equivalent
 # select_related("tenant__price_plan") queryset cost several times more CPU to compile than the

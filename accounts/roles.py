@@ -6,8 +6,8 @@ downloads they link (billing.invoicing.views: invoice PDF and CSV, the finance e
 this module, so a download never answers someone the page it sits on would refuse.
 """
 
-from portal.accounts import selectors
-from portal.accounts.models import Membership, Tenant
+from accounts import selectors
+from accounts.models import Membership, Tenant
 
 OWNER, ADMIN, FINANCE, VIEWER = (
     Membership.Role.OWNER,

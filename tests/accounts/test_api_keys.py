@@ -4,8 +4,8 @@ import pytest
 from django.db import connection
 from rest_framework.test import APIClient
 
+from accounts import services
 from metering.models import UsageEvent
-from portal.accounts import services
 from tests.conftest import Credential
 from tests.factories import EventBodyFactory, issue_api_key
 

@@ -1,6 +1,6 @@
 """What a key's controls and a tenant's limits may be: the one validation of every value.
 
-The services (portal.accounts.services), the portal's forms, the commands and the admin (via the
+The services (accounts.services), the portal's forms, the commands and the admin (via the
 models' `clean`) all call these functions, so a value is judged the same wherever it comes
 from. Each `clean_*` returns the value as it is stored (an int or None, a de-duplicated list,
 normalised networks, an aware datetime) or raises a ValidationError whose message names the

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandParser
 
-from portal.accounts import services
+from accounts import services
 
 
 class Command(BaseCommand):

@@ -10,7 +10,7 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from portal.accounts.models import ApiKey, AuditLog
+from accounts.models import ApiKey, AuditLog
 
 pytestmark = pytest.mark.django_db
 
@@ -181,7 +181,7 @@ def test_keys_of_other_tenants_and_unknown_keys_are_refused(tenant_a, key_a, key
 
 
 def test_a_revoked_key_is_refused(key_a):
-    from portal.accounts.services import api_key_revoke  # noqa: PLC0415
+    from accounts.services import api_key_revoke  # noqa: PLC0415
 
     api_key_revoke(api_key=key_a.row, actor_label="test")
     assert "A revoked key cannot be changed" in refused(

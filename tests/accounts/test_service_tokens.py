@@ -2,9 +2,9 @@
 
 import pytest
 
+from accounts import services
 from billing.models import Hold, LedgerEntry
 from metering.models import UsageEvent
-from portal.accounts import services
 from tests import factories
 from tests.assertions import assert_charged_once
 from tests.conftest import Credential

@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from portal.accounts import services
-from portal.accounts.cli import tenant_or_error, validation_as_command_error
-from portal.accounts.models import Membership
+from accounts import services
+from accounts.cli import tenant_or_error, validation_as_command_error
+from accounts.models import Membership
 
 
 class Command(BaseCommand):
