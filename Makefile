@@ -115,7 +115,7 @@ lint: $(VENV)/.dev-installed
 # metering. The plugin imports the settings, hence TEST_ENV; nothing connects to a database.
 # About 15 s cold on 2 cores, 2 s with .mypy_cache.
 typecheck: $(VENV)/.dev-installed
-	$(TEST_ENV) $(BIN)/mypy infra accounts api billing metering portal
+	$(TEST_ENV) $(BIN)/mypy infra accounts api billing metering invoicing alerts portal
 
 format: $(VENV)/.dev-installed
 	$(BIN)/ruff format .

@@ -2,7 +2,7 @@
 
 A user's roles for a tenant are their membership's role (owner, admin, finance, viewer) plus
 "operator" when they are staff. The portal's pages (portal.web.access.portal_view) and the
-downloads they link (billing.invoicing.views: invoice PDF and CSV, the finance export) ask
+downloads they link (invoicing.views: invoice PDF and CSV, the finance export) ask
 this module, so a download never answers someone the page it sits on would refuse.
 """
 

@@ -130,7 +130,7 @@ class TenantFixture:
 
 def create_fixture(tenants: int) -> list[TenantFixture]:
     from accounts import services  # noqa: PLC0415
-    from billing.alerts.services import alert_rule_create, notification_channel_create  # noqa: PLC0415
+    from alerts.services import alert_rule_create, notification_channel_create  # noqa: PLC0415
     from billing.services.pricing import plan_get_or_create, price_add  # noqa: PLC0415
     from billing.services.topups import wallet_topup  # noqa: PLC0415
 
@@ -335,7 +335,7 @@ def client_main(spec: dict, queue: mp.Queue) -> None:
 
 def sweeper_main(index: int, deadline: float, interval: float, queue: mp.Queue) -> None:
     """The beat's periodic services in a loop: incremental rollup, then every tenant's alerts."""
-    from billing.alerts.services import alerts_evaluate_recorded, tenants_with_rules  # noqa: PLC0415
+    from alerts.services import alerts_evaluate_recorded, tenants_with_rules  # noqa: PLC0415
     from metering.services.rollup import rollup_refresh  # noqa: PLC0415
 
     rounds = rebuilt = claimed = 0
@@ -485,7 +485,7 @@ def check_mirror(fixture: list[TenantFixture]) -> Check:
 def check_alerts(fixture: list[TenantFixture]) -> list[Check]:
     from django.db.models import Count  # noqa: PLC0415
 
-    from billing.alerts.models import AlertEvent  # noqa: PLC0415
+    from alerts.models import AlertEvent  # noqa: PLC0415
     from billing.models import JobFailure  # noqa: PLC0415
 
     claims = AlertEvent.objects.values("rule_id", "threshold", "period").annotate(n=Count("id")).filter(n__gt=1).count()

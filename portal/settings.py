@@ -51,8 +51,8 @@ INSTALLED_APPS = [
     "billing",
     "metering",
     "django_celery_beat",
-    "billing.alerts",
-    "billing.invoicing",
+    "alerts",
+    "invoicing",
     "portal.web",
 ]
 
@@ -168,11 +168,11 @@ UNPRICED_CHECK_SECONDS = env.int("UNPRICED_CHECK_SECONDS", default=900)  # docs/
 CELERY_BEAT_SCHEDULE = {
     "rollup-refresh": {"task": "metering.tasks.rollup_refresh", "schedule": ROLLUP_REFRESH_SECONDS},
     "rollup-finalize": {"task": "metering.tasks.rollup_finalize", "schedule": 3600},
-    "alerts-sweep": {"task": "billing.alerts.tasks.alerts_sweep", "schedule": ALERTS_SWEEP_SECONDS},
+    "alerts-sweep": {"task": "alerts.tasks.alerts_sweep", "schedule": ALERTS_SWEEP_SECONDS},
     "holds-release-expired": {"task": "billing.tasks.holds_release_expired", "schedule": 60},
     "balances-reconcile": {"task": "billing.tasks.balances_reconcile", "schedule": RECONCILE_SECONDS},
     # Monthly close: hourly refresh of last month's drafts; finalizes those past their grace.
-    "invoices-close-due": {"task": "billing.invoicing.tasks.invoices_close_due", "schedule": 3600},
+    "invoices-close-due": {"task": "invoicing.tasks.invoices_close_due", "schedule": 3600},
     # Unpriced usage: a WARNING with the counts, staff emailed once a day per model.
     "unpriced-usage-check": {
         "task": "metering.tasks.unpriced_usage_check",

@@ -12,11 +12,11 @@ urlpatterns = [
     path("readyz", health.readyz, name="readyz"),
     path("metrics", health.metrics, name="prometheus-django-metrics"),  # observers only
     path("api/v1/", include("metering.api.urls")),
-    path("api/v1/", include("billing.invoicing.api.urls")),
+    path("api/v1/", include("invoicing.api.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("admin/", admin.site.urls),
-    path("finance/", include("billing.invoicing.urls")),  # CSV/PDF downloads
+    path("finance/", include("invoicing.urls")),  # CSV/PDF downloads
     path("i18n/", include("django.conf.urls.i18n")),
     path("", include("portal.web.urls")),
 ]

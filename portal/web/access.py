@@ -24,7 +24,7 @@ from accounts.models import Membership, Tenant
 SESSION_TENANT = "portal_tenant"
 
 # The role table lives in accounts.roles, so that the downloads these pages link
-# (billing.invoicing.views) apply the very same rules; re-exported here for the views.
+# (invoicing.views) apply the very same rules; re-exported here for the views.
 OWNER, ADMIN, FINANCE, VIEWER, OPERATOR = roles.OWNER, roles.ADMIN, roles.FINANCE, roles.VIEWER, roles.OPERATOR
 PERMISSIONS = roles.PERMISSIONS
 

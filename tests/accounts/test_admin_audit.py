@@ -16,7 +16,7 @@ from django.test import Client
 
 from accounts.admin_audit import diff
 from accounts.models import ApiKey, AuditLog, Membership, Tenant
-from billing.alerts.models import AlertRule, NotificationChannel
+from alerts.models import AlertRule, NotificationChannel
 from billing.models import LedgerEntry, Price, Quota, Wallet
 from billing.services.quotas import quota_create
 from metering.models import UsageEvent

@@ -16,18 +16,18 @@ from django.utils import timezone
 from prometheus_client import REGISTRY
 
 from accounts.models import Tenant
-from billing.alerts import services as alert_services
-from billing.alerts import tasks as alert_tasks
-from billing.alerts.models import AlertEvent
-from billing.invoicing import services as invoicing_services
-from billing.invoicing import tasks as invoicing_tasks
-from billing.invoicing.models import Invoice
+from alerts import services as alert_services
+from alerts import tasks as alert_tasks
+from alerts.models import AlertEvent
 from billing.models import Hold, JobFailure
 from billing.services.holds import holds_release_expired
 from billing.services.quotas import quota_create
+from invoicing import services as invoicing_services
+from invoicing import tasks as invoicing_tasks
+from invoicing.models import Invoice
 from portal.celery import app as celery_app
 from tests import factories
-from tests.billing.invoicing.helpers import record
+from tests.invoicing.helpers import record
 
 pytestmark = pytest.mark.django_db
 

@@ -10,10 +10,10 @@ from decimal import Decimal
 import pytest
 
 from billing import rating
-from billing.invoicing.models import InvoiceLine
 from billing.money import round_to_currency, round_to_ledger, to_micros
 from billing.rating import rate
 from billing.selectors import price_book_for
+from invoicing.models import InvoiceLine
 from tests import factories
 
 pytestmark = pytest.mark.django_db

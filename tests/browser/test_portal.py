@@ -174,8 +174,8 @@ def test_add_an_alert_rule(page, tenant_a, owner_a):
 
 
 def test_an_operator_issues_a_credit_note(page, tenant_a, operator, key_a):
-    from tests.billing.invoicing.helpers import record, utc  # noqa: PLC0415 - invoicing's own helpers
-    from tests.billing.invoicing.test_close import close, finalize  # noqa: PLC0415
+    from tests.invoicing.helpers import record, utc  # noqa: PLC0415 - invoicing's own helpers
+    from tests.invoicing.test_close import close, finalize  # noqa: PLC0415
 
     record(key_a.row, at=utc(2026, 10, 5), input_tokens=2_000_000, output_tokens=0)
     invoice = finalize(close(tenant_a))

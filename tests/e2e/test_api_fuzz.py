@@ -63,7 +63,7 @@ def _database_url() -> str:
 @pytest.fixture
 def world(transactional_db, plan):
     """Committed rows the server process can see: a funded tenant, its key, an event, an invoice."""
-    from billing.invoicing.services import invoice_draft_refresh  # noqa: PLC0415
+    from invoicing.services import invoice_draft_refresh  # noqa: PLC0415
     from metering.services.ingest import usage_record_batch  # noqa: PLC0415
 
     tenant = factories.TenantFactory(slug="fuzz", price_plan=plan)

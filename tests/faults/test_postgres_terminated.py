@@ -17,12 +17,12 @@ from django.db.models import Count, Sum
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from billing.invoicing.models import Invoice, NumberSequence
-from billing.invoicing.services import invoices_close_month
 from billing.models import Hold, LedgerEntry, Wallet
 from billing.money import round_to_ledger
 from billing.selectors import ledger_sum
 from billing.services.reconcile import balances_reconcile
+from invoicing.models import Invoice, NumberSequence
+from invoicing.services import invoices_close_month
 from metering.models import DailyUsage, UsageEvent
 from metering.services import rollup
 from metering.services.ingest import usage_record_batch

@@ -16,8 +16,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from django.utils import timezone
 
-from billing.alerts.models import AlertDelivery
-from billing.alerts.services import _backoff, alert_delivery_send, notification_channel_create
+from alerts.models import AlertDelivery
+from alerts.services import _backoff, alert_delivery_send, notification_channel_create
 from tests.faults.conftest import free_port
 from tests.faults.receiver import FAIL, OK, SLOW
 

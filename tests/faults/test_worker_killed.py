@@ -18,10 +18,10 @@ import pytest
 from django.db.models import Count, Sum
 from django.utils import timezone
 
-from billing.alerts.models import AlertDelivery
-from billing.alerts.services import notification_channel_create
-from billing.invoicing.models import Invoice, NumberSequence
-from billing.invoicing.services import invoices_close_month
+from alerts.models import AlertDelivery
+from alerts.services import notification_channel_create
+from invoicing.models import Invoice, NumberSequence
+from invoicing.services import invoices_close_month
 from metering.models import DailyUsage, UsageEvent
 from metering.services import rollup
 from metering.services.ingest import usage_record_batch
@@ -93,7 +93,7 @@ def test_worker_killed_mid_close_issues_each_invoice_once(
 
     with pg.holding(counter, [NumberSequence.Kind.INVOICE, now.year]):
         worker = celery_workers.start(pool=pool, **env)
-        celery_workers.send("billing.invoicing.tasks.invoices_close_due")
+        celery_workers.send("invoicing.tasks.invoices_close_due")
         wait_for(lambda: pg.blocked_on("%numbersequence%FOR UPDATE%"), timeout=STARTUP, what=worker.output)
         if pool == "solo":
             worker.kill()
@@ -132,7 +132,7 @@ def test_worker_killed_mid_delivery_sends_again_once_with_the_same_key(celery_wo
     delivery = AlertDelivery.objects.create(tenant=tenant_a, channel=channel)
 
     first = celery_workers.start()
-    celery_workers.send("billing.alerts.tasks.alert_delivery_send", delivery.pk)
+    celery_workers.send("alerts.tasks.alert_delivery_send", delivery.pk)
     wait_for(receiver.received, timeout=STARTUP, what=first.output)
     first.kill()
     receiver.release()

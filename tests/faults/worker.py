@@ -21,7 +21,7 @@ LEASE_SECONDS = float(os.environ.get("FAULTS_LEASE_SECONDS", "4"))
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
     django.setup()
-    from billing.alerts.services import deliveries  # noqa: PLC0415 - after setup
+    from alerts.services import deliveries  # noqa: PLC0415 - after setup
     from portal.celery import app  # noqa: PLC0415
 
     deliveries.LEASE = dt.timedelta(seconds=LEASE_SECONDS)  # read by the claim, in deliveries.py

@@ -12,8 +12,8 @@ from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.utils import timezone
 
-from billing.invoicing import services as invoicing
 from billing.services.pricing import price_add
+from invoicing import services as invoicing
 from metering.models import UsageEvent
 from metering.services.rerate import usage_rerate_unpriced
 from tests import factories

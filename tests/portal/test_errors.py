@@ -29,8 +29,8 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from accounts import credentials
-from billing.invoicing import selectors as invoicing_selectors
 from infra.logconfig import structured_formatter
+from invoicing import selectors as invoicing_selectors
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))

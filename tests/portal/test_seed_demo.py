@@ -6,8 +6,8 @@ import pytest
 from django.core.management import call_command
 
 from accounts.models import ApiKey, Tenant
-from billing.alerts.models import AlertRule, NotificationChannel
-from billing.invoicing.models import Invoice
+from alerts.models import AlertRule, NotificationChannel
+from invoicing.models import Invoice
 from metering.models import UsageEvent
 
 pytestmark = pytest.mark.django_db

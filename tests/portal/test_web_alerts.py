@@ -8,8 +8,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts.models import AuditLog
-from billing.alerts.models import AlertDelivery, AlertRule, NotificationChannel
-from billing.alerts.services import alert_rule_create, alerts_evaluate, notification_channel_create
+from alerts.models import AlertDelivery, AlertRule, NotificationChannel
+from alerts.services import alert_rule_create, alerts_evaluate, notification_channel_create
 from billing.services.quotas import quota_create
 from portal.celery import app as celery_app
 from tests.notify_servers import *  # noqa: F403 - the local receivers' fixtures

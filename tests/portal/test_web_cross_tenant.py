@@ -10,8 +10,8 @@ from decimal import Decimal
 import pytest
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
-from billing.alerts.models import AlertDelivery, AlertRule, NotificationChannel
-from billing.alerts.services import alert_rule_create, notification_channel_create
+from alerts.models import AlertDelivery, AlertRule, NotificationChannel
+from alerts.services import alert_rule_create, notification_channel_create
 from billing.services.quotas import quota_create
 from tests import factories
 

@@ -8,10 +8,10 @@ from django.views.decorators.http import require_POST
 
 from accounts import selectors as account_selectors
 from accounts.models import Tenant
+from alerts import selectors as alert_selectors
+from alerts import services as alert_services
+from alerts.models import AlertRule, NotificationChannel
 from billing import selectors as billing_selectors
-from billing.alerts import selectors as alert_selectors
-from billing.alerts import services as alert_services
-from billing.alerts.models import AlertRule, NotificationChannel
 from portal.web.access import PortalContext, portal_view, tenant_object
 from portal.web.forms import AlertRuleForm, ChannelForm, quota_choice_label
 from portal.web.views.common import page

@@ -3,7 +3,7 @@
 from django.http import HttpRequest, HttpResponse
 
 from billing import selectors as billing_selectors
-from billing.invoicing import selectors as invoice_selectors
+from invoicing import selectors as invoice_selectors
 from portal.web.access import PortalContext, portal_view
 from portal.web.dashboard import FORECAST_DAYS, balance_forecast
 from portal.web.views.common import int_param, page

@@ -15,10 +15,10 @@ from django.utils.translation import gettext as _
 
 from accounts import selectors as account_selectors
 from billing import selectors as billing_selectors
-from billing.invoicing import selectors as invoicing_selectors
-from billing.invoicing import services as invoicing_services
 from billing.services.catalog import prices_import_litellm
 from billing.services.topups import wallet_topup
+from invoicing import selectors as invoicing_selectors
+from invoicing import services as invoicing_services
 from metering import selectors as usage_selectors
 from portal.web import charts
 from portal.web.access import PortalContext, portal_view

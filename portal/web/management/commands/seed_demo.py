@@ -12,12 +12,12 @@ from django.utils import timezone
 
 from accounts import selectors, services
 from accounts.models import Membership
-from billing.alerts import services as alert_services
-from billing.invoicing.services import invoices_close_month
+from alerts import services as alert_services
 from billing.selectors import tenant_quotas
 from billing.services.ledger import ledger_post, wallet_ensure
 from billing.services.pricing import plan_get_or_create, price_add
 from billing.services.quotas import quota_create
+from invoicing.services import invoices_close_month
 from metering.services.ingest import usage_record_batch
 from metering.services.rollup import rollup_tenant
 
