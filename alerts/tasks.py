@@ -13,7 +13,7 @@ from django.db import DatabaseError
 from redis.exceptions import RedisError
 
 from alerts import services
-from portal.celery import TaskOptions
+from infra.task_options import TaskOptions
 
 MAX_COUNTDOWN = 1800  # seconds; the service says again how long to wait if it is early
 

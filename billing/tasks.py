@@ -16,7 +16,7 @@ from django.db import DatabaseError
 from redis.exceptions import RedisError
 
 from billing.services import holds, reconcile
-from portal.celery import TaskOptions
+from infra.task_options import TaskOptions
 
 log = structlog.get_logger(__name__)
 

@@ -10,8 +10,8 @@ class MeteringConfig(AppConfig):
     def ready(self) -> None:
         from prometheus_client import REGISTRY  # noqa: PLC0415
 
+        from infra.scrape import SCRAPE_COLLECTORS  # noqa: PLC0415
         from metering.metrics import UNPRICED_COLLECTOR  # noqa: PLC0415
-        from portal.health import SCRAPE_COLLECTORS  # noqa: PLC0415
 
         # The unpriced gauge is computed at scrape time, in whichever process answers /metrics.
         if UNPRICED_COLLECTOR not in SCRAPE_COLLECTORS:

@@ -12,8 +12,8 @@ import datetime as dt
 from celery import shared_task
 from django.db import DatabaseError
 
+from infra.task_options import TaskOptions
 from metering.services import rollup, unpriced
-from portal.celery import TaskOptions
 
 ROLLUP_TASK_OPTIONS: TaskOptions = {
     "acks_late": True,

@@ -22,6 +22,7 @@ from django_prometheus.exports import ExportToDjangoView
 from prometheus_client import multiprocess
 
 from accounts.client_ip import client_address
+from infra.scrape import SCRAPE_COLLECTORS
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +51,6 @@ def observer_allowed(request: HttpRequest) -> bool:
         if address is not None and any(address in network for network in _networks(cidrs)):
             return True
     return bool(settings.DEBUG and not settings.METRICS_TOKEN and not cidrs)
-
-
-# Collectors computed when /metrics is scraped (apps add theirs in AppConfig.ready; in
-# single-process mode they are also on prometheus_client's default registry).
-SCRAPE_COLLECTORS: list = []
 
 
 @require_GET
