@@ -43,8 +43,6 @@ MICROS = 10**LEDGER_PLACES
 # Enough digits for tokens (<= 1e12) x a rate (<= 1e12, 12 places) at 18 places.
 _COST_CONTEXT = decimal.Context(prec=60, rounding=ROUNDING, traps=[decimal.Overflow, decimal.InvalidOperation])
 
-_ONE_MILLION = Decimal(1_000_000)
-
 
 def currency_exponent(currency: str) -> int:
     return _EXPONENTS.get(currency.upper(), 2)

@@ -7,7 +7,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from accounts.models import AuditLog
+from accounts.models import AuditLog, Tenant
 from billing import selectors as billing_selectors
 from billing.models import LedgerEntry, Price
 from tests import factories
@@ -33,6 +33,17 @@ def test_all_tenants_with_balance_and_month_to_date_spend(client, operator, tena
     assert charts["top-tenants-cost"]["data"][0]["x"] == [pytest.approx(float(usage_a["cost"]))]
     page = response.content.decode()
     assert "7.50 USD" in page
+
+
+def test_one_tenants_damaged_time_zone_does_not_take_the_page_down(client, operator, tenant_a, tenant_b):
+    factories.topup(tenant_b, "7.5")
+    Tenant.objects.filter(pk=tenant_a.pk).update(timezone="Mars/Olympus_Mons")  # past every validator
+    client.force_login(operator)
+    response = client.get(reverse("ops-tenants"))
+    assert response.status_code == 200
+    rows = {row["tenant"].slug: row for row in response.context["rows"]}
+    assert set(rows) == {tenant_a.slug, tenant_b.slug}
+    assert rows[tenant_b.slug]["balance"] == Decimal("7.5")
 
 
 def test_topup_credits_once_and_is_audited(client, operator, tenant_a):

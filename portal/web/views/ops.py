@@ -4,6 +4,8 @@ notes, audit."""
 import datetime as dt
 import importlib.util
 import json
+import logging
+import zoneinfo
 from pathlib import Path
 
 from django.contrib import messages
@@ -26,6 +28,8 @@ from portal.web.forms import CatalogImportForm, CreditNoteForm, TopupForm
 from portal.web.ranges import today_for
 from portal.web.views.common import int_param, page
 
+logger = logging.getLogger(__name__)
+
 TOP_TENANTS_DAYS = 30
 UNPRICED_ROWS = 100  # tenant x model rows of unpriced usage shown, most events first
 UNPRICED_RECENT_HOURS = 24
@@ -35,11 +39,24 @@ CATALOG_MAX_BYTES = 64 * 1024 * 1024
 BUNDLED_CATALOG = "model_prices_and_context_window_backup.json"
 
 
+def _month_start(tz_name: str) -> dt.date:
+    """The first day of the tenant's local month; UTC's for a zone the database should never hold.
+
+    Every write path validates the zone, but one tenant's damaged row must not take the
+    operators' page (every tenant's figures) down with it; its jobs are recorded as failing.
+    """
+    try:
+        return today_for(tz_name).replace(day=1)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        logger.warning("tenant time zone unknown; month-to-date cut in UTC", extra={"tz_name": tz_name[:64]})
+        return today_for("UTC").replace(day=1)
+
+
 @portal_view("ops.view")
 def tenants(request: HttpRequest, portal: PortalContext) -> HttpResponse:
     """All tenants with balance and month-to-date spend (each tenant's own local month)."""
     rows = account_selectors.all_tenants()
-    month_starts = {t.pk: today_for(t.timezone).replace(day=1) for t in rows}
+    month_starts = {t.pk: _month_start(t.timezone) for t in rows}
     spend = usage_selectors.spend_by_tenant(since_by_tenant=month_starts)
     balances = billing_selectors.wallet_balances(tenant_ids=[t.pk for t in rows])
     names = {t.pk: t.name for t in rows}
