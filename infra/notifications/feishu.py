@@ -24,14 +24,13 @@ import json
 import logging
 import re
 import time
-import urllib.parse
 from typing import Any
 
 from django.conf import settings
 
 from infra.notifications import ratelimit
 from infra.notifications.base import ConfigError, Message, SendResult, Transport, TransportError
-from infra.notifications.http import check_url, post_json
+from infra.notifications.http import check_url, post_json, url_path
 from infra.notifications.text import truncate_chars, truncate_utf8, without_heading
 
 logger = logging.getLogger(__name__)
@@ -81,11 +80,7 @@ class FeishuTransport(Transport):
         if not isinstance(secret, str) or not isinstance(keyword, str):
             raise ConfigError("secret and keyword must be text.")
         url = config.get("webhook_url")
-        try:
-            path = urllib.parse.urlsplit(url).path if isinstance(url, str) else ""
-        except ValueError:
-            path = ""
-        if not _HOOK_PATH.search(path):
+        if not _HOOK_PATH.search(url_path(url)):
             raise ConfigError("webhook_url: paste the bot's whole webhook address, .../open-apis/bot/v2/hook/<token>")
         url = check_url(url, "webhook_url")  # last: the outbound policy resolves the host
         return {"webhook_url": url, "secret": secret.strip(), "keyword": keyword.strip()}

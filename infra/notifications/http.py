@@ -41,6 +41,14 @@ class HttpResponse:
     retry_after: float | None
 
 
+def url_path(value: object) -> str:
+    """The path of a URL a tenant typed, "" when it is not a URL: for shape checks before check_url."""
+    try:
+        return urllib.parse.urlsplit(value).path if isinstance(value, str) else ""
+    except ValueError:
+        return ""
+
+
 def _retry_after(value: str | None) -> float | None:
     try:
         return max(float(value), 0.0) if value else None

@@ -15,13 +15,12 @@ transient, retried later.
 import json
 import logging
 import re
-import urllib.parse
 from typing import Any
 
 from django.conf import settings
 
 from infra.notifications.base import ConfigError, Message, SendResult, Transport, TransportError
-from infra.notifications.http import check_url, post_json
+from infra.notifications.http import check_url, post_json, url_path
 from infra.notifications.text import truncate_chars, without_heading
 
 logger = logging.getLogger(__name__)
@@ -98,11 +97,7 @@ class SlackTransport(Transport):
 
     def validate(self, config: dict[str, Any]) -> dict[str, Any]:
         url = config.get("url")
-        try:
-            path = urllib.parse.urlsplit(url).path if isinstance(url, str) else ""
-        except ValueError:
-            path = ""
-        if not _HOOK_PATH.search(path):
+        if not _HOOK_PATH.search(url_path(url)):
             raise ConfigError("url: paste the incoming webhook's whole address, .../services/T.../B.../...")
         return {"url": check_url(url, "url")}  # last: the outbound policy resolves the host
 
