@@ -43,18 +43,25 @@ def rate_state_commit_mode() -> None:
             cursor.execute("SELECT set_config('synchronous_commit', 'off', true)")
 
 
+def _lock_buckets(names: list[str]) -> dict[str, RateLimitBucket]:
+    locked = RateLimitBucket.objects.select_for_update().filter(name__in=names).order_by("name")
+    return {row.name: row for row in locked}
+
+
 def db_limits_take(admission: Admission, now: dt.datetime) -> list[LimitState]:
     """Judge every limit and, when all fit, take them. Call inside the caller's transaction."""
     named = list(zip(admission.limits, admission.limit_names(), strict=True))
     buckets = {name: limit for limit, name in named if limit.kind != PARALLEL}
     rows: dict[str, RateLimitBucket] = {}
     if buckets:
-        RateLimitBucket.objects.bulk_create(
-            [RateLimitBucket(name=name, level=0, limit=limit.limit, updated_at=now) for name, limit in buckets.items()],
-            ignore_conflicts=True,
-        )
-        locked = RateLimitBucket.objects.select_for_update().filter(name__in=buckets).order_by("name")
-        rows = {row.name: row for row in locked}
+        rows = _lock_buckets(list(buckets))
+        missing = [name for name in buckets if name not in rows]
+        if missing:  # a limit's first use: create its empty bucket (a racing twin is ignored), lock it
+            RateLimitBucket.objects.bulk_create(
+                [RateLimitBucket(name=n, level=0, limit=buckets[n].limit, updated_at=now) for n in missing],
+                ignore_conflicts=True,
+            )
+            rows |= _lock_buckets(missing)
     states, levels = [], {}
     for limit, name in named:
         if limit.kind == PARALLEL:
