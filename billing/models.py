@@ -35,11 +35,23 @@ class PricePlan(models.Model):
         return self.slug
 
 
+class ServiceTier(models.TextChoices):
+    """How fast the provider serves a request, and so its price (OpenAI's `service_tier`;
+    the Batch API is `batch`). An event or an authorize request without one is `default`."""
+
+    DEFAULT = "default"
+    PRIORITY = "priority"
+    FLEX = "flex"
+    BATCH = "batch"
+
+
 class Price(models.Model):
     """One version of a model's price in a plan. Never edited: a change is a new version.
 
     `model_pattern` is an exact model name or a glob (`gpt-4o*`); the exact name wins, then
-    the longest glob. `tenant` set makes it an override for that tenant only.
+    the longest glob. `tenant` set makes it an override for that tenant only. Each service tier's
+    rates are a row of their own with the same plan, tenant, pattern and effective_from; a
+    request of a tier the version has no row for is priced by the version's default-tier row.
     """
 
     plan = models.ForeignKey(PricePlan, on_delete=models.PROTECT, related_name="prices")
@@ -48,11 +60,16 @@ class Price(models.Model):
     )
     model_pattern = models.CharField(max_length=200)
     effective_from = models.DateTimeField()
+    service_tier = models.CharField(max_length=16, choices=ServiceTier.choices, default=ServiceTier.DEFAULT)
     # Currency units per 1,000,000 tokens. A missing cache rate means the input rate.
     input_per_mtok = models.DecimalField(**PRICE_FIELD)
     output_per_mtok = models.DecimalField(**PRICE_FIELD)
     cached_input_per_mtok = models.DecimalField(**PRICE_FIELD, null=True, blank=True)
     cache_write_per_mtok = models.DecimalField(**PRICE_FIELD, null=True, blank=True)
+    # 1-hour cache writes (part of the cache writes); missing: the cache-write rate.
+    cache_write_1h_per_mtok = models.DecimalField(**PRICE_FIELD, null=True, blank=True)
+    # Reasoning tokens (part of the output); missing: the output rate (of the tier applied).
+    reasoning_per_mtok = models.DecimalField(**PRICE_FIELD, null=True, blank=True)
     # Context tier: when input_tokens > tier_threshold the whole request uses the tier rates
     # (a missing tier rate falls back to the base rate of the same kind).
     tier_threshold = models.PositiveBigIntegerField(null=True, blank=True)
@@ -60,6 +77,11 @@ class Price(models.Model):
     tier_output_per_mtok = models.DecimalField(**PRICE_FIELD, null=True, blank=True)
     tier_cached_input_per_mtok = models.DecimalField(**PRICE_FIELD, null=True, blank=True)
     tier_cache_write_per_mtok = models.DecimalField(**PRICE_FIELD, null=True, blank=True)
+    tier_cache_write_1h_per_mtok = models.DecimalField(**PRICE_FIELD, null=True, blank=True)
+    # The model's length limits (tokens; None: no limit known). Authorize refuses a request
+    # above them; usage above them is recorded and flagged.
+    max_input_tokens = models.PositiveBigIntegerField(null=True, blank=True)
+    max_output_tokens = models.PositiveBigIntegerField(null=True, blank=True)
     source = models.CharField(max_length=200, blank=True)  # e.g. "litellm catalog", "admin"
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -67,7 +89,7 @@ class Price(models.Model):
         ordering = ["plan", "model_pattern", "-effective_from"]
         constraints = [
             models.UniqueConstraint(
-                fields=["plan", "tenant", "model_pattern", "effective_from"],
+                fields=["plan", "tenant", "model_pattern", "effective_from", "service_tier"],
                 name="price_unique_version",
                 nulls_distinct=False,
             ),
@@ -78,14 +100,21 @@ class Price(models.Model):
                 & (models.Q(tier_input_per_mtok__isnull=True) | models.Q(tier_input_per_mtok__gte=0))
                 & (models.Q(tier_output_per_mtok__isnull=True) | models.Q(tier_output_per_mtok__gte=0))
                 & (models.Q(tier_cached_input_per_mtok__isnull=True) | models.Q(tier_cached_input_per_mtok__gte=0))
-                & (models.Q(tier_cache_write_per_mtok__isnull=True) | models.Q(tier_cache_write_per_mtok__gte=0)),
+                & (models.Q(tier_cache_write_per_mtok__isnull=True) | models.Q(tier_cache_write_per_mtok__gte=0))
+                & (models.Q(cache_write_1h_per_mtok__isnull=True) | models.Q(cache_write_1h_per_mtok__gte=0))
+                & (models.Q(tier_cache_write_1h_per_mtok__isnull=True) | models.Q(tier_cache_write_1h_per_mtok__gte=0))
+                & (models.Q(reasoning_per_mtok__isnull=True) | models.Q(reasoning_per_mtok__gte=0)),
                 name="price_rates_non_negative",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(service_tier__in=ServiceTier.values), name="price_service_tier_known"
             ),
         ]
         indexes = [models.Index(fields=["plan", "tenant", "model_pattern"])]
 
     def __str__(self) -> str:
-        return f"{self.plan.slug}:{self.model_pattern}@{self.effective_from:%Y-%m-%d}"
+        tier = "" if self.service_tier == ServiceTier.DEFAULT else f"[{self.service_tier}]"
+        return f"{self.plan.slug}:{self.model_pattern}{tier}@{self.effective_from:%Y-%m-%d}"
 
 
 class Wallet(models.Model):

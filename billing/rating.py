@@ -3,7 +3,10 @@
 The rules (docs/billing-rules.md has worked examples):
 - input_tokens counts every prompt token; cached_input_tokens (cache reads) and
   cache_write_tokens are parts of it, so uncached input = input - cached - cache_write.
-- A missing cache-read or cache-write rate means the input rate.
+- cache_write_1h_tokens (1-hour cache writes) are part of cache_write_tokens, and
+  reasoning_tokens are part of output_tokens, as in LiteLLM's usage objects.
+- A missing cache-read or cache-write rate means the input rate; a missing 1-hour write rate
+  means the cache-write rate; a missing reasoning rate means the output rate.
 - When a context tier is set and input_tokens > tier_threshold, the whole request is priced
   at the tier's rates; a tier rate left empty falls back to the same kind's base rate.
 
@@ -34,9 +37,11 @@ _UNIT_PLACES = COST_PLACES - 6
 # Token kinds, in the order invoices list them (the values are InvoiceLine.TokenKind's).
 INPUT = "input"  # uncached input: input_tokens - cached_input_tokens - cache_write_tokens
 CACHED_INPUT = "cached_input"
-CACHE_WRITE = "cache_write"
-OUTPUT = "output"
-TOKEN_KINDS = (INPUT, CACHED_INPUT, CACHE_WRITE, OUTPUT)
+CACHE_WRITE = "cache_write"  # 5-minute writes: cache_write_tokens - cache_write_1h_tokens
+CACHE_WRITE_1H = "cache_write_1h"
+OUTPUT = "output"  # output_tokens - reasoning_tokens
+REASONING = "reasoning"
+TOKEN_KINDS = (INPUT, CACHED_INPUT, CACHE_WRITE, CACHE_WRITE_1H, OUTPUT, REASONING)
 
 
 def _as_units(rate: Decimal) -> int | None:
@@ -56,12 +61,14 @@ class Rates:
     output: Decimal
     cached_input: Decimal
     cache_write: Decimal
-    # The same rates as integers of 10^-12 (input, cached_input, cache_write, output), when all
-    # fit: rating then multiplies integers, several times faster than Decimal and as exact.
-    units: tuple[int, int, int, int] | None = field(default=None, init=False, repr=False, compare=False)
+    cache_write_1h: Decimal
+    reasoning: Decimal
+    # The same rates as integers of 10^-12, in TOKEN_KINDS order, when all fit: rating then
+    # multiplies integers, several times faster than Decimal and as exact.
+    units: tuple[int, ...] | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        units = tuple(_as_units(r) for r in (self.input, self.cached_input, self.cache_write, self.output))
+        units = tuple(_as_units(kind_rate(self, kind)) for kind in TOKEN_KINDS)
         if None not in units:
             object.__setattr__(self, "units", units)
 
@@ -74,6 +81,9 @@ class PriceTerms:
     base: Rates
     tier_threshold: int | None
     tier: Rates | None
+    # The model's length limits on this price version (None: no limit known).
+    max_input_tokens: int | None = None
+    max_output_tokens: int | None = None
 
     def rates_for(self, input_tokens: int) -> Rates:
         return tier_rates(self, long_context=tier_applies(self, input_tokens=input_tokens))
@@ -99,8 +109,20 @@ def kind_rate(rates: Rates, token_kind: str) -> Decimal:
         INPUT: rates.input,
         CACHED_INPUT: rates.cached_input,
         CACHE_WRITE: rates.cache_write,
+        CACHE_WRITE_1H: rates.cache_write_1h,
         OUTPUT: rates.output,
+        REASONING: rates.reasoning,
     }[token_kind]
+
+
+def limits_exceeded(terms: PriceTerms, *, input_tokens: int, output_tokens: int) -> list[tuple[str, int, int]]:
+    """(field, limit, requested) for each length limit of the price that the counts go over."""
+    exceeded = []
+    if terms.max_input_tokens is not None and input_tokens > terms.max_input_tokens:
+        exceeded.append(("max_input_tokens", terms.max_input_tokens, input_tokens))
+    if terms.max_output_tokens is not None and output_tokens > terms.max_output_tokens:
+        exceeded.append(("max_output_tokens", terms.max_output_tokens, output_tokens))
+    return exceeded
 
 
 def uncached_input(*, input_tokens: int, cached_input_tokens: int, cache_write_tokens: int) -> int:
@@ -111,17 +133,38 @@ def uncached_input(*, input_tokens: int, cached_input_tokens: int, cache_write_t
     return uncached
 
 
+def _parts(*, cache_write_tokens: int, cache_write_1h_tokens: int, output_tokens: int, reasoning_tokens: int) -> None:
+    if cache_write_1h_tokens > cache_write_tokens:
+        raise ValueError("cache_write_1h_tokens exceed cache_write_tokens")
+    if reasoning_tokens > output_tokens:
+        raise ValueError("reasoning_tokens exceed output_tokens")
+
+
 def quantities(
-    *, input_tokens: int, output_tokens: int, cached_input_tokens: int = 0, cache_write_tokens: int = 0
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    cached_input_tokens: int = 0,
+    cache_write_tokens: int = 0,
+    cache_write_1h_tokens: int = 0,
+    reasoning_tokens: int = 0,
 ) -> dict[str, int]:
     """Tokens by kind (OpenAI's convention, docs/billing-rules.md section 1), in TOKEN_KINDS order."""
+    _parts(
+        cache_write_tokens=cache_write_tokens,
+        cache_write_1h_tokens=cache_write_1h_tokens,
+        output_tokens=output_tokens,
+        reasoning_tokens=reasoning_tokens,
+    )
     return {
         INPUT: uncached_input(
             input_tokens=input_tokens, cached_input_tokens=cached_input_tokens, cache_write_tokens=cache_write_tokens
         ),
         CACHED_INPUT: cached_input_tokens,
-        CACHE_WRITE: cache_write_tokens,
-        OUTPUT: output_tokens,
+        CACHE_WRITE: cache_write_tokens - cache_write_1h_tokens,
+        CACHE_WRITE_1H: cache_write_1h_tokens,
+        OUTPUT: output_tokens - reasoning_tokens,
+        REASONING: reasoning_tokens,
     }
 
 
@@ -132,11 +175,14 @@ def line_amount(quantity: int, per_mtok: Decimal) -> Decimal:
 
 def terms_from_price(price: "Price") -> PriceTerms:
     base_input = price.input_per_mtok
+    base_write = price.cache_write_per_mtok if price.cache_write_per_mtok is not None else base_input
     base = Rates(
         input=base_input,
         output=price.output_per_mtok,
         cached_input=price.cached_input_per_mtok if price.cached_input_per_mtok is not None else base_input,
-        cache_write=price.cache_write_per_mtok if price.cache_write_per_mtok is not None else base_input,
+        cache_write=base_write,
+        cache_write_1h=price.cache_write_1h_per_mtok if price.cache_write_1h_per_mtok is not None else base_write,
+        reasoning=price.reasoning_per_mtok if price.reasoning_per_mtok is not None else price.output_per_mtok,
     )
     tier = None
     if price.tier_threshold is not None:
@@ -147,13 +193,25 @@ def terms_from_price(price: "Price") -> PriceTerms:
                 return tier_rate
             return base_rate if base_rate is not None else fallback
 
+        tier_output = price.tier_output_per_mtok if price.tier_output_per_mtok is not None else base.output
+        tier_write = pick(price.tier_cache_write_per_mtok, price.cache_write_per_mtok, tier_input)
         tier = Rates(
             input=tier_input,
-            output=price.tier_output_per_mtok if price.tier_output_per_mtok is not None else base.output,
+            output=tier_output,
             cached_input=pick(price.tier_cached_input_per_mtok, price.cached_input_per_mtok, tier_input),
-            cache_write=pick(price.tier_cache_write_per_mtok, price.cache_write_per_mtok, tier_input),
+            cache_write=tier_write,
+            cache_write_1h=pick(price.tier_cache_write_1h_per_mtok, price.cache_write_1h_per_mtok, tier_write),
+            # No tier column: a reasoning rate applies in both tiers; without one, the tier's output rate.
+            reasoning=price.reasoning_per_mtok if price.reasoning_per_mtok is not None else tier_output,
         )
-    return PriceTerms(price_id=price.pk, base=base, tier_threshold=price.tier_threshold, tier=tier)
+    return PriceTerms(
+        price_id=price.pk,
+        base=base,
+        tier_threshold=price.tier_threshold,
+        tier=tier,
+        max_input_tokens=price.max_input_tokens,
+        max_output_tokens=price.max_output_tokens,
+    )
 
 
 def rate(
@@ -163,24 +221,40 @@ def rate(
     output_tokens: int,
     cached_input_tokens: int = 0,
     cache_write_tokens: int = 0,
+    cache_write_1h_tokens: int = 0,
+    reasoning_tokens: int = 0,
 ) -> Decimal:
     """The unrounded cost in currency units (18 decimal places, exact)."""
     uncached = uncached_input(
         input_tokens=input_tokens, cached_input_tokens=cached_input_tokens, cache_write_tokens=cache_write_tokens
     )
+    if cache_write_1h_tokens or reasoning_tokens:
+        _parts(
+            cache_write_tokens=cache_write_tokens,
+            cache_write_1h_tokens=cache_write_1h_tokens,
+            output_tokens=output_tokens,
+            reasoning_tokens=reasoning_tokens,
+        )
     r = terms.rates_for(input_tokens)
     ctx = _EXACT
     units = r.units
     if units is not None:
-        in_units = (
-            uncached * units[0]
-            + cached_input_tokens * units[1]
-            + cache_write_tokens * units[2]
-            + output_tokens * units[3]
-        )
+        in_units = uncached * units[0] + cached_input_tokens * units[1] + output_tokens * units[4]
+        if cache_write_tokens:
+            in_units += (cache_write_tokens - cache_write_1h_tokens) * units[2] + cache_write_1h_tokens * units[3]
+        if reasoning_tokens:
+            in_units += reasoning_tokens * (units[5] - units[4])
         return Decimal(in_units).scaleb(-COST_PLACES, context=ctx)
     total = ctx.add(
         ctx.add(ctx.multiply(uncached, r.input), ctx.multiply(cached_input_tokens, r.cached_input)),
-        ctx.add(ctx.multiply(cache_write_tokens, r.cache_write), ctx.multiply(output_tokens, r.output)),
+        ctx.add(
+            ctx.add(
+                ctx.multiply(cache_write_tokens - cache_write_1h_tokens, r.cache_write),
+                ctx.multiply(cache_write_1h_tokens, r.cache_write_1h),
+            ),
+            ctx.add(
+                ctx.multiply(output_tokens - reasoning_tokens, r.output), ctx.multiply(reasoning_tokens, r.reasoning)
+            ),
+        ),
     )
     return quantize_cost(ctx.divide(total, _PER_MILLION))

@@ -22,14 +22,14 @@ BOM = "\ufeff"
 BILLS_COLUMNS = (
     "record", "invoice_number", "status", "tenant", "tenant_name", "period", "currency",
     "period_start_utc", "period_end_utc", "finalized_at_utc", "line", "line_kind", "usage_period",
-    "model", "token_kind", "price_id", "price_effective_from_utc", "long_context", "description",
-    "requests", "quantity_tokens", "unit_price_per_1m", "unit_price_per_1k", "amount_unrounded",
+    "model", "token_kind", "price_id", "price_effective_from_utc", "long_context", "service_tier",
+    "description", "requests", "quantity_tokens", "unit_price_per_1m", "unit_price_per_1k", "amount_unrounded",
     "amount", "subtotal", "credits_applied", "amount_due", "credited",
 )  # fmt: skip
 
 INVOICE_COLUMNS = (
     "line", "line_kind", "usage_period", "model", "token_kind", "price_effective_from_utc", "long_context",
-    "description", "requests", "quantity_tokens", "unit_price_per_1m", "unit_price_per_1k",
+    "service_tier", "description", "requests", "quantity_tokens", "unit_price_per_1m", "unit_price_per_1k",
     "amount_unrounded", "amount",
 )  # fmt: skip
 
@@ -78,6 +78,7 @@ def _line_cells(line: InvoiceLine, currency: str) -> list[str]:
         line.token_kind,
         _time(line.price_effective_from),
         "yes" if line.long_context else "no",
+        line.service_tier,
         line.description,
         str(line.requests),
         str(line.quantity),

@@ -129,7 +129,9 @@ class InvoiceLine(models.Model):
         INPUT = "input"  # uncached input: input - cached_input - cache_write
         OUTPUT = "output"
         CACHED_INPUT = "cached_input"
-        CACHE_WRITE = "cache_write"
+        CACHE_WRITE = "cache_write"  # 5-minute writes: cache_write - cache_write_1h
+        CACHE_WRITE_1H = "cache_write_1h"
+        REASONING = "reasoning"  # part of the output; "output" is then output - reasoning
 
     invoice = models.ForeignKey(Invoice, on_delete=models.CASCADE, related_name="lines")
     position = models.PositiveIntegerField()
@@ -140,6 +142,7 @@ class InvoiceLine(models.Model):
     price = models.ForeignKey("billing.Price", null=True, on_delete=models.PROTECT, related_name="+")
     price_effective_from = models.DateTimeField(null=True)
     long_context = models.BooleanField(default=False)  # priced at the context tier's rates
+    service_tier = models.CharField(max_length=16, default="default")  # the requests' billing.models.ServiceTier
     description = models.CharField(max_length=300)
     requests = models.BigIntegerField(default=0)  # events contributing to this line
     quantity = models.BigIntegerField()  # tokens

@@ -33,7 +33,10 @@ from metering.limits import (
 
 # string: a JSON string; integer: a whole number (never a boolean); boolean; datetime: ISO 8601
 # with a zone; object: a JSON object; key: a tenant key or its id (documented as a string).
-Kind = Literal["string", "integer", "boolean", "datetime", "object", "key"]
+Kind = Literal["string", "integer", "boolean", "datetime", "object", "key", "choice"]
+
+# billing.models.ServiceTier's values, in the order the docs list them (a test keeps them equal).
+SERVICE_TIERS = ("default", "priority", "flex", "batch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +51,7 @@ class InputField:
     default: bool | None = None  # boolean: the value when absent
     help_text: str = ""
     tokens: bool = False  # a token count (events: input, output, cached input, cache write)
+    choices: tuple[str, ...] = ()  # choice: the values accepted
 
     @property
     def bounds(self) -> tuple[int, int]:
@@ -60,6 +64,14 @@ class InputField:
         """max_length of a string field."""
         assert self.max_length is not None, self.name
         return self.max_length
+
+
+def choice_error(spec: InputField, value: object) -> str | None:
+    """Why `value` is not one of a choice field's values (None: it is; absent is the caller's)."""
+    if isinstance(value, str) and value in spec.choices:
+        return None
+    shown = repr(value)[:40] if isinstance(value, str) else f"a {type(value).__name__}"
+    return f"{spec.name} must be one of {', '.join(spec.choices)}; got {shown}."
 
 
 @dataclass(frozen=True)
@@ -99,6 +111,14 @@ EVENT = InputContract(
         _tokens("output_tokens"),
         _tokens("cached_input_tokens", "Part of input_tokens."),
         _tokens("cache_write_tokens", "Part of input_tokens."),
+        _tokens("cache_write_1h_tokens", "1-hour cache writes: part of cache_write_tokens."),
+        _tokens("reasoning_tokens", "Part of output_tokens."),
+        InputField(
+            "service_tier",
+            "choice",
+            choices=SERVICE_TIERS,
+            help_text="The tier that served the request (priority, flex, batch); default when absent.",
+        ),
         InputField(
             "input_text",
             "string",
@@ -136,6 +156,12 @@ AUTHORIZE = InputContract(
             min_value=0,
             max_value=AUTHORIZE_MAX_TOKENS,
             help_text="The completion limit you send the model.",
+        ),
+        InputField(
+            "service_tier",
+            "choice",
+            choices=SERVICE_TIERS,
+            help_text="The tier the request will be sent with (priority, flex, batch); default when absent.",
         ),
         InputField(
             "request_id",

@@ -15,6 +15,8 @@ class UsageEvent(models.Model):
     """
 
     FLAG_MODEL_NOT_ALLOWED = "model_not_allowed"  # the key's allowed_models exclude the model
+    # input or output tokens above the price's max_input_tokens / max_output_tokens
+    FLAG_CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
 
     class TokenSource(models.TextChoices):
         REPORTED = "reported"  # counts sent by the caller
@@ -36,6 +38,10 @@ class UsageEvent(models.Model):
     output_tokens = models.BigIntegerField()
     cached_input_tokens = models.BigIntegerField(default=0)
     cache_write_tokens = models.BigIntegerField(default=0)
+    cache_write_1h_tokens = models.BigIntegerField(default=0, db_default=0)  # part of cache_write_tokens
+    reasoning_tokens = models.BigIntegerField(default=0, db_default=0)  # part of output_tokens
+    # billing.models.ServiceTier: the tier the request was served on, which picks its price row.
+    service_tier = models.CharField(max_length=16, default="default", db_default="default")
     occurred_at = models.DateTimeField()
     received_at = models.DateTimeField()
     latency_ms = models.IntegerField(null=True, blank=True)
@@ -67,12 +73,19 @@ class UsageEvent(models.Model):
                     output_tokens__gte=0,
                     cached_input_tokens__gte=0,
                     cache_write_tokens__gte=0,
+                    cache_write_1h_tokens__gte=0,
+                    reasoning_tokens__gte=0,
                 ),
                 name="usage_event_tokens_non_negative",
             ),
             models.CheckConstraint(
                 condition=models.Q(input_tokens__gte=models.F("cached_input_tokens") + models.F("cache_write_tokens")),
                 name="usage_event_cache_within_input",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(cache_write_tokens__gte=models.F("cache_write_1h_tokens"))
+                & models.Q(output_tokens__gte=models.F("reasoning_tokens")),
+                name="usage_event_parts_within_kind",
             ),
         ]
         indexes = [
@@ -91,24 +104,29 @@ class UsageEvent(models.Model):
 
 
 class DailyUsage(models.Model):
-    """Rollup per tenant x api key x model x tenant-local day. Rebuilt idempotently."""
+    """Rollup per tenant x api key x model x service tier x tenant-local day. Rebuilt idempotently."""
 
     tenant = models.ForeignKey("accounts.Tenant", on_delete=models.CASCADE, related_name="+")
     api_key = models.ForeignKey("accounts.ApiKey", on_delete=models.CASCADE, related_name="+")
     model = models.CharField(max_length=200)
+    service_tier = models.CharField(max_length=16, default="default", db_default="default")
     day = models.DateField()  # in the tenant's timezone
     requests = models.BigIntegerField(default=0)
     input_tokens = models.BigIntegerField(default=0)
     output_tokens = models.BigIntegerField(default=0)
     cached_input_tokens = models.BigIntegerField(default=0)
     cache_write_tokens = models.BigIntegerField(default=0)
+    cache_write_1h_tokens = models.BigIntegerField(default=0, db_default=0)
+    reasoning_tokens = models.BigIntegerField(default=0, db_default=0)
     cost = models.DecimalField(**COST_FIELD, default=0)
     unpriced_requests = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["tenant", "api_key", "model", "day"], name="daily_usage_unique"),
+            models.UniqueConstraint(
+                fields=["tenant", "api_key", "model", "service_tier", "day"], name="daily_usage_unique"
+            ),
         ]
         indexes = [models.Index(fields=["tenant", "day"], name="daily_usage_tenant_day")]
 

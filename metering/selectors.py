@@ -243,7 +243,7 @@ def events_iter(*, event_filter: EventFilter, chunk_size: int = 2000) -> Iterato
 
 @dataclass(frozen=True, slots=True)
 class RatedUsage:
-    """Usage summed per (tenant-local month, model, price version, context tier).
+    """Usage summed per (tenant-local month, model, price version, context tier, service tier).
 
     Token counts follow the event's convention: input_tokens includes the cached-read and
     cache-write tokens. `cost` is the exact sum of the events' unrounded costs; price_id None
@@ -260,6 +260,9 @@ class RatedUsage:
     cached_input_tokens: int
     cache_write_tokens: int
     cost: Decimal | None
+    service_tier: str = "default"  # the events' UsageEvent.service_tier
+    cache_write_1h_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 def rated_usage_by_price(
@@ -287,16 +290,18 @@ def rated_usage_by_price(
         events.annotate(
             month=TruncMonth("occurred_at", tzinfo=zoneinfo.ZoneInfo(tz_name)),
         )
-        .values("month", "model", "price_id", "long_context")
+        .values("month", "model", "price_id", "long_context", "service_tier")
         .annotate(
             requests=Count("id"),
             input_tokens=Sum("input_tokens"),
             output_tokens=Sum("output_tokens"),
             cached_input_tokens=Sum("cached_input_tokens"),
             cache_write_tokens=Sum("cache_write_tokens"),
+            cache_write_1h_tokens=Sum("cache_write_1h_tokens"),
+            reasoning_tokens=Sum("reasoning_tokens"),
             cost=Sum("cost"),
         )
-        .order_by("month", "model", "price_id", "long_context")
+        .order_by("month", "model", "price_id", "long_context", "service_tier")
     )
     return [
         RatedUsage(
@@ -310,6 +315,9 @@ def rated_usage_by_price(
             cached_input_tokens=row["cached_input_tokens"] or 0,
             cache_write_tokens=row["cache_write_tokens"] or 0,
             cost=row["cost"],
+            service_tier=row["service_tier"],
+            cache_write_1h_tokens=row["cache_write_1h_tokens"] or 0,
+            reasoning_tokens=row["reasoning_tokens"] or 0,
         )
         for row in rows
     ]

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from billing.periods import TimeBounds, TimeInvalid, TimeOutOfRange, event_bounds, user_time
-from metering.contracts import EVENT, InputField
+from metering.contracts import EVENT, InputField, choice_error
 from metering.limits import MAX_METADATA_KEY_LENGTH, MAX_METADATA_KEYS, MAX_METADATA_VALUE_LENGTH
 from metering.tokens import count_tokens
 
@@ -29,6 +29,8 @@ _REQUEST_ID = EVENT["request_id"]
 _MODEL = EVENT["model"]
 _LATENCY_MIN, _LATENCY_MAX = EVENT["latency_ms"].bounds
 _TEXT_MAX = {name: EVENT[name].length for name in _TEXT_FIELDS}
+_SERVICE_TIER = EVENT["service_tier"]
+_DEFAULT_TIER = _SERVICE_TIER.choices[0]
 
 
 class EventInvalid(Exception):
@@ -61,6 +63,9 @@ class EventInput:
     output_tokens: int
     cached_input_tokens: int
     cache_write_tokens: int
+    cache_write_1h_tokens: int
+    reasoning_tokens: int
+    service_tier: str
     occurred_at: dt.datetime
     latency_ms: int | None
     metadata: dict[str, Any]
@@ -264,6 +269,20 @@ def parse_event(raw: Any, *, now: dt.datetime, bounds: TimeBounds, allow_api_key
             "cached_input_tokens + cache_write_tokens must not exceed input_tokens "
             "(input_tokens counts every prompt token, cached ones included).",
         )
+    if counts["cache_write_1h_tokens"] > counts["cache_write_tokens"]:
+        raise EventInvalid(
+            "cache_write_1h_tokens",
+            "cache_write_1h_tokens must not exceed cache_write_tokens (the 1-hour writes are part of them).",
+        )
+    if counts["reasoning_tokens"] > counts["output_tokens"]:
+        raise EventInvalid(
+            "reasoning_tokens", "reasoning_tokens must not exceed output_tokens (reasoning is part of the output)."
+        )
+    service_tier = get("service_tier", _DEFAULT_TIER)
+    if service_tier is not _DEFAULT_TIER:
+        wrong_tier = choice_error(_SERVICE_TIER, service_tier)
+        if wrong_tier is not None:
+            raise EventInvalid("service_tier", wrong_tier)
     latency_ms = get("latency_ms")
     occurred_at = _timestamp(raw, now, bounds)
     if latency_ms is not None and (type(latency_ms) is not int or not _LATENCY_MIN <= latency_ms <= _LATENCY_MAX):
@@ -278,5 +297,6 @@ def parse_event(raw: Any, *, now: dt.datetime, bounds: TimeBounds, allow_api_key
         encoding=encoding,
         body_hash=body_hash(raw if api_key_ref is None else {k: v for k, v in raw.items() if k != "api_key"}),
         api_key_ref=api_key_ref,
+        service_tier=service_tier,
         **counts,
     )

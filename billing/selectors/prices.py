@@ -4,6 +4,7 @@ per-process cache; the plans and prices the portal lists."""
 import datetime as dt
 import fnmatch
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,7 +13,7 @@ from django.db import connection
 from django.db.models import Count
 
 from accounts.models import Tenant
-from billing.models import Price, PricePlan
+from billing.models import Price, PricePlan, ServiceTier
 from billing.rating import PriceTerms, terms_from_price
 from infra.cache import BoundedCache
 from infra.db import hot_cursor, instance_from_row
@@ -30,13 +31,14 @@ class PriceBook:
 
     Precedence: a tenant override beats the plan; within each, an exact model name beats a
     glob, and a longer glob beats a shorter one; then the newest version with
-    effective_from <= the event's time.
+    effective_from <= the event's time; within that version, the row of the request's service
+    tier, else the version's default-tier row.
     """
 
     currency: str
     allow_unpriced: bool
-    # (is_override, pattern) -> versions newest first
-    _versions: dict[tuple[bool, str], list[tuple[dt.datetime, PriceTerms]]] = field(default_factory=dict)
+    # (is_override, pattern) -> rows newest version first (a version's rows are adjacent)
+    _versions: dict[tuple[bool, str], list[tuple[dt.datetime, str, PriceTerms]]] = field(default_factory=dict)
     _candidates: dict[str, list[tuple[bool, str]]] = field(default_factory=dict)
 
     def _candidates_for(self, model: str) -> list[tuple[bool, str]]:
@@ -54,12 +56,33 @@ class PriceBook:
         self._candidates[model] = result
         return result
 
-    def terms_for(self, model: str, at: dt.datetime) -> PriceTerms | None:
+    def terms_for(self, model: str, at: dt.datetime, service_tier: str = ServiceTier.DEFAULT) -> PriceTerms | None:
         for key in self._candidates_for(model):
-            for effective_from, terms in self._versions[key]:
-                if effective_from <= at:
-                    return terms
+            terms = version_terms(self._versions[key], at, service_tier)
+            if terms is not None:
+                return terms
         return None
+
+
+def version_terms(
+    rows: Iterable[tuple[dt.datetime, str, PriceTerms]], at: dt.datetime, service_tier: str
+) -> PriceTerms | None:
+    """Of one pattern's rows (newest version first), the version in force at `at`: its row of
+    `service_tier`, else its default-tier row; a version with neither gives way to an older one."""
+    version = None
+    fallback = None
+    for effective_from, tier, terms in rows:
+        if effective_from > at:
+            continue
+        if effective_from != version:
+            if fallback is not None:
+                return fallback
+            version = effective_from
+        if tier == service_tier:
+            return terms
+        if tier == ServiceTier.DEFAULT:
+            fallback = terms
+    return fallback
 
 
 def price_book_for(
@@ -111,7 +134,7 @@ class _ModelPrices:
     version: int
     currency: str
     allow_unpriced: bool
-    ranked: tuple[tuple[tuple[bool, str], tuple[tuple[dt.datetime, PriceTerms], ...]], ...]
+    ranked: tuple[tuple[tuple[bool, str], tuple[tuple[dt.datetime, str, PriceTerms], ...]], ...]
 
 
 def _book_from(resolved: dict[str, _ModelPrices]) -> PriceBook:
@@ -164,7 +187,7 @@ def _price_book_read(*, plan_id: int, tenant_id: int, models: set[str]) -> Price
             continue
         price = instance_from_row(Price, _PRICE_FIELDS, row[2:])
         versions[(price.tenant_id is not None, price.model_pattern)].append(
-            (price.effective_from, terms_from_price(price))
+            (price.effective_from, price.service_tier, terms_from_price(price))
         )
     book._versions = dict(versions)
     return book
@@ -183,9 +206,14 @@ def price_plan_by_id(plan_id: int) -> PricePlan | None:
 
 
 def plan_current_prices(*, plan_id: int, at: dt.datetime) -> list[Price]:
-    """The version of each (pattern, tenant override) in force at `at`, by model pattern."""
-    current: dict[tuple[int | None, str], Price] = {}
+    """The version of each (pattern, tenant override) in force at `at`, by model pattern: every
+    service tier's row of it (default first)."""
+    newest: dict[tuple[int | None, str], dt.datetime] = {}
+    chosen: list[Price] = []
     rows = Price.objects.filter(plan_id=plan_id, effective_from__lte=at).select_related("tenant")
     for price in rows.order_by("model_pattern", "tenant_id", "-effective_from"):
-        current.setdefault((price.tenant_id, price.model_pattern), price)
-    return sorted(current.values(), key=lambda p: (p.model_pattern, p.tenant_id or 0))
+        version = newest.setdefault((price.tenant_id, price.model_pattern), price.effective_from)
+        if price.effective_from == version:
+            chosen.append(price)
+    order = {tier: n for n, tier in enumerate(ServiceTier.values)}
+    return sorted(chosen, key=lambda p: (p.model_pattern, p.tenant_id or 0, order.get(p.service_tier, 99)))

@@ -65,6 +65,7 @@ def line_payload(line: InvoiceLine, currency: str) -> dict[str, Any]:
         "token_kind": line.token_kind,
         "price_effective_from": line.price_effective_from,
         "long_context": line.long_context,
+        "service_tier": line.service_tier,
         "description": line.description,
         "requests": line.requests,
         "quantity": line.quantity,

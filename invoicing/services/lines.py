@@ -13,7 +13,7 @@ from typing import Any
 
 from accounts.models import Tenant
 from billing import rating
-from billing.models import Price
+from billing.models import Price, ServiceTier
 from billing.money import round_to_currency
 from invoicing import selectors
 from invoicing.models import Invoice, InvoiceLine
@@ -24,8 +24,11 @@ _KIND_LABELS: dict[str, str] = {
     InvoiceLine.TokenKind.INPUT: "input tokens",
     InvoiceLine.TokenKind.CACHED_INPUT: "cached input tokens",
     InvoiceLine.TokenKind.CACHE_WRITE: "cache write tokens",
+    InvoiceLine.TokenKind.CACHE_WRITE_1H: "1-hour cache write tokens",
     InvoiceLine.TokenKind.OUTPUT: "output tokens",
+    InvoiceLine.TokenKind.REASONING: "reasoning tokens",
 }
+_DEFAULT_TIER = ServiceTier.DEFAULT
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,7 @@ class LineData:
     price_id: int | None
     price_effective_from: dt.datetime | None
     long_context: bool
+    service_tier: str
     description: str
     requests: int
     quantity: int
@@ -47,7 +51,7 @@ class LineData:
     def key(self) -> tuple[Any, ...]:
         return (
             self.kind, self.usage_period, self.model, self.token_kind, self.price_id, self.long_context,
-            self.description, self.requests, self.quantity, self.unit_price_per_mtok.normalize(),
+            self.service_tier, self.description, self.requests, self.quantity, self.unit_price_per_mtok.normalize(),
             self.amount_unrounded.normalize(), self.amount.normalize(),
         )  # fmt: skip
 
@@ -69,6 +73,12 @@ class Computed:
         return sum((line.amount for line in self.lines), Decimal(0))
 
 
+def _line_order(row: RatedUsage, price: Price) -> tuple[Any, ...]:
+    """Lines by month, model, price version, then default tier first, then short context first."""
+    tier = row.service_tier
+    return (row.month, row.model, price.effective_from, price.pk, tier != _DEFAULT_TIER, tier, row.long_context)
+
+
 def _lines_for(
     rows: list[RatedUsage], *, kind: str, currency: str, prices: dict[int, Price], label: str, computed: Computed
 ) -> None:
@@ -78,7 +88,7 @@ def _lines_for(
             versions_per_model.setdefault(row.model, set()).add(row.price_id)
     ordered = sorted(
         ((row, prices[row.price_id]) for row in rows if row.price_id is not None),
-        key=lambda pair: (pair[0].month, pair[0].model, pair[1].effective_from, pair[1].pk, pair[0].long_context),
+        key=lambda pair: _line_order(*pair),
     )
     for row in rows:
         if row.price_id is None:
@@ -91,6 +101,8 @@ def _lines_for(
             output_tokens=row.output_tokens,
             cached_input_tokens=row.cached_input_tokens,
             cache_write_tokens=row.cache_write_tokens,
+            cache_write_1h_tokens=row.cache_write_1h_tokens,
+            reasoning_tokens=row.reasoning_tokens,
         )
         for token_kind, quantity in quantities.items():
             if quantity == 0:
@@ -98,6 +110,8 @@ def _lines_for(
             per_mtok = rating.kind_rate(rates, token_kind)
             exact = rating.line_amount(quantity, per_mtok)
             text = f"{row.model}: {_KIND_LABELS[token_kind]}"
+            if row.service_tier != _DEFAULT_TIER:
+                text += f" ({row.service_tier} tier)"
             if row.long_context:
                 text += " (long context)"
             if len(versions_per_model[row.model]) > 1:
@@ -113,6 +127,7 @@ def _lines_for(
                     price_id=row.price_id,
                     price_effective_from=price.effective_from,
                     long_context=row.long_context,
+                    service_tier=row.service_tier,
                     description=text[:300],
                     requests=row.requests,
                     quantity=quantity,

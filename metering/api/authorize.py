@@ -17,13 +17,14 @@ from api.views import TenantAPIView
 from billing import selectors as billing_selectors
 from billing.money import format_ledger_amount
 from metering.api import schema
-from metering.contracts import AUTHORIZE, BALANCE, InputField
+from metering.contracts import AUTHORIZE, BALANCE, InputField, choice_error
 from metering.services.authorize import AuthorizeRefused, authorize_request
 
 # The authorize contract's bounds, read once (metering/contracts.py; numbers in metering/limits.py).
 _MODEL_MAX = AUTHORIZE["model"].length
 _REQUEST_ID_MAX = AUTHORIZE["request_id"].length
 _HOLD_DEFAULT = AUTHORIZE["hold"].default
+_TIER_DEFAULT = AUTHORIZE["service_tier"].choices[0]
 
 
 # --- OpenAPI shapes ------------------------------------------------------------------------------
@@ -205,7 +206,12 @@ def _parse(data: Any) -> dict[str, Any]:
     api_key = data.get("api_key")
     if isinstance(api_key, bool) or (api_key is not None and not isinstance(api_key, str | int)):
         raise _invalid("api_key", "api_key must be the customer's key or its api_key_id.")
+    service_tier = data.get("service_tier", _TIER_DEFAULT)
+    wrong_tier = choice_error(AUTHORIZE["service_tier"], service_tier)
+    if wrong_tier is not None:
+        raise _invalid("service_tier", wrong_tier)
     return {
+        "service_tier": service_tier,
         "model": model,
         "estimated_input_tokens": _whole(data, AUTHORIZE["estimated_input_tokens"]),
         "max_output_tokens": _whole(data, AUTHORIZE["max_output_tokens"]),
@@ -260,6 +266,7 @@ class AuthorizeView(TenantAPIView):
                 max_output_tokens=body["max_output_tokens"],
                 request_id=body["request_id"],
                 hold=body["hold"],
+                service_tier=body["service_tier"],
             )
         except AuthorizeRefused as exc:
             return Response(

@@ -32,6 +32,8 @@ def _drf_field(spec: InputField) -> serializers.Field[Any, Any, Any, Any]:
             return serializers.BooleanField(default=spec.default, **common)
         case "datetime":
             return serializers.DateTimeField(**common)
+        case "choice":
+            return serializers.ChoiceField(choices=list(spec.choices), **common)
         case "object":
             return serializers.DictField(**common)
     raise AssertionError(f"no OpenAPI field for kind {spec.kind!r}")

@@ -23,10 +23,10 @@ from django.utils import timezone
 
 from accounts.models import ApiKey
 from billing import selectors as billing_selectors
-from billing.models import Quota
+from billing.models import Quota, ServiceTier
 from billing.money import MICROS, from_micros, to_micros
 from billing.money import format_ledger_amount as format_amount
-from billing.rating import rate
+from billing.rating import limits_exceeded, rate
 from billing.selectors import QuotaUsage, quota_cell_index, quota_usage_from_cell
 from billing.services.balances import INSUFFICIENT_BALANCE, RATE_LIMITED, Admission, Decision, HoldInfo, QuotaCheck
 from billing.services.balances.limits import headers_for, limits_for
@@ -145,8 +145,13 @@ def authorize_request(
     request_id: str | None = None,
     hold: bool = False,
     now: dt.datetime | None = None,
+    service_tier: str = ServiceTier.DEFAULT,
 ) -> AuthorizeResult:
-    """Admit (200) or refuse (AuthorizeRefused: 402 no money or hard quota, 422 unpriced model)."""
+    """Admit (200) or refuse (AuthorizeRefused: 402 no money or hard quota, 422 unpriced model,
+    400 context_length_exceeded: above the model's max_input_tokens or max_output_tokens).
+
+    The estimate is at the price of `service_tier` (the version's default-tier row when the plan
+    has none for that tier)."""
     started = time.perf_counter()
     now = now or timezone.now()
     tenant = api_key.tenant
@@ -164,7 +169,7 @@ def authorize_request(
         )
     book = billing_selectors.price_book_for_tenant(tenant=tenant, models={model})
     currency = book.currency if book is not None else tenant.currency
-    terms = book.terms_for(model, now) if book is not None else None
+    terms = book.terms_for(model, now, service_tier) if book is not None else None
     if terms is None and not (book is not None and book.allow_unpriced):
         metrics.AUTHORIZE.labels(outcome="unpriced_model").inc()
         raise AuthorizeRefused(
@@ -175,6 +180,18 @@ def authorize_request(
         )
     estimate = 0
     if terms is not None:
+        over = limits_exceeded(terms, input_tokens=estimated_input_tokens, output_tokens=max_output_tokens)
+        if over:
+            metrics.AUTHORIZE.labels(outcome="context_length_exceeded").inc()
+            limit_name, limit, requested = over[0]
+            asked = "estimated_input_tokens" if limit_name == "max_input_tokens" else "max_output_tokens"
+            raise AuthorizeRefused(
+                400,
+                "context_length_exceeded",
+                f"Model {model!r} accepts at most {limit} {'input' if asked.startswith('estimated') else 'output'} "
+                f"tokens ({limit_name}); this request asks for {requested} ({asked}).",
+                {"model": model, "field": asked, "limit": limit_name, "limit_value": limit, "requested": requested},
+            )
         estimate = _ceil_micros(rate(terms, input_tokens=estimated_input_tokens, output_tokens=max_output_tokens))
 
     quotas = [q for q in _quotas(tenant.pk) if q.api_key_id in (None, api_key.pk)]

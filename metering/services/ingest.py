@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from accounts.models import ApiKey, Tenant
 from billing import selectors as billing_selectors
-from billing.rating import rate, tier_applies
+from billing.rating import PriceTerms, limits_exceeded, rate, tier_applies
 from billing.services.balances import balance_backend
 from billing.services.balances.limits import LimitedScopes
 from billing.services.settlement import SettleResult, usage_settle_batch, usage_settle_undo_mirror
@@ -210,7 +210,7 @@ def _record_for_tenant(
     terms_for = book.terms_for if book is not None else None
     new_events: list[NewEvent] = []
     for _, event, key in first_by_request.values():
-        terms = terms_for(event.model, event.occurred_at) if terms_for is not None else None
+        terms = terms_for(event.model, event.occurred_at, event.service_tier) if terms_for is not None else None
         cost = (
             rate(
                 terms,
@@ -218,6 +218,8 @@ def _record_for_tenant(
                 output_tokens=event.output_tokens,
                 cached_input_tokens=event.cached_input_tokens,
                 cache_write_tokens=event.cache_write_tokens,
+                cache_write_1h_tokens=event.cache_write_1h_tokens,
+                reasoning_tokens=event.reasoning_tokens,
             )
             if terms is not None
             else None
@@ -242,8 +244,11 @@ def _record_for_tenant(
                 currency=currency,
                 price_id=terms.price_id if terms is not None else None,
                 body_hash=event.body_hash,
-                flags="" if key.allows_model(event.model) else UsageEvent.FLAG_MODEL_NOT_ALLOWED,
+                flags=_flags(key, event, terms),
                 long_context=terms is not None and tier_applies(terms, input_tokens=event.input_tokens),
+                service_tier=event.service_tier,
+                cache_write_1h_tokens=event.cache_write_1h_tokens,
+                reasoning_tokens=event.reasoning_tokens,
             )
         )
 
@@ -303,6 +308,14 @@ def _record_for_tenant(
     for index, event, _ in repeats:
         out.append(_outcome(index, event, stored_hash))
     return out
+
+
+def _flags(key: ApiKey, event: EventInput, terms: PriceTerms | None) -> str:
+    """What a control would have refused about this usage (UsageEvent.flags); "" for most."""
+    flags = [] if key.allows_model(event.model) else [UsageEvent.FLAG_MODEL_NOT_ALLOWED]
+    if terms is not None and limits_exceeded(terms, input_tokens=event.input_tokens, output_tokens=event.output_tokens):
+        flags.append(UsageEvent.FLAG_CONTEXT_LENGTH_EXCEEDED)
+    return ",".join(flags)
 
 
 def _limited_scopes(tenant: Tenant, keys: list[ApiKey]) -> LimitedScopes:

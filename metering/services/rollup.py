@@ -61,6 +61,8 @@ _FIGURES = (
     "cache_write_tokens",
     "cost",
     "unpriced_requests",
+    "cache_write_1h_tokens",
+    "reasoning_tokens",
 )
 _COLS = ", ".join(_FIGURES)
 _EXCLUDED = ", ".join(f"EXCLUDED.{name}" for name in _FIGURES)
@@ -75,40 +77,43 @@ _SET = ", ".join(f"{name} = EXCLUDED.{name}" for name in (*_FIGURES, "updated_at
 #    rows whose figures changed, and a DELETE of the rows of groups that no longer exist.
 # Identifiers are module constants; every value is a parameter.
 _AGGREGATE_SQL = f"""
-SELECT e.tenant_id, e.api_key_id, e.model, count(*), sum(e.input_tokens), sum(e.output_tokens),
-    sum(e.cached_input_tokens), sum(e.cache_write_tokens), coalesce(sum(e.cost), 0), count(*) - count(e.cost)
+SELECT e.tenant_id, e.api_key_id, e.model, e.service_tier, count(*), sum(e.input_tokens), sum(e.output_tokens),
+    sum(e.cached_input_tokens), sum(e.cache_write_tokens), coalesce(sum(e.cost), 0), count(*) - count(e.cost),
+    sum(e.cache_write_1h_tokens), sum(e.reasoning_tokens)
 FROM {EVENTS} e
 JOIN unnest(%(tenants)s::bigint[], %(starts)s::timestamptz[], %(ends)s::timestamptz[])
     AS r(tenant_id, day_start, day_end)
     ON r.tenant_id = e.tenant_id AND e.occurred_at >= r.day_start AND e.occurred_at < r.day_end
 WHERE e.occurred_at >= %(lo)s AND e.occurred_at < %(hi)s
-GROUP BY e.tenant_id, e.api_key_id, e.model
+GROUP BY e.tenant_id, e.api_key_id, e.model, e.service_tier
 """  # noqa: S608
 _WRITE_SQL = f"""
 WITH agg AS (
     SELECT * FROM unnest(
-        %(g_tenant)s::bigint[], %(g_key)s::bigint[], %(g_model)s::text[], %(g_requests)s::bigint[],
-        %(g_input)s::bigint[], %(g_output)s::bigint[], %(g_cached)s::bigint[], %(g_cache_write)s::bigint[],
-        %(g_cost)s::numeric[], %(g_unpriced)s::bigint[]
-    ) AS a(tenant_id, api_key_id, model, {_COLS})
+        %(g_tenant)s::bigint[], %(g_key)s::bigint[], %(g_model)s::text[], %(g_tier)s::text[],
+        %(g_requests)s::bigint[], %(g_input)s::bigint[], %(g_output)s::bigint[], %(g_cached)s::bigint[],
+        %(g_cache_write)s::bigint[], %(g_cost)s::numeric[], %(g_unpriced)s::bigint[], %(g_write_1h)s::bigint[],
+        %(g_reasoning)s::bigint[]
+    ) AS a(tenant_id, api_key_id, model, service_tier, {_COLS})
 ), upserted AS (
-    INSERT INTO {DAILY} AS d (tenant_id, api_key_id, model, day, {_COLS}, updated_at)
-    SELECT tenant_id, api_key_id, model, %(day)s, {_COLS}, now() FROM agg
-    ON CONFLICT (tenant_id, api_key_id, model, day) DO UPDATE SET {_SET}
+    INSERT INTO {DAILY} AS d (tenant_id, api_key_id, model, service_tier, day, {_COLS}, updated_at)
+    SELECT tenant_id, api_key_id, model, service_tier, %(day)s, {_COLS}, now() FROM agg
+    ON CONFLICT (tenant_id, api_key_id, model, service_tier, day) DO UPDATE SET {_SET}
     WHERE ({_CURRENT}) IS DISTINCT FROM ({_EXCLUDED})
     RETURNING 1
 ), pruned AS (
     DELETE FROM {DAILY} d WHERE d.day = %(day)s AND d.tenant_id = ANY(%(tenants)s::bigint[])
     AND NOT EXISTS (
         SELECT 1 FROM agg WHERE agg.tenant_id = d.tenant_id AND agg.api_key_id = d.api_key_id AND agg.model = d.model
+        AND agg.service_tier = d.service_tier
     )
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM upserted), (SELECT count(*) FROM pruned)
 """  # noqa: S608
 _GROUP_PARAMS = (
-    "g_tenant", "g_key", "g_model", "g_requests", "g_input", "g_output", "g_cached", "g_cache_write", "g_cost",
-    "g_unpriced",
+    "g_tenant", "g_key", "g_model", "g_tier", "g_requests", "g_input", "g_output", "g_cached", "g_cache_write",
+    "g_cost", "g_unpriced", "g_write_1h", "g_reasoning",
 )  # fmt: skip
 
 
@@ -172,25 +177,39 @@ def rollup_day(*, day: dt.date, tenants: dict[int, str] | None = None) -> DayRes
 
 def _rebuild_in_python(*, tenant_id: int, day: dt.date, start: dt.datetime, end: dt.datetime) -> tuple[int, int, int]:
     """The portable rebuild (SQLite): exact Decimal sums, then delete + insert of the day."""
-    groups: dict[tuple[int, str], dict[str, Any]] = {}
+    groups: dict[tuple[int, str, str], dict[str, Any]] = {}
     events = UsageEvent.objects.filter(tenant_id=tenant_id, occurred_at__gte=start, occurred_at__lt=end).values_list(
-        "api_key_id", "model", "input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens", "cost"
-    )
-    for api_key_id, model, input_tokens, output_tokens, cached, cache_write, cost in events.iterator():
-        row = groups.setdefault((api_key_id, model), dict.fromkeys(_FIGURES, 0) | {"cost": Decimal(0)})
+        "api_key_id", "model", "service_tier", "input_tokens", "output_tokens", "cached_input_tokens",
+        "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens", "cost",
+    )  # fmt: skip
+    for (
+        api_key_id,
+        model,
+        tier,
+        input_tokens,
+        output_tokens,
+        cached,
+        cache_write,
+        write_1h,
+        reasoning,
+        cost,
+    ) in events.iterator():
+        row = groups.setdefault((api_key_id, model, tier), dict.fromkeys(_FIGURES, 0) | {"cost": Decimal(0)})
         row["requests"] += 1
         row["input_tokens"] += input_tokens
         row["output_tokens"] += output_tokens
         row["cached_input_tokens"] += cached
         row["cache_write_tokens"] += cache_write
+        row["cache_write_1h_tokens"] += write_1h
+        row["reasoning_tokens"] += reasoning
         if cost is None:
             row["unpriced_requests"] += 1
         else:
             row["cost"] += cost
     deleted, _ = DailyUsage.objects.filter(tenant_id=tenant_id, day=day).delete()
     DailyUsage.objects.bulk_create(
-        DailyUsage(tenant_id=tenant_id, api_key_id=api_key_id, model=model, day=day, **figures)
-        for (api_key_id, model), figures in groups.items()
+        DailyUsage(tenant_id=tenant_id, api_key_id=api_key_id, model=model, service_tier=tier, day=day, **figures)
+        for (api_key_id, model, tier), figures in groups.items()
     )
     return len(groups), len(groups), max(deleted - len(groups), 0)
 

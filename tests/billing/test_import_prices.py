@@ -48,10 +48,14 @@ SMALL_CATALOG = {
         "output_cost_per_token_above_200k_tokens": 2.25e-05,
         "cache_read_input_token_cost_above_200k_tokens": 6e-07,
         "cache_creation_input_token_cost_above_200k_tokens": 7.5e-06,
-        # Not token kinds of ours: ignored.
         "cache_creation_input_token_cost_above_1hr": 6e-06,
         "cache_creation_input_token_cost_above_1hr_above_200k_tokens": 1.2e-05,
+        # The priority tier: only a long-context input rate of its own; the rest is the default's.
         "input_cost_per_token_above_200k_tokens_priority": 1.2e-05,
+        "max_input_tokens": 1_000_000,
+        "max_output_tokens": 64_000,
+        # Not a token kind of ours: reported, not imported.
+        "input_cost_per_audio_token": 1e-05,
     },
     "acme-complete": {"mode": "completion", "input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06},
     "acme-embed": {"mode": "embedding", "input_cost_per_token": 1e-07, "output_cost_per_token": 0.0},
@@ -86,10 +90,11 @@ def test_small_file_creates_plan_and_maps_rates_exactly(tmp_path):
 
     plan = PricePlan.objects.get(slug="catalog")
     assert plan.currency == "USD"
-    assert sorted(Price.objects.filter(plan=plan).values_list("model_pattern", flat=True)) == [
-        "acme-chat",
-        "acme-complete",
-        "acme-long",
+    assert sorted(Price.objects.filter(plan=plan).values_list("model_pattern", "service_tier")) == [
+        ("acme-chat", "default"),
+        ("acme-complete", "default"),
+        ("acme-long", "default"),
+        ("acme-long", "priority"),
     ]
     chat = Price.objects.get(plan=plan, model_pattern="acme-chat")
     assert chat.effective_from == T0
@@ -102,8 +107,10 @@ def test_small_file_creates_plan_and_maps_rates_exactly(tmp_path):
     assert chat.cache_write_per_mtok is None  # absent: rating uses the input rate
     assert chat.tier_threshold is None
 
-    long = Price.objects.get(plan=plan, model_pattern="acme-long")
+    long = Price.objects.get(plan=plan, model_pattern="acme-long", service_tier="default")
     assert long.tier_threshold == 200_000
+    assert (long.cache_write_1h_per_mtok, long.tier_cache_write_1h_per_mtok) == (Decimal("6"), Decimal("12"))
+    assert (long.max_input_tokens, long.max_output_tokens) == (1_000_000, 64_000)
     assert (long.input_per_mtok, long.cached_input_per_mtok, long.cache_write_per_mtok) == (
         Decimal("3"),
         Decimal("0.3"),
@@ -115,8 +122,26 @@ def test_small_file_creates_plan_and_maps_rates_exactly(tmp_path):
         long.tier_cached_input_per_mtok,
         long.tier_cache_write_per_mtok,
     ) == (Decimal("6"), Decimal("22.5"), Decimal("0.6"), Decimal("7.5"))
+    # Priority: LiteLLM reads `<key>_priority`, else `<key>`, per rate; the 1-hour write of the
+    # long context has no suffixed key, so it falls back to the flat 1-hour rate (not the tier's).
+    priority = Price.objects.get(plan=plan, model_pattern="acme-long", service_tier="priority")
+    assert (priority.input_per_mtok, priority.output_per_mtok, priority.cached_input_per_mtok) == (
+        Decimal("3"),
+        Decimal("15"),
+        Decimal("0.3"),
+    )
+    assert (priority.tier_threshold, priority.tier_input_per_mtok, priority.tier_output_per_mtok) == (
+        200_000,
+        Decimal("12"),
+        Decimal("22.5"),
+    )
+    assert (priority.cache_write_1h_per_mtok, priority.tier_cache_write_1h_per_mtok) == (Decimal("6"), None)
+    assert priority.max_input_tokens == 1_000_000
 
     assert "3 new price versions, 0 unchanged, 4 skipped" in out
+    assert "1 service-tier rows" in out
+    assert "priced 3 models" in out
+    assert "input_cost_per_audio_token: 1" in out
     assert "not_a_chat_model 1" in out and "no_token_price 1" in out and "zero_price 1" in out
     assert "sample_spec 1" in out
 
@@ -170,10 +195,11 @@ def test_service_reports_every_entry_once_and_audits(db):
         "acme-complete",
         "acme-long",
         "acme-text-rate",
+        "acme-tier-without-input",
     ]
     assert result.skipped == {
         "invalid_rate": 2,
-        "unsupported_tier": 2,
+        "unsupported_tier": 1,
         "no_token_price": 1,
         "not_a_chat_model": 1,
         "not_an_object": 1,
@@ -185,11 +211,18 @@ def test_service_reports_every_entry_once_and_audits(db):
     assert result.total == len(catalog) + 1
     assert Price.objects.get(plan=plan, model_pattern="acme-text-rate").input_per_mtok == Decimal("0.3")
     assert Price.objects.get(plan=plan, model_pattern="acme-bare-threshold").tier_threshold == 1000
+    # Any kind's `_above_` key opens the context tier (LiteLLM): here only output has a tier rate.
+    no_input = Price.objects.get(plan=plan, model_pattern="acme-tier-without-input")
+    assert (no_input.tier_threshold, no_input.tier_input_per_mtok, no_input.tier_output_per_mtok) == (
+        128_000,
+        None,
+        Decimal("4"),
+    )
 
     audit = AuditLog.objects.get(action="price.import")
     assert audit.actor_label == "ops"
     assert audit.target_id == str(plan.pk)
-    assert audit.changes["created"] == 5
+    assert audit.changes["created"] == 6
     assert audit.changes["skipped"]["invalid_rate"] == 2
     assert sorted(audit.changes["created_models"]) == sorted(result.created_models)
 
@@ -232,7 +265,7 @@ def test_reimport_of_identical_catalog_creates_nothing(tmp_path):
     run(path, "--plan", "catalog", "--effective-from", "2026-01-01T00:00:00Z")
     out = run(path, "--plan", "catalog", "--effective-from", "2026-02-01T00:00:00Z")
     assert "0 new price versions, 3 unchanged" in out
-    assert Price.objects.filter(plan__slug="catalog").count() == 3
+    assert Price.objects.filter(plan__slug="catalog").count() == 4  # acme-long has a priority row
     # Without --effective-from (now) too.
     assert "0 new price versions, 3 unchanged" in run(path, "--plan", "catalog")
 
@@ -310,17 +343,26 @@ def test_service_refuses_other_currency_and_naive_time(db):
 def test_bundled_catalog_imports_hundreds_of_models_once():
     assert bundled_catalog_path().name == "model_prices_and_context_window_backup.json"
     out = run("bundled", "--plan", "litellm", "--effective-from", "2026-01-01T00:00:00+00:00")
-    created = Price.objects.filter(plan__slug="litellm").count()
+    created = Price.objects.filter(plan__slug="litellm", service_tier="default").count()
     assert created > 1500
+    assert Price.objects.filter(plan__slug="litellm").exclude(service_tier="default").count() > 100
     assert f"{created} new price versions, 0 unchanged" in out
 
-    gpt4o = Price.objects.get(plan__slug="litellm", model_pattern="gpt-4o")
-    assert (gpt4o.input_per_mtok, gpt4o.output_per_mtok, gpt4o.cached_input_per_mtok) == (
-        Decimal("2.5"),
-        Decimal("10"),
-        Decimal("1.25"),
+    gpt4o = {p.service_tier: p for p in Price.objects.filter(plan__slug="litellm", model_pattern="gpt-4o")}
+    assert (gpt4o["default"].input_per_mtok, gpt4o["default"].output_per_mtok) == (Decimal("2.5"), Decimal("10"))
+    assert gpt4o["default"].cached_input_per_mtok == Decimal("1.25")
+    assert (gpt4o["default"].max_input_tokens, gpt4o["default"].max_output_tokens) == (128_000, 16_384)
+    assert (gpt4o["priority"].input_per_mtok, gpt4o["priority"].cached_input_per_mtok) == (
+        Decimal("4.25"),
+        Decimal("2.125"),
     )
-    sonnet = Price.objects.get(plan__slug="litellm", model_pattern="claude-sonnet-4-5")
+    # Batch: its own input and output; no batch cache read, so the standard one.
+    assert (gpt4o["batch"].input_per_mtok, gpt4o["batch"].output_per_mtok) == (Decimal("1.25"), Decimal("5"))
+    assert gpt4o["batch"].cached_input_per_mtok == Decimal("1.25")
+    assert "flex" not in gpt4o
+    sonnet = Price.objects.get(
+        plan__slug="litellm", model_pattern="claude-sonnet-4-5-20250929-v1:0", service_tier="default"
+    )
     assert (sonnet.tier_threshold, sonnet.tier_input_per_mtok, sonnet.tier_cache_write_per_mtok) == (
         200_000,
         Decimal("6"),
@@ -330,7 +372,7 @@ def test_bundled_catalog_imports_hundreds_of_models_once():
 
     again = run("bundled", "--plan", "litellm")
     assert f"0 new price versions, {created} unchanged" in again
-    assert Price.objects.filter(plan__slug="litellm").count() == created
+    assert Price.objects.filter(plan__slug="litellm", service_tier="default").count() == created
 
 
 # --- URLs, against a real local server ----------------------------------------------------
@@ -361,7 +403,7 @@ def test_url_import_from_local_http_server(tmp_path, http_root):
     out = run(f"{http_root}/catalog.json", "--plan", "web")
     assert "3 new price versions" in out
     assert f"Imported {http_root}/catalog.json" in out
-    assert Price.objects.filter(plan__slug="web").count() == 3
+    assert Price.objects.filter(plan__slug="web").count() == 4  # acme-long has a priority row
 
 
 def test_url_errors_are_clear(tmp_path, http_root):

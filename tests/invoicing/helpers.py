@@ -34,12 +34,15 @@ def record(
     output_tokens: int = 500,
     cached: int = 0,
     cache_write: int = 0,
+    cache_write_1h: int = 0,
+    reasoning: int = 0,
+    service_tier: str = "default",
     charge: bool = True,
 ) -> UsageEvent:
     """Store one event of `key`'s tenant as ingest would, with explicit times."""
     tenant = key.tenant
     book = price_book_for(plan_id=tenant.price_plan_id, tenant_id=tenant.pk, models={model})
-    terms = book.terms_for(model, at) if book is not None else None
+    terms = book.terms_for(model, at, service_tier) if book is not None else None
     cost = (
         rate(
             terms,
@@ -47,6 +50,8 @@ def record(
             output_tokens=output_tokens,
             cached_input_tokens=cached,
             cache_write_tokens=cache_write,
+            cache_write_1h_tokens=cache_write_1h,
+            reasoning_tokens=reasoning,
         )
         if terms is not None
         else None
@@ -75,6 +80,9 @@ def record(
                 price_id=terms.price_id if terms is not None else None,
                 body_hash=hashlib.sha256(request_id.encode()).hexdigest(),
                 long_context=terms is not None and tier_applies(terms, input_tokens=input_tokens),
+                service_tier=service_tier,
+                cache_write_1h_tokens=cache_write_1h,
+                reasoning_tokens=reasoning,
             )
         ]
     )

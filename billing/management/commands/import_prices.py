@@ -16,7 +16,7 @@ from django.core.validators import validate_slug
 from django.db import transaction
 
 from billing.models import PricePlan
-from billing.services.catalog import SKIP_REASONS, prices_import_litellm
+from billing.services.catalog import SKIP_REASONS, CatalogImportResult, prices_import_litellm
 from billing.services.pricing import plan_get_or_create
 
 BUNDLED = "bundled"
@@ -119,7 +119,9 @@ class Command(BaseCommand):
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from None
 
-        verbosity = options["verbosity"]
+        self._report(result, where=where, verbosity=options["verbosity"])
+
+    def _report(self, result: CatalogImportResult, *, where: str, verbosity: int) -> None:
         if verbosity >= 2:
             for reason, names in sorted(result.skipped_models.items()):
                 self.stdout.write(f"skipped, {SKIP_REASONS.get(reason, reason)}: {', '.join(sorted(names))}")
@@ -130,6 +132,20 @@ class Command(BaseCommand):
                     f"to {rounded.stored_per_mtok} per 1M tokens"
                 )
         self.stdout.write(self.style.SUCCESS(f"Imported {where} into {result.summary()}"))
+        self.stdout.write(
+            f"priced {result.created + result.unchanged} models ({result.created} new versions, "
+            f"{result.unchanged} unchanged), skipped {result.skipped_total}"
+        )
+        for reason, count in result.skipped.items():
+            self.stdout.write(f"  skipped {count}: {SKIP_REASONS.get(reason, reason)}")
+        for reason, names in sorted(result.skipped_tiers.items()):
+            self.stdout.write(f"  service tier at the default price ({reason}): {len(names)}")
+            if verbosity >= 2:
+                self.stdout.write(f"    {', '.join(sorted(names))}")
+        if result.unread_keys:
+            self.stdout.write("catalog keys not understood (not imported), by models carrying them:")
+            for key, count in sorted(result.unread_keys.items(), key=lambda item: (-item[1], item[0])):
+                self.stdout.write(f"  {key}: {count}")
 
 
 def _parse_effective_from(value: str | None) -> dt.datetime | None:
