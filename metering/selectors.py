@@ -13,7 +13,7 @@ from django.db.models.functions import TruncDate, TruncMonth
 from infra.paging import keyset_page
 from metering.models import DailyUsage, UsageEvent
 
-GROUPINGS = ("day", "model", "api_key")
+GROUPINGS = ("day", "model", "api_key", "service_tier")
 
 
 def usage_aggregate(
@@ -27,6 +27,8 @@ def usage_aggregate(
         events = events.annotate(group=TruncDate("occurred_at", tzinfo=zoneinfo.ZoneInfo(tz_name)))
     elif group_by == "model":
         events = events.annotate(group=F("model"))
+    elif group_by == "service_tier":
+        events = events.annotate(group=F("service_tier"))
     else:
         events = events.annotate(group=F("api_key_id"))
     # Aggregates get names no model field has: reusing "cost" would make the unpriced
@@ -39,6 +41,8 @@ def usage_aggregate(
             sum_output=Sum("output_tokens"),
             sum_cached=Sum("cached_input_tokens"),
             sum_cache_write=Sum("cache_write_tokens"),
+            sum_cache_write_1h=Sum("cache_write_1h_tokens"),
+            sum_reasoning=Sum("reasoning_tokens"),
             sum_cost=Sum("cost"),
             n_unpriced=Count("id", filter=Q(cost__isnull=True)),
         )
@@ -52,6 +56,8 @@ def usage_aggregate(
             "output_tokens": row["sum_output"] or 0,
             "cached_input_tokens": row["sum_cached"] or 0,
             "cache_write_tokens": row["sum_cache_write"] or 0,
+            "cache_write_1h_tokens": row["sum_cache_write_1h"] or 0,
+            "reasoning_tokens": row["sum_reasoning"] or 0,
             "cost": row["sum_cost"] if row["sum_cost"] is not None else Decimal(0),
             "unpriced_requests": row["n_unpriced"],
         }
@@ -131,10 +137,11 @@ def usage_totals(
 
 
 def usage_by_group(*, tenant_id: int, start_day: dt.date, end_day: dt.date, group_by: str) -> list[dict[str, Any]]:
-    """Totals per API key (`group` = key id) or per model over the days, largest token use first."""
-    if group_by not in ("api_key", "model"):
-        raise ValueError("group_by must be api_key or model")
-    field_name = "api_key_id" if group_by == "api_key" else "model"
+    """Totals per API key (`group` = key id), model or service tier over the days, largest token use first."""
+    fields = {"api_key": "api_key_id", "model": "model", "service_tier": "service_tier"}
+    if group_by not in fields:
+        raise ValueError("group_by must be api_key, model or service_tier")
+    field_name = fields[group_by]
     rows = (
         _rollups(tenant_id=tenant_id, start_day=start_day, end_day=end_day)
         .values(field_name)
@@ -210,6 +217,7 @@ EVENT_COLUMNS = (
     "request_id",
     "api_key_id",
     "model",
+    "service_tier",
     "input_tokens",
     "output_tokens",
     "cached_input_tokens",

@@ -14,12 +14,14 @@ from billing.selectors.holds import hold_by_request, open_holds, open_holds_tota
 from billing.selectors.jobs import FailingTenant, failing_tenants
 from billing.selectors.prices import (
     PriceBook,
+    TenantPrice,
     is_glob,
     plan_current_prices,
     price_book_for,
     price_book_for_tenant,
     price_plan_by_id,
     price_plans,
+    tenant_prices,
 )
 from billing.selectors.quotas import (
     CellUsage,
@@ -47,6 +49,7 @@ __all__ = [
     "FailingTenant",
     "PriceBook",
     "QuotaUsage",
+    "TenantPrice",
     "TopUp",
     "balance_summary",
     "failing_tenants",
@@ -66,6 +69,7 @@ __all__ = [
     "quota_for_tenant",
     "quota_usage",
     "quota_usage_from_cell",
+    "tenant_prices",
     "tenant_quotas",
     "topups_since",
     "wallet_balance",

@@ -6,15 +6,16 @@ import fnmatch
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.db.models import Count
+from django.db.models import Count, Q
 
 from accounts.models import Tenant
 from billing.models import Price, PricePlan, ServiceTier
-from billing.rating import PriceTerms, terms_from_price
+from billing.rating import TOKEN_KINDS, PriceTerms, kind_rate, terms_from_price
 from infra.cache import BoundedCache
 from infra.db import hot_cursor, instance_from_row
 
@@ -217,3 +218,56 @@ def plan_current_prices(*, plan_id: int, at: dt.datetime) -> list[Price]:
             chosen.append(price)
     order = {tier: n for n, tier in enumerate(ServiceTier.values)}
     return sorted(chosen, key=lambda p: (p.model_pattern, p.tenant_id or 0, order.get(p.service_tier, 99)))
+
+
+@dataclass(frozen=True)
+class TenantPrice:
+    """One price row a tenant pays, resolved: every token kind's rate per 1M (billing.rating's
+    fallbacks applied: a missing cache rate is the input rate, and so on)."""
+
+    model_pattern: str
+    override: bool  # the tenant's own price, not the plan's
+    service_tier: str
+    effective_from: dt.datetime
+    rates: dict[str, Decimal]  # token kind (billing.rating.TOKEN_KINDS) -> per 1M
+    tier_threshold: int | None  # above this many input tokens, `tier_rates` apply to the whole request
+    tier_rates: dict[str, Decimal] | None
+    max_input_tokens: int | None
+    max_output_tokens: int | None
+
+
+def tenant_prices(*, tenant_id: int, plan_id: int, at: dt.datetime) -> list[TenantPrice]:
+    """The prices in force for a tenant at `at`: the plan's current version of each pattern, its
+    service tiers' rows included, with the tenant's overrides in place of the plan's same pattern."""
+    newest: dict[tuple[bool, str], dt.datetime] = {}
+    chosen: list[Price] = []
+    rows = Price.objects.filter(plan_id=plan_id, effective_from__lte=at).filter(
+        Q(tenant__isnull=True) | Q(tenant_id=tenant_id)
+    )
+    for price in rows.order_by("model_pattern", "tenant_id", "-effective_from", "id"):
+        key = (price.tenant_id is not None, price.model_pattern)
+        if newest.setdefault(key, price.effective_from) == price.effective_from:
+            chosen.append(price)
+    overridden = {pattern for is_override, pattern in newest if is_override}
+    order = {tier: n for n, tier in enumerate(ServiceTier.values)}
+    result = []
+    for price in chosen:
+        is_override = price.tenant_id is not None
+        if not is_override and price.model_pattern in overridden:
+            continue
+        terms = terms_from_price(price)
+        result.append(
+            TenantPrice(
+                model_pattern=price.model_pattern,
+                override=is_override,
+                service_tier=price.service_tier,
+                effective_from=price.effective_from,
+                rates={kind: kind_rate(terms.base, kind) for kind in TOKEN_KINDS},
+                tier_threshold=price.tier_threshold if terms.tier is not None else None,
+                tier_rates={kind: kind_rate(terms.tier, kind) for kind in TOKEN_KINDS} if terms.tier else None,
+                max_input_tokens=price.max_input_tokens,
+                max_output_tokens=price.max_output_tokens,
+            )
+        )
+    result.sort(key=lambda p: (p.model_pattern, not p.override, order.get(p.service_tier, 99)))
+    return result

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.services import audit_record
-from billing.models import Price, PricePlan
+from billing.models import Price, PricePlan, ServiceTier
 from billing.periods import EARLIEST
 
 # Usage can arrive stamped long before its model's first price: client retry queues, backfills,
@@ -23,7 +23,10 @@ PRICED_FROM_BEGINNING = EARLIEST
 RATE_FIELDS = (
     "input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok",
     "tier_input_per_mtok", "tier_output_per_mtok", "tier_cached_input_per_mtok", "tier_cache_write_per_mtok",
+    "cache_write_1h_per_mtok", "tier_cache_write_1h_per_mtok", "reasoning_per_mtok",
 )  # fmt: skip
+# Whole-number fields a price may set besides its rates.
+COUNT_FIELDS = ("tier_threshold", "max_input_tokens", "max_output_tokens")
 
 
 def plan_get_or_create(*, slug: str, name: str = "", currency: str = "USD", actor_label: str = "") -> PricePlan:
@@ -58,17 +61,27 @@ def price_add(
     tenant_id: int | None = None,
     source: str = "",
     actor_label: str = "",
+    service_tier: str = ServiceTier.DEFAULT,
     **optional_rates: Decimal | int | None,
 ) -> Price:
-    """Add a price version (optional: cached/cache-write/tier rates and tier_threshold).
+    """Add a price version (optional: cached/cache-write/tier rates, tier_threshold and the
+    length limits), or a service tier's row of one.
 
     Without `effective_from`, the first plan-wide version of the pattern applies from the
-    beginning (PRICED_FROM_BEGINNING), any other version from now.
+    beginning (PRICED_FROM_BEGINNING), any other version from now; a service tier's row joins
+    the newest version of the pattern (a version's tiers share its effective_from).
     """
-    unknown = set(optional_rates) - set(RATE_FIELDS) - {"tier_threshold"}
+    unknown = set(optional_rates) - set(RATE_FIELDS) - set(COUNT_FIELDS)
     if unknown:
         raise ValidationError(f"Unknown price field(s): {', '.join(sorted(unknown))}.")
     model_pattern = model_pattern.strip()
+    if effective_from is None and service_tier != ServiceTier.DEFAULT:
+        versions = Price.objects.filter(plan=plan, model_pattern=model_pattern)
+        versions = versions.filter(tenant__pk=tenant_id) if tenant_id is not None else versions.filter(tenant=None)
+        newest = versions.order_by("-effective_from").values_list("effective_from", flat=True).first()
+        if newest is None:
+            raise ValidationError(f"Add the default-tier price of {model_pattern!r} before its {service_tier} row.")
+        effective_from = newest
     if effective_from is None:
         # Serialize with imports into this plan: "is this the first version?" must not race.
         PricePlan.objects.select_for_update().filter(pk=plan.pk).first()
@@ -79,6 +92,7 @@ def price_add(
         tenant_id=tenant_id,
         model_pattern=model_pattern,
         effective_from=effective_from,
+        service_tier=service_tier,
         input_per_mtok=input_per_mtok,
         output_per_mtok=output_per_mtok,
         source=source,
@@ -92,7 +106,7 @@ def price_add(
         actor_label=actor_label,
         changes={
             field: str(getattr(price, field))
-            for field in ("model_pattern", "effective_from", *RATE_FIELDS, "tier_threshold")
+            for field in ("model_pattern", "effective_from", "service_tier", *RATE_FIELDS, *COUNT_FIELDS)
         },
     )
     return price

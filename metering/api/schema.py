@@ -70,6 +70,9 @@ class EventOutSerializer(serializers.Serializer[Any]):
     output_tokens = serializers.IntegerField()
     cached_input_tokens = serializers.IntegerField()
     cache_write_tokens = serializers.IntegerField()
+    cache_write_1h_tokens = serializers.IntegerField()
+    reasoning_tokens = serializers.IntegerField()
+    service_tier = serializers.CharField()
     timestamp = serializers.DateTimeField()
     received_at = serializers.DateTimeField()
     api_key_id = serializers.IntegerField()
@@ -119,13 +122,16 @@ class UsageGroupField(serializers.Field[Any, Any, Any, Any]):
 
 class UsageRowSerializer(serializers.Serializer[Any]):
     group = UsageGroupField(
-        help_text="group_by=day: the tenant-local date; model: the model name; api_key: the key id (an integer)."
+        help_text="group_by=day: the tenant-local date; model: the model name; api_key: the key id (an integer); "
+        "service_tier: default, priority, flex or batch."
     )
     requests = serializers.IntegerField()
     input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()
     cached_input_tokens = serializers.IntegerField()
     cache_write_tokens = serializers.IntegerField()
+    cache_write_1h_tokens = serializers.IntegerField(help_text="Part of cache_write_tokens.")
+    reasoning_tokens = serializers.IntegerField(help_text="Part of output_tokens.")
     cost = serializers.DecimalField(max_digits=38, decimal_places=18)
     unpriced_requests = serializers.IntegerField()
 

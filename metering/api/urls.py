@@ -1,6 +1,6 @@
 from django.urls import path
 
-from metering.api import authorize, views
+from metering.api import authorize, prices, views
 
 urlpatterns = [
     path("events", views.EventView.as_view(), name="api-events"),
@@ -10,4 +10,5 @@ urlpatterns = [
     path("usage", views.UsageView.as_view(), name="api-usage"),
     path("authorize", authorize.AuthorizeView.as_view(), name="api-authorize"),
     path("balance", authorize.BalanceView.as_view(), name="api-balance"),
+    path("prices", prices.PricesView.as_view(), name="api-prices"),
 ]

@@ -46,6 +46,7 @@ class Dashboard:
     charts: dict = field(default_factory=dict)
     top_keys: list[dict] = field(default_factory=list)
     top_models: list[dict] = field(default_factory=list)
+    by_tier: list[dict] = field(default_factory=list)  # usage per service tier, largest first
 
 
 def quota_label(quota: Quota | QuotaUsage, key_names: dict[int, str]) -> str:
@@ -105,6 +106,9 @@ def dashboard_build(*, tenant: Tenant, day_range: DayRange) -> Dashboard:
     by_model = usage_selectors.usage_by_group(
         tenant_id=tenant.pk, start_day=day_range.start, end_day=day_range.end, group_by="model"
     )
+    by_tier = usage_selectors.usage_by_group(
+        tenant_id=tenant.pk, start_day=day_range.start, end_day=day_range.end, group_by="service_tier"
+    )
     names = key_labels(tenant.pk)
 
     balance, daily_spend, days_left = balance_forecast(tenant)
@@ -132,4 +136,5 @@ def dashboard_build(*, tenant: Tenant, day_range: DayRange) -> Dashboard:
         charts=figures,
         top_keys=by_key[:8],
         top_models=by_model[:8],
+        by_tier=by_tier,
     )

@@ -21,6 +21,13 @@ from invoicing.services import invoices_close_month
 from metering.services.ingest import usage_record_batch
 from metering.services.rollup import rollup_tenant
 
+# Service-tier rows of the demo prices (OpenAI's): priority dearer, batch half price.
+DEMO_TIERS = [  # model, tier, input, output, cached input
+    ("gpt-4o", "priority", "4.25", "17", "2.125"),
+    ("gpt-4o", "batch", "1.25", "5", "1.25"),
+    ("gpt-4.1", "priority", "3.5", "14", "0.875"),
+    ("gpt-4.1", "batch", "1", "4", "0.5"),
+]
 DEMO_PRICES = [  # per 1M tokens: input, output, cached input
     ("gpt-4o", "2.5", "10", "1.25"),
     ("gpt-4o-mini", "0.15", "0.6", "0.075"),
@@ -56,6 +63,20 @@ class Command(BaseCommand):
                     effective_from=start,
                     source="seed_demo",
                     actor_label="seed_demo",
+                    max_output_tokens=32_768,
+                )
+            for model, tier, inp, out, cached in DEMO_TIERS:
+                price_add(
+                    plan=plan,
+                    model_pattern=model,
+                    service_tier=tier,
+                    input_per_mtok=Decimal(inp),
+                    output_per_mtok=Decimal(out),
+                    cached_input_per_mtok=Decimal(cached),
+                    effective_from=start,
+                    source="seed_demo",
+                    actor_label="seed_demo",
+                    max_output_tokens=32_768,
                 )
         tenant = selectors.tenant_by_slug("demo")
         fresh = tenant is None
@@ -154,9 +175,11 @@ class Command(BaseCommand):
                 if moment > now:
                     continue
                 prompt = int(rng.lognormvariate(7, 0.9))
+                tier = rng.choices(("default", "priority", "batch"), (0.8, 0.1, 0.1))[0]
                 events.append(
                     {
                         "request_id": f"demo-{day}-{n}",
+                        "service_tier": tier,
                         "model": rng.choices(models, weights)[0],
                         "input_tokens": prompt,
                         "output_tokens": int(rng.lognormvariate(5.5, 0.8)),
