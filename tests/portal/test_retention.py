@@ -31,7 +31,9 @@ def _aged(model, row, days: int, field: str = "created_at") -> None:
 
 def test_ended_deliveries_past_retention_are_deleted_others_stay(settings, tenant_a):
     settings.ALERT_DELIVERY_RETENTION_DAYS = 180
-    channel = notification_channel_create(tenant=tenant_a, kind="email", name="ops", config={"recipients": ["a@example.com"]})
+    channel = notification_channel_create(
+        tenant=tenant_a, kind="email", name="ops", config={"recipients": ["a@example.com"]}
+    )
     old_delivered = AlertDelivery.objects.create(tenant=tenant_a, channel=channel, status="delivered")
     old_failed = AlertDelivery.objects.create(tenant=tenant_a, channel=channel, status="failed")
     old_retrying = AlertDelivery.objects.create(tenant=tenant_a, channel=channel, status="retry")
