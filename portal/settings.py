@@ -431,7 +431,7 @@ if AUDIT_LOG_RETENTION_DAYS != 0 and AUDIT_LOG_RETENTION_DAYS < 2557:
 # Where archive files go: a local directory by default; an S3-compatible bucket when
 # ARCHIVE_S3_BUCKET is set (django-storages; credentials from the usual AWS_* variables or the
 # instance's role).
-ARCHIVE_DIR = Path(env.str("ARCHIVE_DIR", default=str(BASE_DIR / "archive")))
+ARCHIVE_DIR = Path(env.str("ARCHIVE_DIR", default="") or BASE_DIR / "archive")
 ARCHIVE_S3_BUCKET = env.str("ARCHIVE_S3_BUCKET", default="")
 if ARCHIVE_S3_BUCKET:
     STORAGES["archive"] = {

@@ -108,3 +108,17 @@ def test_bad_retention_settings_fail_loudly(name, value, message):
     )
     assert loaded.returncode != 0
     assert "ImproperlyConfigured" in loaded.stderr and message in loaded.stderr
+
+
+def test_an_s3_bucket_setting_selects_the_s3_archive_storage():
+    code = (
+        "import portal.settings as s; from django.utils.module_loading import import_string; "
+        "a = s.STORAGES['archive']; import_string(a['BACKEND']); "
+        "print(a['BACKEND'], a['OPTIONS']['bucket_name'], a['OPTIONS']['endpoint_url'])"
+    )
+    env = {**os.environ, "ARCHIVE_S3_BUCKET": "usage-archive", "ARCHIVE_S3_ENDPOINT_URL": "https://minio.example:9000"}
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.split() == ["storages.backends.s3.S3Storage", "usage-archive", "https://minio.example:9000"]
