@@ -1,6 +1,7 @@
 """Write paths of the tenancy layer: tenants, users, memberships, credentials, audit."""
 
 import datetime as dt
+import logging
 import secrets
 
 from django.contrib.auth import get_user_model, password_validation
@@ -13,6 +14,7 @@ from django.utils.text import slugify
 
 from accounts import credentials, key_controls
 from accounts.models import ApiKey, AuditLog, Membership, ServiceToken, Tenant
+from infra.retention import delete_in_batches
 
 # Touching last_used_at on every request would turn each API call into a row update;
 # once a minute per credential is precise enough for people reading it.
@@ -370,3 +372,23 @@ def credential_touch(*, credential: ApiKey | ServiceToken) -> None:
         last_used_at=now
     )
     credential.last_used_at = now
+
+
+def audit_log_prune(*, before: dt.datetime) -> int:
+    """Delete audit entries created before `before` (AUDIT_LOG_RETENTION_DAYS, at least seven
+    years). Never silently: a WARNING line and a new audit entry say how many went and up to when."""
+    old = AuditLog.objects.filter(created_at__lt=before)
+    oldest = old.order_by("created_at").values_list("created_at", flat=True).first()
+    if oldest is None:
+        return 0
+    deleted = delete_in_batches(old)
+    logging.getLogger("accounts.audit").warning(
+        "audit_log.pruned", extra={"deleted": deleted, "before": before.isoformat(), "oldest": oldest.isoformat()}
+    )
+    audit_record(
+        action="audit_log.prune",
+        target=AuditLog(),
+        actor_label="system",
+        changes={"deleted": deleted, "before": before.isoformat(), "oldest": oldest.isoformat()},
+    )
+    return deleted

@@ -8,8 +8,12 @@ and jitter. The hard time limit (90 s) stays under the delivery lease (120 s), s
 is killed before another worker may claim the same delivery.
 """
 
+import datetime as dt
+
 from celery import Task, shared_task
+from django.conf import settings
 from django.db import DatabaseError
+from django.utils import timezone
 from redis.exceptions import RedisError
 
 from alerts import services
@@ -57,3 +61,14 @@ def alerts_sweep() -> int:
     for delivery_id in services.alert_deliveries_due():
         alert_delivery_send.delay(delivery_id)
     return len(tenant_ids)
+
+
+@shared_task(name="alerts.tasks.alert_deliveries_prune", autoretry_for=(DatabaseError,), max_retries=3, time_limit=3600)
+def alert_deliveries_prune() -> int:
+    """Delete ended deliveries older than ALERT_DELIVERY_RETENTION_DAYS (0: keep forever).
+    Not acks_late: a lost run is the next day's, and the prune deletes by age (idempotent)."""
+    if not settings.ALERT_DELIVERY_RETENTION_DAYS:
+        return 0
+    return services.alert_deliveries_prune(
+        before=timezone.now() - dt.timedelta(days=settings.ALERT_DELIVERY_RETENTION_DAYS)
+    )

@@ -10,9 +10,13 @@ Each task is registered under its module path and function name (the names beat 
 queued messages carry) and is named like the service it calls.
 """
 
+import datetime as dt
+
 import structlog
 from celery import shared_task
+from django.conf import settings
 from django.db import DatabaseError
+from django.utils import timezone
 from redis.exceptions import RedisError
 
 from billing.services import holds, reconcile
@@ -50,3 +54,12 @@ def balances_reconcile() -> int:
     if drifted:
         log.warning("balances.drift_fixed", wallets=len(report.wallets), counters=len(report.drifts))
     return drifted
+
+
+@shared_task(name="billing.tasks.holds_prune_closed", autoretry_for=(DatabaseError,), max_retries=3, time_limit=3600)
+def holds_prune_closed() -> int:
+    """Delete holds closed more than HOLD_RETENTION_DAYS ago (0: keep forever). Not acks_late:
+    a lost run is the next day's, and the prune deletes by age (idempotent)."""
+    if not settings.HOLD_RETENTION_DAYS:
+        return 0
+    return holds.holds_prune_closed(before=timezone.now() - dt.timedelta(days=settings.HOLD_RETENTION_DAYS))

@@ -10,7 +10,7 @@ from accounts.models import Tenant
 from billing.models import LedgerEntry
 from billing.periods import month_period
 from invoicing.models import CreditNote, Invoice, InvoiceLine
-from metering.selectors import rated_usage_by_price
+from metering.selectors import archived_usage, rated_usage_by_price
 
 
 def tenants_to_bill() -> list[Tenant]:
@@ -165,13 +165,17 @@ def reconciliation(*, year: int, month: int, tenant: Tenant | None = None) -> li
         adjustments = sum((line.amount_unrounded for line in lines if line.kind != "usage"), Decimal(0))
         unrounded = usage_lines + adjustments
         rounded = sum((line.amount for line in lines), Decimal(0))
-        rated = sum((row.cost for row in occurred if row.cost is not None), Decimal(0))
-        rated_received = sum((row.cost for row in received if row.cost is not None), Decimal(0))
+        # Months whose events were archived count through their archive's totals.
+        first_day = dt.date(year, month, 1)
+        gone = archived_usage(tenant_id=one.pk, month=first_day, basis="occurred")
+        gone_received = archived_usage(tenant_id=one.pk, month=first_day, basis="received")
+        rated = sum((row.cost for row in occurred if row.cost is not None), gone.cost)
+        rated_received = sum((row.cost for row in received if row.cost is not None), gone_received.cost)
         ledger = ledger_usage_charged(tenant_id=one.pk, start=period.start, end=period.end)
         currency = invoice.currency if invoice is not None else one.currency
         if invoice is None and one.price_plan is not None:
             currency = one.price_plan.currency
-        if not occurred and invoice is None and not ledger and not received:
+        if not occurred and invoice is None and not ledger and not received and not gone.requests:
             continue
         rows.append(
             ReconciliationRow(
@@ -180,8 +184,8 @@ def reconciliation(*, year: int, month: int, tenant: Tenant | None = None) -> li
                 currency=currency,
                 invoice_number=(invoice.number or "") if invoice is not None else "",
                 invoice_status=invoice.status if invoice is not None else "none",
-                requests=sum(row.requests for row in occurred),
-                unpriced_requests=sum(row.requests for row in occurred if row.cost is None),
+                requests=sum((row.requests for row in occurred), gone.requests),
+                unpriced_requests=sum((row.requests for row in occurred if row.cost is None), gone.unpriced_requests),
                 rated_usage=rated,
                 invoice_usage_unrounded=usage_lines,
                 rated_minus_invoiced=rated - usage_lines,

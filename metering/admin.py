@@ -4,7 +4,7 @@ service); daily rollups are derived from them and rebuilt by the rollup service.
 from django.contrib import admin
 
 from accounts.admin_audit import ReadOnlyAdmin
-from metering.models import DailyUsage, UsageEvent
+from metering.models import DailyUsage, UsageArchive, UsageEvent
 
 
 @admin.register(UsageEvent)
@@ -22,3 +22,11 @@ class UsageEventAdmin(ReadOnlyAdmin):
 class DailyUsageAdmin(ReadOnlyAdmin):
     list_display = ["day", "tenant", "api_key", "model", "requests", "input_tokens", "output_tokens", "cost"]
     list_filter = ["tenant"]
+
+
+@admin.register(UsageArchive)
+class UsageArchiveAdmin(ReadOnlyAdmin):
+    """Archived usage months (docs/operations.md "Retention"): where the file is, what it holds."""
+
+    list_display = ["period", "status", "rows", "file_name", "file_bytes", "table_bytes", "dropped_at"]
+    exclude = ["manifest"]

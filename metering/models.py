@@ -65,8 +65,10 @@ class UsageEvent(models.Model):
     body_hash = models.CharField(max_length=64)
 
     class Meta:
+        # No unique (tenant, request_id) here: on PostgreSQL the table is partitioned by month of
+        # occurred_at (metering/partitions.py), and a unique index of a partitioned table must
+        # include the partition key. The exactly-once key lives in UsageRequest, claimed first.
         constraints = [
-            models.UniqueConstraint(fields=["tenant", "request_id"], name="usage_event_unique_request"),
             models.CheckConstraint(
                 condition=models.Q(
                     input_tokens__gte=0,
@@ -101,6 +103,83 @@ class UsageEvent(models.Model):
     @property
     def is_priced(self) -> bool:
         return self.cost is not None
+
+
+class UsageRequest(models.Model):
+    """The exactly-once key of usage: one row per (tenant, request_id), claimed before the event.
+
+    The event store inserts the key (ON CONFLICT DO NOTHING) and stores only the events whose key
+    it inserted, in one statement. A replay is recognised here whatever its occurred_at (so in
+    whichever month's partition the first copy went), and still after that month was archived:
+    keys are never archived. Narrow on purpose: no id of its own, no foreign keys.
+    """
+
+    pk = models.CompositePrimaryKey("tenant_id", "request_id")
+    tenant_id = models.BigIntegerField()
+    request_id = models.CharField(max_length=128)
+    event_id = models.BigIntegerField(null=True)  # UsageEvent.id (filled in the same transaction)
+    body_hash = models.CharField(max_length=64)  # UsageEvent.body_hash: duplicate or conflict
+
+    def __str__(self) -> str:
+        return f"{self.tenant_id} {self.request_id}"
+
+
+class UsageArchive(models.Model):
+    """One UTC month of usage events exported to a compressed file (metering/services/archive.py).
+
+    Written when the export starts, `verified` once the stored file was re-read and matched the
+    manifest, `dropped` once the month's rows left the database. The manifest (row count,
+    per-tenant sums, SHA-256 of the file) is kept here and beside the file.
+    """
+
+    class Status(models.TextChoices):
+        EXPORTED = "exported"
+        VERIFIED = "verified"
+        DROPPED = "dropped"
+
+    period = models.DateField(unique=True)  # first day of the UTC month
+    status = models.CharField(max_length=16, choices=Status.choices)
+    file_name = models.CharField(max_length=300)  # in the "archive" storage
+    sha256 = models.CharField(max_length=64)
+    rows = models.BigIntegerField()
+    file_bytes = models.BigIntegerField()
+    table_bytes = models.BigIntegerField()  # the month's partition (heap + indexes) when exported
+    manifest = models.JSONField()
+    created_at = models.DateTimeField(auto_now_add=True)
+    dropped_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.period:%Y-%m} {self.status}"
+
+
+class ArchivedUsageTotal(models.Model):
+    """What an archived month held for one tenant and one tenant-local month, by basis.
+
+    `occurred`: events that occurred in `month`; `received`: events received in `month` (both
+    months in the tenant's time zone at export). Reconciliation adds these to the online rows,
+    so a month reconciles after its events left the database.
+    """
+
+    class Basis(models.TextChoices):
+        OCCURRED = "occurred"
+        RECEIVED = "received"
+
+    archive = models.ForeignKey(UsageArchive, on_delete=models.CASCADE, related_name="totals")
+    tenant_id = models.BigIntegerField()
+    basis = models.CharField(max_length=8, choices=Basis.choices)
+    month = models.DateField()  # first day of the tenant-local month
+    requests = models.BigIntegerField()
+    unpriced_requests = models.BigIntegerField()
+    cost = models.DecimalField(**COST_FIELD)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["archive", "tenant_id", "basis", "month"], name="archived_total_unique")
+        ]
+        indexes = [models.Index(fields=["tenant_id", "basis", "month"], name="archived_total_lookup")]
+
+    def __str__(self) -> str:
+        return f"{self.archive_id} {self.tenant_id} {self.basis} {self.month}"
 
 
 class DailyUsage(models.Model):

@@ -11,7 +11,7 @@ from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import TruncDate, TruncMonth
 
 from infra.paging import keyset_page
-from metering.models import DailyUsage, UsageEvent
+from metering.models import ArchivedUsageTotal, DailyUsage, UsageEvent
 
 GROUPINGS = ("day", "model", "api_key", "service_tier")
 
@@ -410,3 +410,28 @@ def unpriced_by_model() -> dict[str, int]:
     """Still-unpriced events per model name, every tenant together."""
     rows = UsageEvent.objects.filter(cost__isnull=True).values("model").annotate(n=Count("id")).order_by("model")
     return {row["model"]: row["n"] for row in rows}
+
+
+# --- Archived months (metering/services/archive.py) ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ArchivedUsage:
+    """What archived (dropped) usage months held for one tenant and tenant-local month."""
+
+    requests: int
+    unpriced_requests: int
+    cost: Decimal  # unrounded currency units, priced events only
+
+
+def archived_usage(*, tenant_id: int, month: dt.date, basis: str) -> ArchivedUsage:
+    """Usage of `month` (first day, tenant-local) no longer in the usage table, by occurrence
+    (basis "occurred") or reception ("received"): what reconciliation adds to the online rows."""
+    totals = ArchivedUsageTotal.objects.filter(tenant_id=tenant_id, basis=basis, month=month).aggregate(
+        requests=Sum("requests"), unpriced=Sum("unpriced_requests"), cost=Sum("cost")
+    )
+    return ArchivedUsage(
+        requests=totals["requests"] or 0,
+        unpriced_requests=totals["unpriced"] or 0,
+        cost=totals["cost"] if totals["cost"] is not None else Decimal(0),
+    )

@@ -11,9 +11,10 @@ import datetime as dt
 
 from celery import shared_task
 from django.db import DatabaseError
+from django.utils import timezone
 
 from infra.task_options import TaskOptions
-from metering.services import rollup, unpriced
+from metering.services import archive, rollup, unpriced
 
 ROLLUP_TASK_OPTIONS: TaskOptions = {
     "acks_late": True,
@@ -59,3 +60,19 @@ def rollup_day(day: str) -> int:
 def unpriced_usage_check() -> int:
     """Log still-unpriced usage; email staff about each model at most once a day."""
     return len(unpriced.unpriced_usage_check().notified)
+
+
+# Retention (docs/operations.md "Retention"). Not acks_late: a run lost with its worker is the
+# next one; both are idempotent (a partition is created once; a month is archived once, in one
+# transaction, and an archived month is skipped). Long time limits: archiving a busy month
+# reads and writes gigabytes.
+@shared_task(name="metering.tasks.usage_partitions_ensure", autoretry_for=(DatabaseError,), max_retries=3)
+def usage_partitions_ensure() -> int:
+    """Create the usage table's monthly partitions ahead of time (PostgreSQL)."""
+    return len(archive.usage_partitions_ensure(now=timezone.now()))
+
+
+@shared_task(name="metering.tasks.usage_archive_due", soft_time_limit=3 * 3600, time_limit=3 * 3600 + 300)
+def usage_archive_due() -> int:
+    """Archive the usage months older than USAGE_RETENTION_MONTHS."""
+    return len(archive.usage_archive_due(now=timezone.now()))

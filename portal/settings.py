@@ -7,6 +7,7 @@ ImproperlyConfigured at start-up; nothing here connects to a database or Redis.
 import datetime as dt
 import ipaddress
 from pathlib import Path
+from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -165,6 +166,7 @@ ROLLUP_REFRESH_SECONDS = env.int("ROLLUP_REFRESH_SECONDS", default=300)
 ALERTS_SWEEP_SECONDS = env.int("ALERTS_SWEEP_SECONDS", default=300)
 RECONCILE_SECONDS = env.int("RECONCILE_SECONDS", default=600)
 UNPRICED_CHECK_SECONDS = env.int("UNPRICED_CHECK_SECONDS", default=900)  # docs/operations.md "Unpriced usage"
+_RETENTION_SECONDS = env.int("RETENTION_SECONDS", default=86_400)  # archival and pruning (below)
 CELERY_BEAT_SCHEDULE = {
     "rollup-refresh": {"task": "metering.tasks.rollup_refresh", "schedule": ROLLUP_REFRESH_SECONDS},
     "rollup-finalize": {"task": "metering.tasks.rollup_finalize", "schedule": 3600},
@@ -173,6 +175,13 @@ CELERY_BEAT_SCHEDULE = {
     "balances-reconcile": {"task": "billing.tasks.balances_reconcile", "schedule": RECONCILE_SECONDS},
     # Monthly close: hourly refresh of last month's drafts; finalizes those past their grace.
     "invoices-close-due": {"task": "invoicing.tasks.invoices_close_due", "schedule": 3600},
+    # Retention (docs/operations.md "Retention"): partitions ahead, archival of old usage months,
+    # pruning of old alert deliveries, closed holds and (if configured) the audit log.
+    "usage-partitions-ensure": {"task": "metering.tasks.usage_partitions_ensure", "schedule": 3600},
+    "usage-archive-due": {"task": "metering.tasks.usage_archive_due", "schedule": _RETENTION_SECONDS},
+    "holds-prune-closed": {"task": "billing.tasks.holds_prune_closed", "schedule": _RETENTION_SECONDS},
+    "alert-deliveries-prune": {"task": "alerts.tasks.alert_deliveries_prune", "schedule": _RETENTION_SECONDS},
+    "audit-log-prune": {"task": "accounts.tasks.audit_log_prune", "schedule": _RETENTION_SECONDS},
     # Unpriced usage: a WARNING with the counts, staff emailed once a day per model.
     "unpriced-usage-check": {
         "task": "metering.tasks.unpriced_usage_check",
@@ -268,7 +277,7 @@ STATICFILES_FINDERS = [
     "django.contrib.staticfiles.finders.AppDirectoriesFinder",
     "portal.web.staticfiles.PlotlyFinder",  # vendor/plotly.min.js from the plotly package, no CDN
 ]
-STORAGES = {
+STORAGES: dict[str, dict[str, Any]] = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
         "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
@@ -389,6 +398,58 @@ AUTHORIZE_CACHE_SIZE = env.int("AUTHORIZE_CACHE_SIZE", default=10_000)  # one qu
 for _name in ("PRICE_BOOK_CACHE_SIZE", "AUTHORIZE_CACHE_SIZE"):
     if not 0 <= globals()[_name] <= 10_000_000:
         raise ImproperlyConfigured(f"{_name} must be 0..10000000 entries (0: no cache)")
+
+# --- Retention and archival (docs/operations.md "Retention") --------------------------------
+# Usage events: months older than this many whole months are exported to the archive storage,
+# verified and dropped (metering/services/archive.py); 0 keeps them online forever. A month is
+# archived only once ingest refuses its events (INGEST_MAX_PAST_DAYS). Rollups, invoices,
+# credit notes and the ledger are never archived.
+USAGE_RETENTION_MONTHS = env.int("USAGE_RETENTION_MONTHS", default=13)
+# Monthly partitions of the usage table created ahead of time (PostgreSQL; metering/partitions.py).
+USAGE_PARTITIONS_AHEAD = env.int("USAGE_PARTITIONS_AHEAD", default=3)
+# gzip level of the archive files (1 fastest .. 9 smallest; docs/scaling.md has the figures).
+ARCHIVE_GZIP_LEVEL = env.int("ARCHIVE_GZIP_LEVEL", default=1)
+# Alert deliveries delivered or failed this many days ago are deleted (0: kept forever).
+ALERT_DELIVERY_RETENTION_DAYS = env.int("ALERT_DELIVERY_RETENTION_DAYS", default=180)
+# Settled or released holds closed this many days ago are deleted (0: kept forever). The
+# ledger keeps their entries.
+HOLD_RETENTION_DAYS = env.int("HOLD_RETENTION_DAYS", default=90)
+# The audit log: 0 keeps it forever (the default); otherwise at least seven years (2557 days),
+# and every prune is itself logged and audited.
+AUDIT_LOG_RETENTION_DAYS = env.int("AUDIT_LOG_RETENTION_DAYS", default=0)
+RETENTION_SECONDS = _RETENTION_SECONDS  # how often beat runs archival and pruning (RETENTION_SECONDS)
+if not 0 <= USAGE_RETENTION_MONTHS <= 1200 or not 1 <= USAGE_PARTITIONS_AHEAD <= 24:
+    raise ImproperlyConfigured("USAGE_RETENTION_MONTHS must be 0..1200 and USAGE_PARTITIONS_AHEAD 1..24")
+if not 1 <= ARCHIVE_GZIP_LEVEL <= 9:
+    raise ImproperlyConfigured("ARCHIVE_GZIP_LEVEL must be between 1 and 9")
+if ALERT_DELIVERY_RETENTION_DAYS < 0 or HOLD_RETENTION_DAYS < 0 or RETENTION_SECONDS < 60:
+    raise ImproperlyConfigured(
+        "ALERT_DELIVERY_RETENTION_DAYS and HOLD_RETENTION_DAYS must be 0 or more, RETENTION_SECONDS 60 or more"
+    )
+if AUDIT_LOG_RETENTION_DAYS != 0 and AUDIT_LOG_RETENTION_DAYS < 2557:
+    raise ImproperlyConfigured("AUDIT_LOG_RETENTION_DAYS must be 0 (forever) or at least 2557 (seven years)")
+# Where archive files go: a local directory by default; an S3-compatible bucket when
+# ARCHIVE_S3_BUCKET is set (django-storages; credentials from the usual AWS_* variables or the
+# instance's role).
+ARCHIVE_DIR = Path(env.str("ARCHIVE_DIR", default="") or BASE_DIR / "archive")
+ARCHIVE_S3_BUCKET = env.str("ARCHIVE_S3_BUCKET", default="")
+if ARCHIVE_S3_BUCKET:
+    STORAGES["archive"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": ARCHIVE_S3_BUCKET,
+            "location": env.str("ARCHIVE_S3_PREFIX", default="tokenbill"),
+            "endpoint_url": env.str("ARCHIVE_S3_ENDPOINT_URL", default="") or None,
+            "region_name": env.str("ARCHIVE_S3_REGION", default="") or None,
+            "default_acl": "private",
+            "file_overwrite": True,
+        },
+    }
+else:
+    STORAGES["archive"] = {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": ARCHIVE_DIR},
+    }
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["accounts.authentication.BearerAuthentication"],

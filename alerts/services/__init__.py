@@ -20,6 +20,7 @@ from alerts.services.deliveries import (
     _backoff,
     _claim_delivery,
     alert_deliveries_due,
+    alert_deliveries_prune,
     alert_delivery_send,
 )
 from alerts.services.errors import AlertConfigError
@@ -48,6 +49,7 @@ __all__ = [
     "_backoff",
     "_claim_delivery",
     "alert_deliveries_due",
+    "alert_deliveries_prune",
     "alert_delivery_send",
     "alert_rule_create",
     "alert_rule_delete",

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from alerts.messages import render_delivery
 from alerts.models import AlertDelivery
 from infra.notifications import TransportError, get_transport
+from infra.retention import delete_in_batches
 
 logger = logging.getLogger(__name__)
 
@@ -138,3 +139,13 @@ def _queue_delivery(delivery_id: int) -> None:
         send_task.delay(delivery_id)
     except (RedisError, BrokerError, OSError) as exc:  # the row is written: the sweep sends it
         logger.warning("could not queue delivery %s, the sweep will: %r", delivery_id, exc)
+
+
+def alert_deliveries_prune(*, before: dt.datetime) -> int:
+    """Delete deliveries that ended (delivered or failed) and were created before `before`
+    (ALERT_DELIVERY_RETENTION_DAYS). Pending and retrying ones stay; so do the alert events,
+    which keep an alert from being sent twice in its period."""
+    ended = AlertDelivery.objects.filter(
+        status__in=[AlertDelivery.Status.DELIVERED, AlertDelivery.Status.FAILED], created_at__lt=before
+    )
+    return delete_in_batches(ended)

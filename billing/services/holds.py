@@ -23,6 +23,7 @@ from billing.services.balances import Admission, Decision, HoldInfo, MirrorDelta
 from billing.services.ledger import LedgerLine, ledger_append, ledger_apply
 from billing.services.quota_counters import Deltas, reservation_deltas
 from billing.services.tenant_jobs import HOLDS, TenantJob
+from infra.retention import delete_in_batches
 
 _HOLD = Hold._meta.db_table
 _INSERT = (
@@ -292,3 +293,12 @@ def _release_batch(*, tenant_id: int, now: dt.datetime, batch_size: int) -> list
             MirrorDelta(balance=to_micros(total), cells=deltas, release=[hold.request_id for hold in holds]),
         )
     return holds
+
+
+def holds_prune_closed(*, before: dt.datetime) -> int:
+    """Delete settled and released holds closed before `before` (HOLD_RETENTION_DAYS).
+
+    Open holds are never touched; the ledger keeps every hold's entries, so no amount changes.
+    """
+    closed = Hold.objects.filter(status__in=[Hold.Status.SETTLED, Hold.Status.RELEASED], closed_at__lt=before)
+    return delete_in_batches(closed)

@@ -1,7 +1,12 @@
-"""Insert usage events exactly once: INSERT ... ON CONFLICT (tenant, request_id) DO NOTHING.
+"""Insert usage events exactly once: claim the key (tenant, request_id), then store the event.
 
-The rows the database returns are ours; anything else was stored before (or concurrently, by
-another process that committed first). PostgreSQL gets one statement with one parameter, the
+The key goes into UsageRequest with INSERT ... ON CONFLICT (tenant_id, request_id) DO NOTHING,
+and only the events whose key was inserted are stored, in the same statement (PostgreSQL) or
+transaction (SQLite). The usage table is partitioned by month of occurred_at on PostgreSQL,
+where a unique index must include the partition key; the key table is not, so a replay is
+recognised whatever its occurred_at and after its month was archived (docs/scaling.md,
+"Monthly partitions"). The keys returned are ours; anything else was stored before (or
+concurrently, by another process that committed first). PostgreSQL gets one statement with one parameter, the
 rows as a JSON array that `json_to_recordset` turns into typed columns: orjson writes it in
 about a microsecond per row, where binding 18 arrays element by element cost tens
 (bench/ingest.py, docs/scaling.md). SQLite gets a multi-row VALUES list.
@@ -28,9 +33,13 @@ from billing.services.holds import (
     holds_claim_settled,
 )
 from infra.db import hot_cursor
-from metering.models import UsageEvent
+from metering.models import UsageEvent, UsageRequest
 
 TABLE = UsageEvent._meta.db_table
+KEYS = UsageRequest._meta.db_table
+# The identity sequence of UsageEvent.id: PostgreSQL draws the id when it claims the key, so
+# the key row names its event without a second statement.
+ID_SEQUENCE = f"{TABLE}_id_seq"
 COLUMNS = (
     "tenant_id", "api_key_id", "request_id", "model", "input_tokens", "output_tokens",
     "cached_input_tokens", "cache_write_tokens", "occurred_at", "received_at", "latency_ms",
@@ -45,13 +54,21 @@ _PG_TYPES = (
 
 # Identifiers are module constants; every value is a bound parameter.
 _INSERT = f"INSERT INTO {TABLE} ({', '.join(COLUMNS)})"
-_ON_CONFLICT = "ON CONFLICT (tenant_id, request_id) DO NOTHING RETURNING id, request_id"
 _PG_RECORD = ", ".join(f"{name} {pg_type}" for name, pg_type in zip(COLUMNS, _PG_TYPES, strict=True))
-_PG_INSERT = (  # `{gate}`: where a caller's lock goes (below)
-    f"{_INSERT} SELECT {', '.join(COLUMNS)} FROM json_to_recordset(%s::json) AS r({_PG_RECORD}) {{gate}}{_ON_CONFLICT}"  # noqa: S608
+# `{gate}`: where a caller's lock goes (below). `r`: the batch, read once; `k`: the keys claimed
+# now (with the id their event gets); `ins`: the events of those keys.
+_PG_INSERT = (
+    f"r AS MATERIALIZED (SELECT * FROM json_to_recordset(%s::json) AS r({_PG_RECORD})), "  # noqa: S608
+    f"k AS (INSERT INTO {KEYS} (tenant_id, request_id, body_hash, event_id) "
+    f"SELECT tenant_id, request_id, body_hash, nextval('{ID_SEQUENCE}') FROM r {{gate}}"
+    "ON CONFLICT (tenant_id, request_id) DO NOTHING RETURNING request_id, event_id), "
+    f"ins AS (INSERT INTO {TABLE} (id, {', '.join(COLUMNS)}) "
+    f"SELECT k.event_id, {', '.join('r.' + name for name in COLUMNS)} FROM r JOIN k USING (request_id) "
+    "RETURNING id, request_id)"
 )
+_SELECT_INSERTED = " SELECT id, request_id FROM ins"
 # With a lock statement: the CTE `lk` runs it, and a one-time filter on `lk` makes it run
-# before the first row is inserted (so before the statement changes anything).
+# before the first key is claimed (so before the statement changes anything).
 _GATE = "WHERE (SELECT count(*) FROM lk) = 1 "
 
 
@@ -117,7 +134,7 @@ class Stored:
 # (kind, event id, request_id, then a claimed hold's columns): one result for both CTEs.
 _HOLD_NULLS = ", ".join(f"NULL::{pg_type}" for pg_type in CLAIMED_COLUMN_TYPES[2:])
 _PG_INSERT_AND_CLAIM = (
-    f"ins AS ({_PG_INSERT}), claimed AS ({{claim}}) "  # noqa: S608
+    f"{_PG_INSERT}, claimed AS ({{claim}}) "  # noqa: S608
     f"SELECT 'e', id, request_id, {_HOLD_NULLS} FROM ins UNION ALL SELECT 'h', * FROM claimed"
 )
 
@@ -152,8 +169,9 @@ def insert_new(
         gate = _GATE
     with hot_cursor() as cursor:
         if settle_holds_at is None:
-            head = f"WITH {', '.join(ctes)} " if ctes else ""
-            cursor.execute(head + _PG_INSERT.format(gate=gate), [*params, rows])
+            head = "WITH " + "".join(f"{cte}, " for cte in ctes)
+            sql = head + _PG_INSERT.format(gate=gate) + _SELECT_INSERTED
+            cursor.execute(sql, [*params, rows])
             return Stored({request_id: pk for pk, request_id in cursor.fetchall()}, [])
         costs = {event.request_id: event.cost for event in events}
         claim, claim_params = claim_settled_statement(
@@ -166,17 +184,43 @@ def insert_new(
     return Stored(inserted, claimed_holds([row[1:] for row in result if row[0] == "h"]))
 
 
+def stored_keys(*, tenant_id: int, request_ids: list[str]) -> dict[str, tuple[int, str]]:
+    """{request_id: (event id, body_hash)} of the keys already claimed (stored before, or concurrently)."""
+    rows = UsageRequest.objects.filter(tenant_id=tenant_id, request_id__in=request_ids).values_list(
+        "request_id", "event_id", "body_hash"
+    )
+    # event_id is null only inside the SQLite transaction that claims the key.
+    return {request_id: (event_id or 0, body_hash) for request_id, event_id, body_hash in rows}
+
+
 def _insert_portable(events: list[NewEvent]) -> dict[str, int]:
+    """SQLite: claim the keys, store their events, then name each key's event (one transaction)."""
     ops = connection.ops
-    rows = []
-    for event in events:
-        values = list(event.values())
-        values[8] = ops.adapt_datetimefield_value(values[8])
-        values[9] = ops.adapt_datetimefield_value(values[9])
-        if values[14] is not None:
-            values[14] = str(values[14])
-        rows.extend(values)
-    placeholders = ", ".join(["(" + ", ".join(["%s"] * len(COLUMNS)) + ")"] * len(events))
     with connection.cursor() as cursor:
-        cursor.execute(f"{_INSERT} VALUES {placeholders} {_ON_CONFLICT}", rows)
-        return {request_id: pk for pk, request_id in cursor.fetchall()}
+        key_rows = [v for e in events for v in (e.tenant_id, e.request_id, e.body_hash)]
+        claim = ", ".join(["(%s, %s, %s)"] * len(events))
+        cursor.execute(
+            f"INSERT INTO {KEYS} (tenant_id, request_id, body_hash) VALUES {claim} "  # noqa: S608
+            "ON CONFLICT (tenant_id, request_id) DO NOTHING RETURNING request_id",
+            key_rows,
+        )
+        claimed = {request_id for (request_id,) in cursor.fetchall()}
+        fresh = [event for event in events if event.request_id in claimed]
+        if not fresh:
+            return {}
+        rows = []
+        for event in fresh:
+            values = list(event.values())
+            values[8] = ops.adapt_datetimefield_value(values[8])
+            values[9] = ops.adapt_datetimefield_value(values[9])
+            if values[14] is not None:
+                values[14] = str(values[14])
+            rows.extend(values)
+        placeholders = ", ".join(["(" + ", ".join(["%s"] * len(COLUMNS)) + ")"] * len(fresh))
+        cursor.execute(f"{_INSERT} VALUES {placeholders} RETURNING id, request_id", rows)
+        inserted = {request_id: pk for pk, request_id in cursor.fetchall()}
+        cursor.executemany(
+            f"UPDATE {KEYS} SET event_id = %s WHERE tenant_id = %s AND request_id = %s",  # noqa: S608
+            [(pk, fresh[0].tenant_id, request_id) for request_id, pk in inserted.items()],
+        )
+        return inserted

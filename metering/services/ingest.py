@@ -23,7 +23,7 @@ from billing.services.settlement import SettleResult, usage_settle_batch, usage_
 from infra.db import pipelined_atomic
 from metering import metrics
 from metering.models import UsageEvent
-from metering.services.event_store import NewEvent, insert_new
+from metering.services.event_store import NewEvent, insert_new, stored_keys
 from metering.signals import usage_recorded_on_commit
 from metering.validation import EventInput, EventInvalid, event_time_bounds, keyed_body_hash, parse_event
 
@@ -278,15 +278,9 @@ def _record_for_tenant(
                     else LimitedScopes(),
                 )
                 usage_recorded_on_commit(tenant_id=tenant_id)  # alerts evaluate after commit, debounced
-            existing = {}
             missing = [rid for rid in first_by_request if rid not in inserted]
-            if missing:
-                existing = {
-                    row["request_id"]: row
-                    for row in UsageEvent.objects.filter(tenant_id=tenant_id, request_id__in=missing).values(
-                        "id", "request_id", "body_hash"
-                    )
-                }
+            # The keys, not the events: a key outlives its event's month when that is archived.
+            existing = stored_keys(tenant_id=tenant_id, request_ids=missing) if missing else {}
     except BaseException:
         if settled is not None:
             usage_settle_undo_mirror(tenant_id=tenant_id, settled=settled)
@@ -297,7 +291,7 @@ def _record_for_tenant(
         fresh.update((inserted[event.request_id], event) for event in stored_now)
 
     # Stored now: accepted. Stored before (or by a concurrent request): duplicate or conflict.
-    stored_hash: dict[str, tuple[int, str]] = {rid: (row["id"], row["body_hash"]) for rid, row in existing.items()}
+    stored_hash: dict[str, tuple[int, str]] = dict(existing)
     for index, event, _ in first_by_request.values():
         event_id = inserted.get(event.request_id)
         if event_id is not None:

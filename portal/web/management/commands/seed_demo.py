@@ -1,11 +1,13 @@
 """Demo data for trying the portal: one tenant, users, a key, prices and weeks of usage."""
 
 import datetime as dt
+import hashlib
 import random
 import secrets
 import zoneinfo
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
@@ -13,11 +15,16 @@ from django.utils import timezone
 from accounts import selectors, services
 from accounts.models import Membership
 from alerts import services as alert_services
-from billing.selectors import tenant_quotas
+from billing.rating import rate
+from billing.selectors import price_book_for_tenant, tenant_quotas
 from billing.services.ledger import ledger_post, wallet_ensure
 from billing.services.pricing import plan_get_or_create, price_add
 from billing.services.quotas import quota_create
 from invoicing.services import invoices_close_month
+from metering.models import UsageEvent
+from metering.partitions import month_start
+from metering.services.archive import usage_archive_month
+from metering.services.event_store import NewEvent, insert_new
 from metering.services.ingest import usage_record_batch
 from metering.services.rollup import rollup_tenant
 
@@ -52,7 +59,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         plan = plan_get_or_create(slug="demo", name="Demo plan", currency="USD", actor_label="seed_demo")
         if not plan.prices.exists():
-            start = timezone.now() - dt.timedelta(days=365)
+            start = timezone.now() - dt.timedelta(days=settings.INGEST_MAX_PAST_DAYS + 120)  # the archived month too
             for model, inp, out, cached in DEMO_PRICES:
                 price_add(
                     plan=plan,
@@ -105,8 +112,14 @@ class Command(BaseCommand):
         if fresh:
             batch_key, _ = services.api_key_create(tenant=tenant, name="batch jobs", actor_label="seed_demo")
             self._usage([key, batch_key], days=options["days"], per_day=options["per_day"])
+            archived = self._old_month(tenant, key)
             # The dashboard reads the daily rollups: build them now rather than at the next beat.
             rollup_tenant(tenant_id=tenant.pk)
+            # A month past the retention, archived as beat would (its rollups stay).
+            result = usage_archive_month(month=archived, now=timezone.now())
+            self.stdout.write(
+                f"  {archived:%Y-%m}: {result.rows} events archived to {result.period:%Y-%m} in the archive."
+            )
             quota_create(tenant=tenant, metric="tokens", window="month", limit=Decimal(20_000_000),
                          enforcement="soft", actor_label="seed_demo")  # fmt: skip
             # Limits and restrictions to look at in the portal, set once the history is in
@@ -163,6 +176,35 @@ class Command(BaseCommand):
         else:
             user.set_password(password)
             user.save(update_fields=["password"])
+
+    def _old_month(self, tenant, key) -> dt.date:
+        """History from before ingest's window (as if imported): the month the demo archives."""
+        now = timezone.now()
+        month = month_start(now - dt.timedelta(days=settings.INGEST_MAX_PAST_DAYS + 40))
+        start = dt.datetime.combine(month, dt.time(), tzinfo=dt.UTC)
+        book = price_book_for_tenant(tenant=tenant, models={"gpt-4o", "gpt-4o-mini"})
+        events = []
+        for n in range(120):
+            model = "gpt-4o" if n % 2 else "gpt-4o-mini"
+            at = start + dt.timedelta(hours=6 * n)
+            terms = book.terms_for(model, at) if book is not None else None
+            cost = (
+                rate(terms, input_tokens=800, output_tokens=200, cached_input_tokens=0, cache_write_tokens=0)
+                if terms is not None
+                else None
+            )
+            events.append(
+                NewEvent(
+                    tenant_id=tenant.pk, api_key_id=key.pk, request_id=f"demo-old-{n}", model=model,
+                    input_tokens=800, output_tokens=200, cached_input_tokens=0, cache_write_tokens=0,
+                    occurred_at=at, received_at=at, latency_ms=None, metadata={},
+                    token_source=UsageEvent.TokenSource.REPORTED, encoding="", cost=cost, currency=tenant.currency,
+                    price_id=terms.price_id if terms is not None else None,
+                    body_hash=hashlib.sha256(f"demo-old-{n}".encode()).hexdigest(),
+                )
+            )  # fmt: skip
+        insert_new(events)
+        return month
 
     def _usage(self, keys, *, days: int, per_day: int) -> None:
         rng = random.Random(20261123)  # noqa: S311 - demo data, not security

@@ -1,0 +1,598 @@
+"""Archive a month of usage events to a compressed file, verify it, drop the month; restore it.
+
+The file: gzip-compressed JSON Lines in the "archive" storage (settings.STORAGES; a local
+directory by default, S3-compatible through django-storages), `usage/2025-10.jsonl.gz`. Line 1
+is a header naming the columns, as read from the database at export time (so columns added
+later by other migrations come along); every other line is one event as a JSON array in that
+order, decimals as strings (exact). Beside it, `usage/2025-10.manifest.json`: row count,
+per-tenant counts and sums of tokens and cost, and the SHA-256 of the file.
+
+Order of work, all in one transaction: lock the month's rows against writers, export, compute
+the manifest from the database, store the file, re-read the stored file and compare it to the
+manifest (bytes hashed, every row parsed and summed), record the archive with each tenant's
+totals per tenant-local month (what reconciliation reads once the rows are gone), then detach
+and drop the month (metering.partitions.month_remove). A failure anywhere leaves the rows where
+they were. A month is archived only once ingest can no longer accept an event for it
+(INGEST_MAX_PAST_DAYS, plus a day for tenant time zones): a late event for it is refused.
+
+Restore (`usage_archive_restore`) reads a verified file back into a side table,
+`metering_usageevent_restored_2025_10`, exactly as the rows were (ids included), for an audit
+or a dispute; rollups, invoices and reconciliation never read it.
+"""
+
+import datetime as dt
+import gzip
+import hashlib
+import logging
+import tempfile
+import time
+import zlib
+import zoneinfo
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import IO, Any
+
+import orjson
+from django.conf import settings
+from django.core.files import File
+from django.core.files.base import ContentFile
+from django.core.files.storage import Storage, storages
+from django.db import connection, transaction
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import TruncMonth
+from django.utils import timezone
+
+from accounts.models import Tenant
+from metering import partitions
+from metering.models import ArchivedUsageTotal, UsageArchive, UsageEvent
+
+logger = logging.getLogger("metering.archive")
+
+FORMAT = "tokenbill.usage.v1"
+STORAGE_ALIAS = "archive"
+TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens")
+_CHUNK = 1 << 20
+_RESTORE_BATCH = 20_000
+Progress = Callable[[str, int], None]  # (stage, rows so far)
+
+
+class ArchiveRefused(Exception):
+    """The month cannot be archived or restored now; the message says why."""
+
+
+class ArchiveCorrupt(Exception):
+    """A stored file does not match its manifest; the message says what differs."""
+
+
+def archive_storage() -> Storage:
+    return storages[STORAGE_ALIAS]
+
+
+def file_names(month: dt.date) -> tuple[str, str]:
+    return f"usage/{month:%Y-%m}.jsonl.gz", f"usage/{month:%Y-%m}.manifest.json"
+
+
+def side_table(month: dt.date) -> str:
+    return f"{partitions.TABLE}_restored_{month:%Y_%m}"
+
+
+def archivable_before(*, now: dt.datetime) -> dt.datetime:
+    """A month ending at or before this time can no longer receive an event (ingest refuses it)."""
+    return now - dt.timedelta(days=settings.INGEST_MAX_PAST_DAYS + 1)
+
+
+def months_due(*, now: dt.datetime, keep_months: int) -> list[dt.date]:
+    """Months with usage still online that are older than `keep_months` whole months before now."""
+    if keep_months <= 0:
+        return []
+    cutoff = partitions.month_start(now)
+    for _ in range(keep_months):
+        cutoff = (cutoff - dt.timedelta(days=1)).replace(day=1)
+    oldest = UsageEvent.objects.order_by("occurred_at").values_list("occurred_at", flat=True).first()
+    months = {part.month for part in partitions.partitions() if part.month is not None and part.month < cutoff}
+    if oldest is not None:
+        month = partitions.month_start(oldest)
+        while month < cutoff:
+            months.add(month)
+            month = partitions.next_month(month)
+    done = set(UsageArchive.objects.filter(status=UsageArchive.Status.DROPPED).values_list("period", flat=True))
+    return sorted(month for month in months if month not in done or _has_rows(month))
+
+
+def _has_rows(month: dt.date) -> bool:
+    start, end = partitions.month_bounds(month)
+    return UsageEvent.objects.filter(occurred_at__gte=start, occurred_at__lt=end).exists()
+
+
+# --- the manifest: what the database holds for the month -----------------------------------
+
+
+def _zero() -> dict[str, Any]:
+    return {"rows": 0, **dict.fromkeys(TOKEN_COLUMNS, 0), "cost": Decimal(0), "unpriced": 0}
+
+
+def _manifest_tenants(start: dt.datetime, end: dt.datetime) -> dict[str, dict[str, Any]]:
+    rows = (
+        UsageEvent.objects.filter(occurred_at__gte=start, occurred_at__lt=end)
+        .values("tenant_id")
+        .annotate(
+            n=Count("id"),
+            unpriced_n=Count("id", filter=Q(cost__isnull=True)),
+            cost_sum=Sum("cost"),
+            **{f"{column}_sum": Sum(column) for column in TOKEN_COLUMNS},
+        )
+        .order_by("tenant_id")
+    )
+    return {
+        str(row["tenant_id"]): {
+            "rows": row["n"],
+            **{column: row[f"{column}_sum"] or 0 for column in TOKEN_COLUMNS},
+            "cost": row["cost_sum"] if row["cost_sum"] is not None else Decimal(0),
+            "unpriced": row["unpriced_n"],
+        }
+        for row in rows
+    }
+
+
+def _tenant_zone(name: str) -> zoneinfo.ZoneInfo:
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return zoneinfo.ZoneInfo("UTC")  # a damaged time zone: months cut in UTC (logged below)
+
+
+def _tenant_months(start: dt.datetime, end: dt.datetime, tenant_ids: list[int]) -> list[ArchivedUsageTotal]:
+    """Each tenant's usage of the month per tenant-local month, by occurrence and by reception."""
+    zones = dict(Tenant.objects.filter(pk__in=tenant_ids).values_list("pk", "timezone"))
+    zone_of = {tenant_id: _tenant_zone(zones.get(tenant_id, "UTC")) for tenant_id in tenant_ids}
+    if connection.vendor == "postgresql" and tenant_ids:
+        return _tenant_months_pg(start, end, zone_of)
+    totals: list[ArchivedUsageTotal] = []
+    for tenant_id, zone in zone_of.items():
+        events = UsageEvent.objects.filter(tenant_id=tenant_id, occurred_at__gte=start, occurred_at__lt=end)
+        for basis, column in ((ArchivedUsageTotal.Basis.OCCURRED, "occurred_at"), ("received", "received_at")):
+            rows = (
+                events.annotate(bucket=TruncMonth(column, tzinfo=zone))
+                .values("bucket")
+                .annotate(n=Count("id"), unpriced_n=Count("id", filter=Q(cost__isnull=True)), cost_sum=Sum("cost"))
+                .order_by("bucket")
+            )
+            totals.extend(
+                _total(tenant_id, basis, row["bucket"], n=row["n"], unpriced=row["unpriced_n"], cost=row["cost_sum"])
+                for row in rows
+            )
+    return totals
+
+
+def _total(
+    tenant_id: int, basis: str, bucket: Any, *, n: int, unpriced: int, cost: Decimal | None
+) -> ArchivedUsageTotal:
+    return ArchivedUsageTotal(
+        tenant_id=tenant_id,
+        basis=basis,
+        month=bucket.date() if isinstance(bucket, dt.datetime) else bucket,
+        requests=n,
+        unpriced_requests=unpriced,
+        cost=cost if cost is not None else Decimal(0),
+    )
+
+
+def _tenant_months_pg(
+    start: dt.datetime, end: dt.datetime, zone_of: dict[int, zoneinfo.ZoneInfo]
+) -> list[ArchivedUsageTotal]:
+    """The same totals in one scan of the month (both bases as grouping sets)."""
+    zones = ", ".join(["(%s::bigint, %s::text)"] * len(zone_of))
+    params: list[Any] = [value for tenant_id, zone in zone_of.items() for value in (tenant_id, zone.key)]
+    sql = (
+        "SELECT tenant_id, occurred, received, count(*), count(*) FILTER (WHERE cost IS NULL), sum(cost), "  # noqa: S608
+        "GROUPING(received) FROM (SELECT e.tenant_id, e.cost, "
+        "date_trunc('month', e.occurred_at AT TIME ZONE z.tz)::date AS occurred, "
+        "date_trunc('month', e.received_at AT TIME ZONE z.tz)::date AS received "
+        f"FROM {partitions.TABLE} e JOIN (VALUES {zones}) AS z(tenant_id, tz) ON z.tenant_id = e.tenant_id "
+        "WHERE e.occurred_at >= %s AND e.occurred_at < %s) AS m "
+        "GROUP BY GROUPING SETS ((tenant_id, occurred), (tenant_id, received))"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, start, end])
+        rows = cursor.fetchall()
+    totals = []
+    for tenant_id, occurred, received, n, unpriced, cost, by_occurred in rows:
+        basis, bucket = ("occurred", occurred) if by_occurred else ("received", received)
+        totals.append(_total(tenant_id, basis, bucket, n=n, unpriced=unpriced, cost=cost))
+    return totals
+
+
+# --- export ---------------------------------------------------------------------------------
+
+
+def _pg_columns(cursor: Any) -> list[tuple[str, str]]:
+    cursor.execute(
+        "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+        [partitions.TABLE],
+    )
+    return [(name, pg_type) for name, pg_type in cursor.fetchall()]
+
+
+def _export_pg(out: IO[bytes], start: dt.datetime, end: dt.datetime, progress: Progress | None) -> list[str]:
+    """Stream the month out of PostgreSQL: the server writes each row as a JSON array (COPY)."""
+    with connection.cursor() as cursor:
+        columns = _pg_columns(cursor)
+        # No writer on the month while it is read (a re-rating, say); ingest of other months goes on.
+        cursor.execute("SELECT to_regclass(%s)", [partitions.partition_name(partitions.month_start(start))])
+        if cursor.fetchone()[0] is not None:
+            cursor.execute(f"LOCK TABLE {partitions.partition_name(partitions.month_start(start))} IN SHARE MODE")
+        names = [name for name, _ in columns]
+        out.write(orjson.dumps({"format": FORMAT, "columns": names}) + b"\n")
+        # Decimals as text: exact for any reader. CSV with a quote and delimiter JSON never
+        # contains raw (control characters are escaped in JSON) passes each line as it is.
+        values = ", ".join(
+            f'"{name}"::text' if pg_type.startswith("numeric") else f'"{name}"' for name, pg_type in columns
+        )
+        query = (
+            f"COPY (SELECT json_build_array({values}) FROM {partitions.TABLE} "  # noqa: S608
+            f"WHERE occurred_at >= '{start.isoformat()}' AND occurred_at < '{end.isoformat()}') "
+            "TO STDOUT WITH (FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')"
+        )
+        written = 0
+        with cursor.cursor.copy(query) as copy:
+            for chunk in copy:
+                out.write(chunk)
+                written += 1
+                if progress is not None and written % 256 == 0:
+                    progress("export", out.tell())
+    return names
+
+
+def _export_portable(out: IO[bytes], start: dt.datetime, end: dt.datetime) -> list[str]:
+    fields = list(UsageEvent._meta.concrete_fields)
+    names = [field.column for field in fields]
+    out.write(orjson.dumps({"format": FORMAT, "columns": names}) + b"\n")
+    events = UsageEvent.objects.filter(occurred_at__gte=start, occurred_at__lt=end).order_by("id")
+    for row in events.values_list(*[field.attname for field in fields]).iterator(chunk_size=5000):
+        values = [str(value) if isinstance(value, Decimal) else value for value in row]
+        out.write(orjson.dumps(values, option=orjson.OPT_NAIVE_UTC) + b"\n")
+    return names
+
+
+class _GzipHashWriter:
+    """Compress into `target` (gzip) and hash the compressed bytes on the way."""
+
+    def __init__(self, target: IO[bytes], level: int) -> None:
+        self.target = target
+        self.sha = hashlib.sha256()
+        self.raw = 0
+        self._zip = zlib.compressobj(level, zlib.DEFLATED, 31)
+
+    def write(self, data: bytes) -> None:
+        self.raw += len(data)
+        self._out(self._zip.compress(data))
+
+    def tell(self) -> int:
+        return self.raw
+
+    def close(self) -> None:
+        self._out(self._zip.flush())
+
+    def _out(self, data: bytes) -> None:
+        if data:
+            self.sha.update(data)
+            self.target.write(data)
+
+
+# --- verification ---------------------------------------------------------------------------
+
+
+def _lines(stream: IO[bytes]) -> Iterator[bytes]:
+    with gzip.GzipFile(fileobj=stream, mode="rb") as unzipped:
+        tail = b""
+        while chunk := unzipped.read(_CHUNK):
+            lines = (tail + chunk).split(b"\n")
+            tail = lines.pop()
+            yield from lines
+        if tail:
+            yield tail
+
+
+def verify_file(*, name: str, manifest: dict[str, Any], progress: Progress | None = None) -> None:
+    """Re-read a stored file: its SHA-256, its row count and each tenant's sums must match."""
+    storage = archive_storage()
+    if not storage.exists(name):
+        raise ArchiveCorrupt(f"{name}: the file is missing from the archive storage.")
+    sha = hashlib.sha256()
+    with storage.open(name, "rb") as stored:
+        while chunk := stored.read(_CHUNK):
+            sha.update(chunk)
+    if sha.hexdigest() != manifest["sha256"]:
+        raise ArchiveCorrupt(f"{name}: SHA-256 {sha.hexdigest()} differs from the manifest's {manifest['sha256']}.")
+    found = _sum_file(name, progress)
+    expected = {
+        tenant: {key: Decimal(str(value)) for key, value in sums.items()}
+        for tenant, sums in manifest["tenants"].items()
+    }
+    found_text = {tenant: {key: Decimal(str(value)) for key, value in sums.items()} for tenant, sums in found.items()}
+    rows = sum(sums["rows"] for sums in found.values())
+    if rows != manifest["rows"]:
+        raise ArchiveCorrupt(f"{name}: {rows} rows read, the manifest says {manifest['rows']}.")
+    if found_text != expected:
+        differing = sorted(t for t in set(expected) | set(found_text) if expected.get(t) != found_text.get(t))
+        raise ArchiveCorrupt(f"{name}: the sums of tenant(s) {', '.join(differing)} differ from the manifest.")
+
+
+def _sum_file(name: str, progress: Progress | None) -> dict[str, dict[str, Any]]:
+    sums: dict[str, dict[str, Any]] = defaultdict(_zero)
+    try:
+        with archive_storage().open(name, "rb") as stored:
+            lines = _lines(stored)
+            header = orjson.loads(next(lines))
+            if header.get("format") != FORMAT:
+                raise ArchiveCorrupt(f"{name}: not a {FORMAT} file.")
+            at = {column: header["columns"].index(column) for column in ("tenant_id", "cost", *TOKEN_COLUMNS)}
+            tenant_at, cost_at = at["tenant_id"], at["cost"]
+            token_at = [(column, at[column]) for column in TOKEN_COLUMNS]
+            for count, line in enumerate(lines, 1):
+                row = orjson.loads(line)
+                tenant = sums[str(row[tenant_at])]
+                tenant["rows"] += 1
+                for column, index in token_at:
+                    tenant[column] += row[index]
+                if row[cost_at] is None:
+                    tenant["unpriced"] += 1
+                else:
+                    tenant["cost"] += Decimal(row[cost_at])
+                if progress is not None and count % 1_000_000 == 0:
+                    progress("verify", count)
+    except (OSError, EOFError, zlib.error, orjson.JSONDecodeError, StopIteration, ValueError, KeyError) as exc:
+        raise ArchiveCorrupt(f"{name}: unreadable ({exc.__class__.__name__}: {exc}).") from exc
+    return dict(sums)
+
+
+# --- the archive job ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveResult:
+    period: dt.date
+    rows: int
+    file_bytes: int
+    table_bytes: int
+    seconds: float
+    already: bool = False  # archived before; nothing done
+
+
+def usage_archive_month(*, month: dt.date, now: dt.datetime, progress: Progress | None = None) -> ArchiveResult:
+    """Export, verify, record and drop one UTC month of usage events (see the module docstring)."""
+    month = partitions.month_start(month)
+    start, end = partitions.month_bounds(month)
+    if end > archivable_before(now=now):
+        raise ArchiveRefused(
+            f"{month:%Y-%m} can still receive events (INGEST_MAX_PAST_DAYS={settings.INGEST_MAX_PAST_DAYS}): "
+            f"only months ending before {archivable_before(now=now):%Y-%m-%d} can be archived."
+        )
+    existing = UsageArchive.objects.filter(period=month).first()
+    if existing is not None and existing.status == UsageArchive.Status.DROPPED and not _has_rows(month):
+        return ArchiveResult(month, existing.rows, existing.file_bytes, existing.table_bytes, 0.0, already=True)
+    if existing is not None and existing.status == UsageArchive.Status.DROPPED:
+        raise ArchiveRefused(f"{month:%Y-%m} was archived before but has rows again; investigate before archiving.")
+    started = time.monotonic()
+    data_name, manifest_name = file_names(month)
+    level = settings.ARCHIVE_GZIP_LEVEL
+    with transaction.atomic(), tempfile.TemporaryFile() as spool:
+        table_bytes = partitions.table_bytes(month=month)
+        writer = _GzipHashWriter(spool, level)
+        if connection.vendor == "postgresql":
+            columns = _export_pg(writer, start, end, progress)  # type: ignore[arg-type]
+        else:
+            columns = _export_portable(writer, start, end)  # type: ignore[arg-type]
+        writer.close()
+        file_bytes = spool.tell()
+        tenants = _manifest_tenants(start, end)
+        manifest = {
+            "format": FORMAT,
+            "period": f"{month:%Y-%m}",
+            "file": data_name,
+            "sha256": writer.sha.hexdigest(),
+            "rows": sum(sums["rows"] for sums in tenants.values()),
+            "bytes": file_bytes,
+            "uncompressed_bytes": writer.raw,
+            "columns": columns,
+            "tenants": {
+                tenant: {k: str(v) if isinstance(v, Decimal) else v for k, v in sums.items()}
+                for tenant, sums in tenants.items()
+            },
+            "created_at": now.isoformat(),
+        }
+        _log(
+            "archive.exported",
+            month,
+            rows=manifest["rows"],
+            file_bytes=file_bytes,
+            table_bytes=table_bytes,
+            seconds=round(time.monotonic() - started, 2),
+        )
+        spool.seek(0)
+        storage = archive_storage()
+        for name in (data_name, manifest_name):
+            if storage.exists(name):
+                storage.delete(name)  # a run that failed after storing: replaced, never suffixed
+        stored_name = storage.save(data_name, File(spool, name=data_name))
+        if stored_name != data_name:
+            raise ArchiveRefused(f"the archive storage stored {data_name} as {stored_name}; refusing to go on.")
+        verify_file(name=data_name, manifest=manifest, progress=progress)
+        _log("archive.verified", month, rows=manifest["rows"], seconds=round(time.monotonic() - started, 2))
+        storage.save(manifest_name, ContentFile(orjson.dumps(manifest, option=orjson.OPT_INDENT_2), name=manifest_name))
+        archive, _ = UsageArchive.objects.update_or_create(
+            period=month,
+            defaults={
+                "status": UsageArchive.Status.VERIFIED,
+                "file_name": data_name,
+                "sha256": manifest["sha256"],
+                "rows": manifest["rows"],
+                "file_bytes": file_bytes,
+                "table_bytes": table_bytes,
+                "manifest": manifest,
+                "dropped_at": None,
+            },
+        )
+        archive.totals.all().delete()
+        totals = _tenant_months(start, end, sorted(int(tenant) for tenant in tenants))
+        for total in totals:
+            total.archive = archive
+        ArchivedUsageTotal.objects.bulk_create(totals)
+        removed = partitions.month_remove(month=month)
+        if removed != manifest["rows"]:
+            raise ArchiveRefused(f"{month:%Y-%m}: {removed} rows to drop, {manifest['rows']} archived; rolled back.")
+        archive.status = UsageArchive.Status.DROPPED
+        archive.dropped_at = timezone.now()
+        archive.save(update_fields=["status", "dropped_at"])
+    seconds = time.monotonic() - started
+    _log(
+        "archive.dropped",
+        month,
+        rows=removed,
+        file_bytes=file_bytes,
+        table_bytes=table_bytes,
+        seconds=round(seconds, 2),
+    )
+    return ArchiveResult(month, removed, file_bytes, table_bytes, seconds)
+
+
+def _log(event: str, month: dt.date, **fields: Any) -> None:
+    logger.info(event, extra={"period": f"{month:%Y-%m}", **fields})
+
+
+def usage_partitions_ensure(*, now: dt.datetime) -> list[dt.date]:
+    """Create the months ingest may write to (never an archived month again)."""
+    archived = set(UsageArchive.objects.values_list("period", flat=True))
+    created = partitions.partitions_ensure(
+        now=now, max_past_days=settings.INGEST_MAX_PAST_DAYS, ahead=settings.USAGE_PARTITIONS_AHEAD, skip=archived
+    )
+    for month in created:
+        logger.info("partition.created", extra={"period": f"{month:%Y-%m}"})
+    return created
+
+
+def usage_archive_due(*, now: dt.datetime, progress: Progress | None = None) -> list[ArchiveResult]:
+    """Archive every month older than USAGE_RETENTION_MONTHS that ingest no longer accepts."""
+    results = []
+    for month in months_due(now=now, keep_months=settings.USAGE_RETENTION_MONTHS):
+        try:
+            results.append(usage_archive_month(month=month, now=now, progress=progress))
+        except ArchiveRefused as exc:
+            logger.warning("archive.refused", extra={"period": f"{month:%Y-%m}", "reason": str(exc)})
+    return results
+
+
+# --- restore --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreResult:
+    period: dt.date
+    table: str
+    rows: int
+    seconds: float
+
+
+def usage_archive_restore(
+    *, month: dt.date, tenant_id: int | None = None, replace: bool = False, progress: Progress | None = None
+) -> RestoreResult:
+    """Read an archived month back into its side table (all tenants, or one), exactly as it was."""
+    month = partitions.month_start(month)
+    archive = UsageArchive.objects.filter(period=month).first()
+    if archive is None:
+        raise ArchiveRefused(f"{month:%Y-%m} has no archive.")
+    verify_file(name=archive.file_name, manifest=archive.manifest)
+    started = time.monotonic()
+    table = side_table(month)
+    with transaction.atomic():
+        if _table_exists(table):
+            if not replace:
+                raise ArchiveRefused(f"{table} exists already (restored before); pass --replace to restore again.")
+            with connection.cursor() as cursor:
+                cursor.execute(f"DROP TABLE {table}")
+        with connection.cursor() as cursor:
+            if connection.vendor == "postgresql":
+                cursor.execute(f"CREATE TABLE {table} (LIKE {partitions.TABLE} INCLUDING DEFAULTS)")
+            else:
+                cursor.execute(f"CREATE TABLE {table} AS SELECT * FROM {partitions.TABLE} WHERE 0")  # noqa: S608
+        rows = _restore_rows(archive.file_name, table, tenant_id, progress)
+    seconds = time.monotonic() - started
+    _log("archive.restored", month, table=table, rows=rows, tenant_id=tenant_id, seconds=round(seconds, 2))
+    return RestoreResult(month, table, rows, seconds)
+
+
+def _table_exists(table: str) -> bool:
+    return table in connection.introspection.table_names()
+
+
+def _restore_rows(name: str, table: str, tenant_id: int | None, progress: Progress | None) -> int:
+    with archive_storage().open(name, "rb") as stored:
+        lines = _lines(stored)
+        columns: list[str] = orjson.loads(next(lines))["columns"]
+        tenant_at = columns.index("tenant_id")
+        restore = _restore_pg if connection.vendor == "postgresql" else _restore_portable
+        rows, batch = 0, []
+        for line in lines:
+            batch.append(line)
+            if len(batch) == _RESTORE_BATCH:
+                rows += restore(table, columns, batch, tenant_at, tenant_id)
+                batch = []
+                if progress is not None:
+                    progress("restore", rows)
+        if batch:
+            rows += restore(table, columns, batch, tenant_at, tenant_id)
+    return rows
+
+
+def _restore_pg(table: str, columns: list[str], lines: list[bytes], tenant_at: int, tenant_id: int | None) -> int:
+    """One INSERT per batch: PostgreSQL parses the JSON arrays and casts to the table's types."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            [table],
+        )
+        types = dict(cursor.fetchall())
+        pairs = [(index, name) for index, name in enumerate(columns) if name in types]
+        values = ", ".join(
+            f"(j->{index})::{types[name]}" if types[name] in ("json", "jsonb") else f"(j->>{index})::{types[name]}"
+            for index, name in pairs
+        )
+        where = f" WHERE (j->>{tenant_at})::bigint = %s" if tenant_id is not None else ""
+        cursor.execute(
+            f"INSERT INTO {table} ({', '.join(chr(34) + name + chr(34) for _, name in pairs)}) "  # noqa: S608
+            f"SELECT {values} FROM jsonb_array_elements(%s::jsonb) AS j{where}",
+            [(b"[" + b",".join(lines) + b"]").decode(), *([tenant_id] if tenant_id is not None else [])],
+        )
+        return int(cursor.rowcount)
+
+
+def _restore_portable(table: str, columns: list[str], lines: list[bytes], tenant_at: int, tenant_id: int | None) -> int:
+    fields = {field.column: field for field in UsageEvent._meta.concrete_fields}
+    ops = connection.ops
+    rows = []
+    for line in lines:
+        row = orjson.loads(line)
+        if tenant_id is not None and row[tenant_at] != tenant_id:
+            continue
+        values = []
+        for name, raw in zip(columns, row, strict=True):
+            field = fields.get(name)
+            value = raw
+            if raw is not None and field is not None and field.get_internal_type() == "DateTimeField":
+                value = ops.adapt_datetimefield_value(dt.datetime.fromisoformat(raw))
+            elif isinstance(raw, dict | list):
+                value = orjson.dumps(raw).decode()
+            values.append(value)
+        rows.append(values)
+    if rows:
+        quoted = ", ".join(f'"{name}"' for name in columns)
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                f"INSERT INTO {table} ({quoted}) VALUES ({', '.join(['%s'] * len(columns))})",  # noqa: S608
+                rows,
+            )
+    return len(rows)
