@@ -7,6 +7,7 @@ ImproperlyConfigured at start-up; nothing here connects to a database or Redis.
 import datetime as dt
 import ipaddress
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -122,10 +123,25 @@ REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
     raise ImproperlyConfigured("REDIS_URL must start with redis://, rediss:// or unix://")
 
+# REDIS_URL names one node of a Redis Cluster (any node; db 0): every Redis client becomes
+# redis-py's RedisCluster (infra/redis_client.py). Celery's broker stays a standalone Redis or
+# RabbitMQ (CELERY_BROKER_URL). docs/scaling.md, "Redis Cluster and read replicas".
+REDIS_CLUSTER = env.bool("REDIS_CLUSTER", default=False)
+if REDIS_CLUSTER:
+    if not REDIS_URL:
+        raise ImproperlyConfigured("REDIS_CLUSTER=1 needs REDIS_URL naming one node of the cluster")
+    _cluster_url = urlsplit(REDIS_URL)
+    if _cluster_url.scheme not in ("redis", "rediss") or _cluster_url.path.strip("/") not in ("", "0"):
+        raise ImproperlyConfigured("REDIS_CLUSTER=1: REDIS_URL must be redis:// or rediss:// on database 0")
+
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": (
+                "infra.cluster_cache.RedisClusterCache"
+                if REDIS_CLUSTER
+                else "django.core.cache.backends.redis.RedisCache"
+            ),
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="tb"),
         }
@@ -138,6 +154,11 @@ else:
 # a queue of files under CELERY_FS_DIR served by the worker + beat that `make run` starts, so
 # the periodic work happens there too without any server (docs/deploy.md).
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://")
+if REDIS_CLUSTER and CELERY_BROKER_URL == REDIS_URL:
+    raise ImproperlyConfigured(
+        "REDIS_CLUSTER=1: Celery cannot use a Redis Cluster as its broker; "
+        "set CELERY_BROKER_URL to a standalone Redis (redis://...) or RabbitMQ (amqp://...)"
+    )
 CELERY_FS_DIR = Path(env.str("CELERY_FS_DIR", default=str(BASE_DIR / ".celery")))
 if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {
