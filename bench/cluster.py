@@ -54,6 +54,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=8, help="load generator processes")
     parser.add_argument("--tenants", type=int, default=6, help="tenants per target (the clients spread over them)")
     parser.add_argument("--rounds", type=int, default=2, help="paired rounds, the order alternating")
+    parser.add_argument(
+        "--direct",
+        type=int,
+        default=2000,
+        help="in-process authorize service calls per target and mode (no HTTP), alternating in blocks of 100; 0: skip",
+    )
     add_server_arguments(parser)
     args = parser.parse_args(argv)
     if not 0 < args.duration <= 60 or not 0 < args.rate <= 5000:
@@ -139,12 +145,68 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"round {round_number + 1} {target} {mode}: done", flush=True)
                 finally:
                     server.stop()
+        direct = direct_calls(fixtures, environments, args.direct)
         clean = verify(fixtures, environments)
     finally:
         cluster.stop()
     report(args, results)
+    report_direct(direct)
     errors = sum(c for t in TARGETS for m in MODES for p in results[t][m] for s, c in p.statuses.items() if s != 200)
     return 0 if clean and not errors else 1
+
+
+def direct_calls(
+    fixtures: dict[str, list[Fixture]], environments: dict[str, dict[str, str]], calls: int
+) -> dict[str, dict[str, list[float]]]:
+    """Seconds per authorize_request (the service: key already loaded, no HTTP, one thread), checks
+    and holds, the targets alternating every 100 calls, so both see the same machine."""
+    from django.test.utils import override_settings  # noqa: PLC0415
+
+    from accounts.models import ApiKey  # noqa: PLC0415
+    from metering.services.authorize import authorize_request  # noqa: PLC0415
+
+    times: dict[str, dict[str, list[float]]] = {t: {"check": [], "hold": []} for t in TARGETS}
+    keys = {
+        target: [ApiKey.objects.select_related("tenant").get(tenant_id=f.tenant_id) for f in rows]
+        for target, rows in fixtures.items()
+    }
+    block = 100
+    for start in range(0, calls, block):
+        for target in TARGETS if (start // block) % 2 == 0 else TARGETS[::-1]:
+            env = environments[target]
+            cluster = env["REDIS_CLUSTER"] == "1"
+            with override_settings(BALANCE_BACKEND="redis", REDIS_URL=env["REDIS_URL"], REDIS_CLUSTER=cluster):
+                for mode in ("check", "hold"):
+                    for n in range(start, min(start + block, calls)):
+                        key = keys[target][n % len(keys[target])]
+                        began = time.perf_counter()
+                        authorize_request(
+                            api_key=key,
+                            model="gpt-4o",
+                            estimated_input_tokens=1000,
+                            max_output_tokens=500,
+                            hold=mode == "hold",
+                            request_id=f"direct-{target}-{n}" if mode == "hold" else None,
+                        )
+                        times[target][mode].append(time.perf_counter() - began)
+    return times
+
+
+def report_direct(times: dict[str, dict[str, list[float]]]) -> None:
+    if not times["standalone"]["check"]:
+        return
+    print("in process (authorize_request, no HTTP, one thread), ms:")
+    for mode in ("check", "hold"):
+        figures = {}
+        for target in TARGETS:
+            values = sorted(times[target][mode])
+            figures[target] = (values[len(values) // 2] * 1000, values[int(0.99 * (len(values) - 1))] * 1000)
+        (p50a, p99a), (p50b, p99b) = figures["standalone"], figures["cluster"]
+        print(
+            f"  {mode:6} standalone p50 {p50a:.3f} p99 {p99a:.3f}; cluster p50 {p50b:.3f} p99 {p99b:.3f}; "
+            f"cluster/standalone p50 {p50b / p50a:.2f}x p99 {p99b / p99a:.2f}x "
+            f"({len(times['cluster'][mode])} calls each)"
+        )
 
 
 def verify(fixtures: dict[str, list[Fixture]], environments: dict[str, dict[str, str]]) -> bool:

@@ -5,6 +5,7 @@ replicas); `start` returns once every node reports `cluster_state:ok`, `stop` en
 are free ones picked at start (each node also needs its cluster bus port, +10000)."""
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -48,31 +49,44 @@ class RedisClusterProcesses:
         """REDIS_URL for the portal: any one node (the client learns the others from it)."""
         return f"redis://127.0.0.1:{self.ports[0]}/0"
 
+    def _spawn(self, port: int) -> subprocess.Popen:
+        node_dir = self.folder / str(port)
+        node_dir.mkdir(parents=True, exist_ok=True)
+        command = [
+            "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+            "--cluster-config-file", str(node_dir / "nodes.conf"), "--cluster-node-timeout", "2000",
+            "--dir", str(node_dir), "--save", "", "--appendonly", "no", "--daemonize", "no",
+            "--loglevel", "warning", "--logfile", str(node_dir / "redis.log"),
+        ]  # fmt: skip
+        return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
     def start(self) -> None:
-        for port in self.ports:
-            node_dir = self.folder / str(port)
-            node_dir.mkdir()
-            command = [
-                "redis-server", "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
-                "--cluster-config-file", str(node_dir / "nodes.conf"), "--cluster-node-timeout", "2000",
-                "--dir", str(node_dir), "--save", "", "--appendonly", "no", "--daemonize", "no",
-                "--loglevel", "warning", "--logfile", str(node_dir / "redis.log"),
-            ]  # fmt: skip
-            self.processes.append(
-                subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-            )
+        """Start the nodes and join them into one cluster; or, after `kill`, restart them (empty,
+        each keeping its identity and slots from nodes.conf) until the cluster is whole again."""
+        joined = bool(self.processes)
+        self.processes = [self._spawn(port) for port in self.ports]
         deadline = time.monotonic() + START_TIMEOUT
         for port in self.ports:
             self._wait(deadline, f"redis-server on {port}", lambda p=port: self._ask(p, "PING"))
-        nodes = [f"127.0.0.1:{port}" for port in self.ports]
-        created = subprocess.run(
-            ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
-            capture_output=True, text=True, timeout=START_TIMEOUT, check=False,
-        )  # fmt: skip
-        if created.returncode != 0:
-            raise RuntimeError(f"redis-cli --cluster create failed: {created.stdout[-2000:]} {created.stderr[-2000:]}")
+        if not joined:
+            nodes = [f"127.0.0.1:{port}" for port in self.ports]
+            created = subprocess.run(
+                ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"],
+                capture_output=True, text=True, timeout=START_TIMEOUT, check=False,
+            )  # fmt: skip
+            if created.returncode != 0:
+                output = f"{created.stdout[-2000:]} {created.stderr[-2000:]}"
+                raise RuntimeError(f"redis-cli --cluster create failed: {output}")
         for port in self.ports:
             self._wait(deadline, f"cluster_state:ok on {port}", lambda p=port: self._state_ok(p))
+
+    def kill(self) -> None:
+        """SIGKILL every node: no shutdown, no save; `start` brings them back empty."""
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+        for process in self.processes:
+            process.wait(timeout=10)
 
     def _ask(self, port: int, *command: str) -> object:
         with redis.Redis(port=port, socket_connect_timeout=0.5, socket_timeout=0.5) as node:

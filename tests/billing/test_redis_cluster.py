@@ -201,3 +201,35 @@ def test_the_balance_backend_follows_the_setting(settings, redis_cluster):
     settings.REDIS_CLUSTER = False
     settings.REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15")
     assert type(balance_backend().client).__name__ == "Redis"
+
+
+# --- The operators' view of the stores (the jobs page) -----------------------------------------
+
+
+def _stores_card(client, user) -> str:
+    client.force_login(user)
+    page = client.get("/ops/jobs/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    return html[html.index('id="data-stores"') : html.index("</section>", html.index('id="data-stores"'))]
+
+
+def test_operators_see_one_redis_and_no_replica(client, operator, settings):
+    settings.BALANCE_BACKEND = "redis"
+    card = _stores_card(client, operator)
+    assert "Redis, one server: answering" in card
+    assert "none: dashboards and reports read the primary" in card
+
+
+def test_operators_see_the_cluster_and_when_it_is_down(client, operator, settings, redis_cluster):
+    settings.BALANCE_BACKEND = "redis"
+    settings.REDIS_CLUSTER = True
+    settings.REDIS_URL = redis_cluster.url
+    assert "Redis Cluster, 3 masters: ok" in _stores_card(client, operator)
+    settings.REDIS_URL = "redis://127.0.0.1:1/0"
+    assert "Redis unreachable (RedisClusterException)" in _stores_card(client, operator)
+
+
+def test_operators_see_the_database_balance_store(client, operator, settings):
+    settings.BALANCE_BACKEND = "db"
+    assert "the database (no Redis)" in _stores_card(client, operator)

@@ -9,6 +9,7 @@ report catches up.
 """
 
 import json
+import sys
 import time
 
 import django
@@ -77,7 +78,10 @@ def main() -> None:
     first = api.post("/api/v1/events", {**EVENT, "request_id": "one"}, format="json")
     assert first.status_code == 201, first.content
     seen["first_replay_seconds"] = wait_for_replay(1)
-    report, on_replica = queries(REPLICA, lambda: api.get("/api/v1/usage", {"group_by": "model"}))
+    (report, on_replica), on_primary = queries(
+        "default", lambda: queries(REPLICA, lambda: api.get("/api/v1/usage", {"group_by": "model"}))
+    )
+    seen["report_queries_on_primary"] = on_primary
     seen["report_before"] = report.json()["results"][0]["requests"]
     seen["report_queries_on_replica"] = on_replica
 
@@ -91,7 +95,10 @@ def main() -> None:
     seen["report_while_paused"] = api.get("/api/v1/usage", {"group_by": "model"}).json()["results"][0]["requests"]
     seen["balance_while_paused"] = api.get("/api/v1/balance").json()["balance"]
     seen["event_detail_while_paused"] = api.get(f"/api/v1/events/{second.json()['id']}").status_code
-    page, dashboard_on_replica = queries(REPLICA, lambda: browser.get("/t/acme/"))
+    (page, dashboard_on_replica), dashboard_on_primary = queries(
+        "default", lambda: queries(REPLICA, lambda: browser.get("/t/acme/"))
+    )
+    seen["dashboard_queries_on_primary"] = dashboard_on_primary
     seen["dashboard_status"] = page.status_code
     seen["dashboard_queries_on_replica"] = dashboard_on_replica
     csv, _ = queries(REPLICA, lambda: browser.get("/t/acme/usage.csv"))
@@ -104,10 +111,28 @@ def main() -> None:
             seen["count_inside_a_transaction"] = UsageEvent.objects.count()
         seen["count_on_replica"] = UsageEvent.objects.count()
 
+    operator, _ = account_services.user_create(
+        email="ops@platform.test", password="correct horse battery staple 42", is_staff=True, actor_label="test"
+    )
+    ops = Client()
+    ops.force_login(operator)
+    seen["ops_page_while_paused"] = ops.get("/ops/jobs/").content.decode()
     replica_sql("SELECT pg_wal_replay_resume()")
     seen["catch_up_seconds"] = wait_for_replay(2)
     seen["report_after"] = api.get("/api/v1/usage", {"group_by": "model"}).json()["results"][0]["requests"]
+    deadline = time.monotonic() + 20
+    while not replica_sql("SELECT pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()"):
+        assert time.monotonic() < deadline, "the replica's replay did not catch up"
+        time.sleep(0.01)
+    seen["ops_page_after"] = ops.get("/ops/jobs/").content.decode()
     print(json.dumps(seen))
+    print(
+        f"dashboard: {seen['dashboard_queries_on_replica']} statements on the replica, "
+        f"{seen['dashboard_queries_on_primary']} on the primary; GET /usage: {seen['report_queries_on_replica']} "
+        f"on the replica, {seen['report_queries_on_primary']} on the primary; first replay "
+        f"{seen['first_replay_seconds']:.3f} s, catch-up after the pause {seen['catch_up_seconds']:.3f} s",
+        file=sys.stderr,
+    )
 
 
 if __name__ == "__main__":

@@ -157,6 +157,7 @@ def test_dashboards_and_reports_read_the_replica_money_and_writes_stay_on_the_pr
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
+    print(done.stderr.strip().splitlines()[-1])  # the statement counts and replay times (pytest -s)
 
     # Reports and dashboards read the replica...
     assert seen["report_queries_on_replica"] > 0
@@ -180,6 +181,9 @@ def test_dashboards_and_reports_read_the_replica_money_and_writes_stay_on_the_pr
     # Replay resumed: the report catches up.
     assert seen["report_after"] == 2
     assert seen["catch_up_seconds"] < 20
+    # The operators' page says how far behind the replica is.
+    assert "s behind" in seen["ops_page_while_paused"]
+    assert "streaming, replay up to date" in seen["ops_page_after"]
 
 
 # --- The router on its own (the suite's database; no replica configured here) ---------------
