@@ -134,6 +134,7 @@ bench: $(VENV)/.dev-installed
 	$(PY) bench/rating.py
 	$(TEST_ENV) $(PY) bench/ingest.py
 	$(TEST_ENV) $(PY) bench/authorize.py
+	$(TEST_ENV) $(PY) bench/cluster.py
 	$(TEST_ENV) $(PY) bench/rollup.py
 	$(TEST_ENV) $(PY) bench/dashboard.py
 	$(TEST_ENV) $(PY) bench/soak.py $(SOAK_ARGS)

@@ -14,15 +14,15 @@ import logging
 import threading
 import time
 
-import redis
 from django.conf import settings
 
 from infra.cache import BoundedCache
+from infra.redis_client import REDIS_FAILURES, RedisClient, connect
 
 logger = logging.getLogger(__name__)
 WINDOW_SECONDS = 60
 
-_clients: dict[str, redis.Redis] = {}
+_clients: dict[tuple[str, bool], RedisClient] = {}
 _local_lock = threading.Lock()
 # credential -> (window number, count); the least recently seen credentials are forgotten first,
 # so a flood of new credentials cannot reset the count of a busy one.
@@ -32,17 +32,17 @@ _local: BoundedCache[tuple[int, int]] = BoundedCache(
 )
 
 
-def _client(url: str) -> redis.Redis:
-    client = _clients.get(url)
+def _client(url: str, cluster: bool) -> RedisClient:
+    client = _clients.get((url, cluster))
     if client is None:
-        client = _clients[url] = redis.Redis.from_url(url, socket_timeout=0.2, socket_connect_timeout=0.2)
+        client = _clients[url, cluster] = connect(url, cluster=cluster, socket_timeout=0.2, socket_connect_timeout=0.2)
     return client
 
 
 def _count(credential: str, window: int) -> int:
     if settings.REDIS_URL:
         key = f"ceiling:{{{credential}}}:{window}"
-        pipe = _client(settings.REDIS_URL).pipeline(transaction=False)
+        pipe = _client(settings.REDIS_URL, settings.REDIS_CLUSTER).pipeline(transaction=False)
         pipe.incr(key)
         pipe.expire(key, WINDOW_SECONDS * 2)
         return int(pipe.execute()[0])
@@ -62,7 +62,7 @@ def ingest_ceiling_wait(credential: str) -> int:
     window = int(now // WINDOW_SECONDS)
     try:
         count = _count(credential, window)
-    except redis.RedisError:
+    except REDIS_FAILURES:
         logger.warning("ingest ceiling not checked: Redis failed", exc_info=True)
         return 0
     if count <= limit:

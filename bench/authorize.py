@@ -243,6 +243,11 @@ def run_phase(
         )
         for i in range(clients)
     ]
+    return gather(name, procs, queue, start_at=start_at, duration=duration)
+
+
+def gather(name: str, procs: list[mp.Process], queue: mp.Queue, *, start_at: float, duration: float) -> Phase:
+    """Start the client processes, wait for their reports and sum them up into one phase."""
     for proc in procs:
         proc.start()
     latencies: list[float] = []
@@ -263,6 +268,21 @@ def run_phase(
     return Phase(name, len(latencies), finished - start_at, pct(0.50), pct(0.99), latencies[-1] * 1000, statuses)
 
 
+def migrated_database(name: str) -> str:
+    """Drop and recreate the benchmark's database, point Django at it and migrate; its URL."""
+    maintenance_url, bench_url = database_urls(name)
+    recreate_database(maintenance_url, name)
+    os.environ["DATABASE_URL"] = bench_url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    import django  # noqa: PLC0415
+
+    django.setup()
+    from django.core.management import call_command  # noqa: PLC0415
+
+    call_command("migrate", verbosity=0, interactive=False)
+    return bench_url
+
+
 # --- Main --------------------------------------------------------------------------------------------
 
 
@@ -271,17 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     if not os.environ.get("REDIS_URL"):
         raise SystemExit("REDIS_URL must name the Redis to benchmark the redis backend on; try `make bench`.")
     began = time.monotonic()
-    maintenance_url, bench_url = database_urls(args.database)
-    recreate_database(maintenance_url, args.database)
-    os.environ["DATABASE_URL"] = bench_url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
-    import django  # noqa: PLC0415
-
-    django.setup()
-    from django.core.management import call_command  # noqa: PLC0415
+    bench_url = migrated_database(args.database)
     from django.db import connections  # noqa: PLC0415
 
-    call_command("migrate", verbosity=0, interactive=False)
     # One tenant per backend: the db backend does not mirror into Redis, so they must not share.
     fixtures = {backend: create_fixture(f"bench-{backend}") for backend in ("redis", "db")}
     # The same again with rate limits on the key and the tenant (requests, tokens, parallel).

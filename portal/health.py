@@ -13,7 +13,6 @@ import logging
 import os
 
 import prometheus_client
-import redis
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
@@ -22,6 +21,7 @@ from django_prometheus.exports import ExportToDjangoView
 from prometheus_client import multiprocess
 
 from accounts.client_ip import client_address
+from infra.redis_client import connect
 from infra.scrape import SCRAPE_COLLECTORS
 
 logger = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def _check_database() -> str:
 
 
 def _check_redis() -> str:
-    client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
+    client = connect(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1)
     try:
         client.ping()
     finally:

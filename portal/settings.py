@@ -8,6 +8,7 @@ import datetime as dt
 import ipaddress
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -100,22 +101,34 @@ TEMPLATES = [
 # --- Data stores --------------------------------------------------------------------------
 # Embedded default: SQLite next to manage.py. Production: postgres://user:pass@host:5432/db
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
-# A health check costs a round trip (SELECT 1) at the start of every request. Off by default:
-# a connection the server dropped fails one request, which closes it for the next one.
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=False)
-if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
-    # Server-side prepared statements for the hand-written hot-path statements (infra/db.py),
-    # after this many runs on a connection; empty disables them (a pooler that cannot keep them).
-    _prepare_threshold = env.str("DB_PREPARE_THRESHOLD", default="5").strip()
-    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
-        int(_prepare_threshold) if _prepare_threshold else None
-    )
-elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # SQLite serialises writers; wait for the lock instead of failing under light concurrency.
-    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
+# Optional: a streaming read replica of DATABASE_URL (same user, same database name on another
+# host). Dashboards and reports read from it (infra/db_routing.py says which; writes, money and
+# access decisions never do). Empty: every read on the primary.
+DATABASE_REPLICA_URL = env.str("DATABASE_REPLICA_URL", default="")
+if DATABASE_REPLICA_URL:
+    DATABASES["replica"] = env.db_url_config(DATABASE_REPLICA_URL)
+    if DATABASES["replica"]["ENGINE"] != DATABASES["default"]["ENGINE"]:
+        raise ImproperlyConfigured("DATABASE_REPLICA_URL must name the same kind of database as DATABASE_URL")
+    # Tests: the replica alias is the test database itself (pytest-django creates no copy).
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
+    DATABASE_ROUTERS = ["infra.db_routing.PrimaryReplicaRouter"]
+for _database in DATABASES.values():
+    _database["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+    # A health check costs a round trip (SELECT 1) at the start of every request. Off by default:
+    # a connection the server dropped fails one request, which closes it for the next one.
+    _database["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=False)
+    if _database["ENGINE"] == "django.db.backends.postgresql":
+        _database["ENGINE"] = "django_prometheus.db.backends.postgresql"
+        # Server-side prepared statements for the hand-written hot-path statements (infra/db.py),
+        # after this many runs on a connection; empty disables them (a pooler that cannot keep them).
+        _prepare_threshold = env.str("DB_PREPARE_THRESHOLD", default="5").strip()
+        _database.setdefault("OPTIONS", {})["prepare_threshold"] = (
+            int(_prepare_threshold) if _prepare_threshold else None
+        )
+    elif _database["ENGINE"] == "django.db.backends.sqlite3":
+        # SQLite serialises writers; wait for the lock instead of failing under light concurrency.
+        _database.setdefault("OPTIONS", {})["timeout"] = 20
+        _database["CONN_MAX_AGE"] = 0
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Optional. Without it the portal runs on the database alone (balances, cache, eager tasks).
@@ -123,10 +136,25 @@ REDIS_URL = env.str("REDIS_URL", default="")
 if REDIS_URL and not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
     raise ImproperlyConfigured("REDIS_URL must start with redis://, rediss:// or unix://")
 
+# REDIS_URL names one node of a Redis Cluster (any node; db 0): every Redis client becomes
+# redis-py's RedisCluster (infra/redis_client.py). Celery's broker stays a standalone Redis or
+# RabbitMQ (CELERY_BROKER_URL). docs/scaling.md, "Redis Cluster and read replicas".
+REDIS_CLUSTER = env.bool("REDIS_CLUSTER", default=False)
+if REDIS_CLUSTER:
+    if not REDIS_URL:
+        raise ImproperlyConfigured("REDIS_CLUSTER=1 needs REDIS_URL naming one node of the cluster")
+    _cluster_url = urlsplit(REDIS_URL)
+    if _cluster_url.scheme not in ("redis", "rediss") or _cluster_url.path.strip("/") not in ("", "0"):
+        raise ImproperlyConfigured("REDIS_CLUSTER=1: REDIS_URL must be redis:// or rediss:// on database 0")
+
 if REDIS_URL:
     CACHES = {
         "default": {
-            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "BACKEND": (
+                "infra.cluster_cache.RedisClusterCache"
+                if REDIS_CLUSTER
+                else "django.core.cache.backends.redis.RedisCache"
+            ),
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env.str("CACHE_KEY_PREFIX", default="tb"),
         }
@@ -139,6 +167,11 @@ else:
 # a queue of files under CELERY_FS_DIR served by the worker + beat that `make run` starts, so
 # the periodic work happens there too without any server (docs/deploy.md).
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://")
+if REDIS_CLUSTER and CELERY_BROKER_URL == REDIS_URL:
+    raise ImproperlyConfigured(
+        "REDIS_CLUSTER=1: Celery cannot use a Redis Cluster as its broker; "
+        "set CELERY_BROKER_URL to a standalone Redis (redis://...) or RabbitMQ (amqp://...)"
+    )
 CELERY_FS_DIR = Path(env.str("CELERY_FS_DIR", default=str(BASE_DIR / ".celery")))
 if CELERY_BROKER_URL.startswith("filesystem://"):
     CELERY_BROKER_TRANSPORT_OPTIONS = {

@@ -13,7 +13,8 @@ from tests import factories
 
 # Balances, holds and quotas on both backends (tests/billing, tests/metering).
 # Portal users (owner / admin / finance / viewer / operator) and rolled-up usage (tests/portal, tests/browser).
-pytest_plugins = ["tests.portal.web_support", "tests.balance_support"]
+# A real three-master Redis Cluster, started once per session when a test asks for it.
+pytest_plugins = ["tests.portal.web_support", "tests.balance_support", "tests.redis_cluster"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

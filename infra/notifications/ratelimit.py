@@ -17,11 +17,11 @@ import time
 import uuid
 from collections import deque
 
-import redis
 from django.conf import settings
 
 from infra.cache import BoundedCache
 from infra.notifications.base import TransportError
+from infra.redis_client import connect
 
 # KEYS[1] the window; ARGV: window ms, limit, a unique member. Returns 0 when a slot was taken,
 # else the milliseconds until the oldest send leaves the window.
@@ -47,14 +47,14 @@ _local_windows: BoundedCache[deque[float]] = BoundedCache("notify_rate_windows",
 
 
 @functools.cache
-def _script(url: str):
-    return redis.Redis.from_url(url).register_script(_ACQUIRE)
+def _script(url: str, cluster: bool):
+    return connect(url, cluster=cluster).register_script(_ACQUIRE)
 
 
 def acquire(key: str, *, limit: int, window_seconds: float) -> float:
     """Take a send slot for `key`. Returns 0.0 if taken, else the seconds to wait."""
     if settings.REDIS_URL:
-        waited_ms = _script(settings.REDIS_URL)(
+        waited_ms = _script(settings.REDIS_URL, settings.REDIS_CLUSTER)(
             keys=[f"notify-rate:{{{key}}}"], args=[int(window_seconds * 1000), limit, uuid.uuid4().hex]
         )
         return int(waited_ms) / 1000

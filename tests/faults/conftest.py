@@ -2,6 +2,7 @@
 
 - `private_redis`: a redis-server of the test's own on a free loopback port, killed with
   SIGKILL and restarted (empty) on the same port; never the shared Redis on 6379.
+- `balance_redis`: the same, once as one server and once as a whole three-master Redis Cluster.
 - `pg`: a second PostgreSQL connection to the test database that holds locks, waits until a
   named backend (application_name) is blocked on them and terminates that one backend, always
   filtered on `datname = current_database()`; never any other database.
@@ -28,7 +29,9 @@ import redis
 from celery import Celery
 from django.db import connection, connections
 
+from infra.redis_client import RedisClient, connect
 from tests.faults.receiver import ScriptedReceiver
+from tests.redis_cluster import RedisClusterProcesses, cluster_missing_reason
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_SERVER = "redis-server"
@@ -60,6 +63,8 @@ def wait_for(
 
 class RedisProcess:
     """One private redis-server: no persistence, so a restart comes back empty."""
+
+    cluster = False
 
     def __init__(self) -> None:
         self.port = free_port()
@@ -106,6 +111,46 @@ def private_redis() -> Iterator[RedisProcess]:
         yield server
     finally:
         server.kill()
+
+
+class ClusterStore:
+    """A private three-master Redis Cluster with RedisProcess's interface: `kill` SIGKILLs every
+    node, `start` brings them back empty on the same ports (each keeps its slots: nodes.conf)."""
+
+    cluster = True
+
+    def __init__(self, folder: Path) -> None:
+        self.nodes = RedisClusterProcesses(folder)
+
+    def url(self, db: int = 0) -> str:
+        assert db == 0, "a Redis Cluster has database 0 only"
+        return self.nodes.url
+
+    def start(self) -> None:
+        self.nodes.start()
+
+    def kill(self) -> None:
+        self.nodes.kill()
+
+    def client(self, db: int = 0) -> RedisClient:
+        return connect(self.url(db), cluster=True, socket_timeout=2, socket_connect_timeout=2, decode_responses=True)
+
+
+@pytest.fixture(params=["redis", "redis-cluster"])
+def balance_redis(request, tmp_path) -> Iterator[RedisProcess | ClusterStore]:
+    """The balance store the fault tests kill: one server (RedisProcess) or a whole Redis Cluster."""
+    if request.param == "redis-cluster":
+        reason = cluster_missing_reason()
+        if reason:
+            pytest.skip(reason)
+        store: RedisProcess | ClusterStore = ClusterStore(tmp_path / "cluster")
+    else:
+        store = RedisProcess()
+    store.start()
+    try:
+        yield store
+    finally:
+        store.kill()
 
 
 # --- PostgreSQL -----------------------------------------------------------------------------

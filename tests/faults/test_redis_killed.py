@@ -1,5 +1,6 @@
 """Redis (the balance store) SIGKILLed in the middle of authorize-hold + event flows, then
-restarted empty on the same port.
+restarted empty on the same port; once a single server, once every master of a Redis Cluster
+(restarted empty, each node keeping its slots).
 
 While it is down the API fails closed: authorize answers 503 balance_unavailable (never a
 yes it cannot back), and ingest answers the same 503 and stores nothing (its Redis mirror runs
@@ -116,8 +117,10 @@ def _flows(load: Load, index: int, stop_at: float) -> None:
         connections.close_all()
 
 
-def test_redis_killed_mid_load_fails_closed_and_reconciles(settings, private_redis, tenant_a, anonymous):
+def test_redis_killed_mid_load_fails_closed_and_reconciles(settings, balance_redis, tenant_a, anonymous):
+    private_redis = balance_redis  # one server, or every master of a Redis Cluster
     settings.REDIS_URL = private_redis.url(0)
+    settings.REDIS_CLUSTER = private_redis.cluster
     settings.BALANCE_BACKEND = "redis"
     settings.AUTHORIZE_CACHE_SECONDS = 0
     settings.BALANCE_REDIS_TIMEOUT = 0.5
@@ -191,10 +194,12 @@ def test_redis_killed_mid_load_fails_closed_and_reconciles(settings, private_red
     assert ": 0 drift(s)." in out.text
 
 
-def test_ingest_with_redis_down_answers_503_and_stores_nothing(settings, private_redis, tenant_a, key_a):
+def test_ingest_with_redis_down_answers_503_and_stores_nothing(settings, balance_redis, tenant_a, key_a):
     """No hold, no authorize: a plain event while the store is down is refused whole, and its
     retry after the restart is stored and charged once."""
+    private_redis = balance_redis
     settings.REDIS_URL = private_redis.url(0)
+    settings.REDIS_CLUSTER = private_redis.cluster
     settings.BALANCE_BACKEND = "redis"
     factories.topup(tenant_a, "1.00")
     event = {"request_id": "plain-1", "model": "gpt-4o", "input_tokens": 1000, "output_tokens": 100}

@@ -25,7 +25,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
 
-import redis
 from django.db import transaction
 from redis.commands.core import Script
 
@@ -55,6 +54,7 @@ from billing.services.balances.limits import PARALLEL, REQUESTS, LimitState
 from billing.services.balances.limits import TOKENS as TOKEN_LIMIT
 from billing.services.wallets import wallet_move
 from billing.windows import LIFETIME, Cell, window_period
+from infra.redis_client import REDIS_FAILURES, RedisClient, connect
 
 logger = logging.getLogger(__name__)
 
@@ -65,29 +65,48 @@ _CELL_GRACE = dt.timedelta(days=2)
 # A hold key outlives its hold by this much, so the release always finds it.
 _HOLD_KEY_GRACE = dt.timedelta(hours=1)
 _VERDICTS = {"ok": None, "funds": INSUFFICIENT_BALANCE, "quota": QUOTA_EXCEEDED, "rate": RATE_LIMITED}
+_SCRIPTS = ("authorize", "apply", "seed")
 _LIMIT_CODES = {REQUESTS: "r", TOKEN_LIMIT: "t", PARALLEL: "p"}
 
 
 class RedisBackend(BalanceBackend):
     name = "redis"
 
-    def __init__(self, *, url: str, timeout: float) -> None:
-        self.client = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            health_check_interval=30,
-            decode_responses=True,
-        )
-        self._authorize = self.client.register_script((_LUA / "authorize.lua").read_text())
-        self._apply = self.client.register_script((_LUA / "apply.lua").read_text())
-        self._seed = self.client.register_script((_LUA / "seed.lua").read_text())
+    def __init__(self, *, url: str, timeout: float, cluster: bool = False) -> None:
+        # One server or a Redis Cluster (REDIS_CLUSTER): every script and pipeline here touches
+        # one tenant's keys, which share a slot (keys.py), so both run them unchanged.
+        self._options: dict[str, Any] = {
+            "cluster": cluster,
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
+            "health_check_interval": 30,
+            "decode_responses": True,
+        }
+        self._url = url
+        self._client: RedisClient | None = None
+        self._scripts: dict[str, Script] = {}
 
-    def _run(self, script: Script, keys_: list[str], args: list[Any]) -> list[Any]:
+    @property
+    def client(self) -> RedisClient:
+        """Connected on first use: a cluster client reads the slot map when it is made, and a
+        store that is down then must answer 503 like one that fails later, not break the import."""
+        if self._client is None:
+            client = connect(self._url, **self._options)
+            self._scripts = {name: client.register_script((_LUA / f"{name}.lua").read_text()) for name in _SCRIPTS}
+            self._client = client
+        return self._client
+
+    def _connected_script(self, name: str) -> Script:
+        self.client  # noqa: B018 - connects and registers the scripts
+        return self._scripts[name]
+
+    def _run(self, name: str, keys_: list[str], args: list[Any]) -> list[Any]:
         try:
+            script = self._scripts[name] if self._client is not None else self._connected_script(name)
+            # EVALSHA; on NOSCRIPT (a restarted or flushed server) redis-py loads it and retries
             reply: list[Any] = script(keys=keys_, args=args)  # every script here returns an array
             return reply
-        except redis.RedisError as exc:
+        except REDIS_FAILURES as exc:
             logger.warning("balance store (Redis) failed: %s: %s", type(exc).__name__, exc)
             raise BalanceUnavailable() from exc
 
@@ -117,7 +136,7 @@ class RedisBackend(BalanceBackend):
         args.extend(d for _, d in buckets)
         args.append(len(delta.slots))
         args.extend(keys.hold_key(tenant_id, request_id) for _, request_id in delta.slots)
-        self._run(self._apply, keys_, args)
+        self._run("apply", keys_, args)
 
     # --- admission ------------------------------------------------------------------------
 
@@ -154,7 +173,7 @@ class RedisBackend(BalanceBackend):
 
     def check(self, admission: Admission) -> Decision:
         for _ in range(_ATTEMPTS):
-            reply = self._run(self._authorize, self._keys(admission), self._args(admission, "check"))
+            reply = self._run("authorize", self._keys(admission), self._args(admission, "check"))
             if reply[0] != "cold":
                 return self._decision(admission, reply)
             self.seed(admission)
@@ -164,7 +183,7 @@ class RedisBackend(BalanceBackend):
         for _ in range(_ATTEMPTS):
             with transaction.atomic():
                 lock_tenant(admission.tenant_id)
-                reply = self._run(self._authorize, self._keys(admission), self._args(admission, "hold"))
+                reply = self._run("authorize", self._keys(admission), self._args(admission, "hold"))
                 if reply[0] not in ("cold", "exists"):
                     decision = self._decision(admission, reply)
                     if not decision.allowed:
@@ -234,7 +253,7 @@ class RedisBackend(BalanceBackend):
             args.extend(self._cell_values(usage[cell], cell, tz_name))
         keys_ = [keys.balance_key(tenant_id), keys.cell_index_key(tenant_id)]
         keys_ += [keys.cell_key(tenant_id, cell) for cell in cells]
-        return self._run(self._seed, keys_, args)
+        return self._run("seed", keys_, args)
 
     def seed(self, admission: Admission) -> None:
         """Write the tenant's absent keys from PostgreSQL (SET, under the exclusive lock)."""
@@ -266,7 +285,7 @@ class RedisBackend(BalanceBackend):
                     pipe.exists(member)
                     pipe.hmget(member, "t", "m", "ht", "hm")
                 replies = pipe.execute()
-            except redis.RedisError as exc:
+            except REDIS_FAILURES as exc:
                 logger.warning("balance store (Redis) failed: %s: %s", type(exc).__name__, exc)
                 raise BalanceUnavailable() from exc
             cached_balance, rest = replies[0], replies[1:]
@@ -302,7 +321,7 @@ class RedisBackend(BalanceBackend):
                     balance=expected_balance if balance_off else None,
                 )
             if gone:
-                with contextlib.suppress(redis.RedisError):
+                with contextlib.suppress(*REDIS_FAILURES):
                     self.client.srem(index, *gone)
         return found
 

@@ -26,6 +26,7 @@ from portal.web import charts
 from portal.web.access import PortalContext, portal_view
 from portal.web.forms import CatalogImportForm, CreditNoteForm, TopupForm
 from portal.web.ranges import today_for
+from portal.web.stores import stores_status
 from portal.web.views.common import int_param, page
 
 logger = logging.getLogger(__name__)
@@ -250,4 +251,6 @@ def audit(request: HttpRequest, portal: PortalContext) -> HttpResponse:
 @portal_view("ops.view")
 def jobs(request: HttpRequest, portal: PortalContext) -> HttpResponse:
     """Tenants a periodic job is failing for: what failed, since when, when it is tried again."""
-    return page(request, "portal/ops/jobs.html", {"failures": billing_selectors.failing_tenants()})
+    return page(
+        request, "portal/ops/jobs.html", {"failures": billing_selectors.failing_tenants(), "stores": stores_status()}
+    )
