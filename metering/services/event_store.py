@@ -35,12 +35,12 @@ COLUMNS = (
     "tenant_id", "api_key_id", "request_id", "model", "input_tokens", "output_tokens",
     "cached_input_tokens", "cache_write_tokens", "occurred_at", "received_at", "latency_ms",
     "metadata", "token_source", "encoding", "cost", "currency", "price_id", "body_hash", "flags",
-    "long_context",
+    "long_context", "upstream", "ttft_ms",
 )  # fmt: skip
 _PG_TYPES = (
     "bigint", "bigint", "varchar", "varchar", "bigint", "bigint", "bigint", "bigint",
     "timestamptz", "timestamptz", "integer", "jsonb", "varchar", "varchar", "numeric",
-    "varchar", "bigint", "varchar", "varchar", "boolean",
+    "varchar", "bigint", "varchar", "varchar", "boolean", "varchar", "integer",
 )  # fmt: skip
 
 # Identifiers are module constants; every value is a bound parameter.
@@ -80,6 +80,8 @@ class NewEvent:
     body_hash: str
     flags: str = ""  # what a control would have refused (metering.models.UsageEvent.flags)
     long_context: bool = False  # the price's context tier applied (billing.rating.tier_applies)
+    upstream: str = ""  # the relay's upstream that served the request
+    ttft_ms: int | None = None  # the relay's time to first token
 
     def values(self) -> tuple[Any, ...]:
         return (
@@ -87,7 +89,7 @@ class NewEvent:
             self.output_tokens, self.cached_input_tokens, self.cache_write_tokens, self.occurred_at,
             self.received_at, self.latency_ms, orjson.dumps(self.metadata).decode(), self.token_source,
             self.encoding, self.cost, self.currency, self.price_id, self.body_hash, self.flags,
-            self.long_context,
+            self.long_context, self.upstream, self.ttft_ms,
         )  # fmt: skip
 
     def record(self) -> dict[str, Any]:
@@ -100,7 +102,7 @@ class NewEvent:
             "metadata": self.metadata, "token_source": self.token_source, "encoding": self.encoding,
             "cost": str(self.cost) if self.cost is not None else None, "currency": self.currency,
             "price_id": self.price_id, "body_hash": self.body_hash, "flags": self.flags,
-            "long_context": self.long_context,
+            "long_context": self.long_context, "upstream": self.upstream, "ttft_ms": self.ttft_ms,
         }  # fmt: skip
 
 
