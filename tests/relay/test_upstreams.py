@@ -45,7 +45,10 @@ def test_routing_by_exact_name_and_glob_with_upstream_names():
     upstream_save(name="off", base_url="https://c.example/v1", model_map={"gpt-4o": ""}, priority=0, enabled=False)
     routing.routes_clear()
     routes = routing.routes_table()
-    assert [(r.name, target) for r, target in routing.candidates(routes, "gpt-4o")] == [("b", "gpt-4o"), ("a", "gpt-4o")]
+    assert [(r.name, target) for r, target in routing.candidates(routes, "gpt-4o")] == [
+        ("b", "gpt-4o"),
+        ("a", "gpt-4o"),
+    ]
     assert [(r.name, target) for r, target in routing.candidates(routes, "fast")] == [("a", "gpt-4o-mini")]
     assert routing.candidates(routes, "claude") == []
 

@@ -18,8 +18,9 @@ from billing.services.ledger import ledger_post, wallet_ensure
 from billing.services.pricing import plan_get_or_create, price_add
 from billing.services.quotas import quota_create
 from invoicing.services import invoices_close_month
-from metering.services.ingest import usage_record_batch
+from metering.services.ingest import RelayFacts, usage_record_batch
 from metering.services.rollup import rollup_tenant
+from relay.services.upstreams import upstream_save
 
 DEMO_PRICES = [  # per 1M tokens: input, output, cached input
     ("gpt-4o", "2.5", "10", "1.25"),
@@ -31,6 +32,9 @@ DEMO_PRICES = [  # per 1M tokens: input, output, cached input
 DEMO_TRAFFIC = [("gpt-4o", 0.35), ("gpt-4o-mini", 0.35), ("gpt-4.1", 0.1), ("o3-mini", 0.1), ("claude-sonnet-4-5", 0.1)]
 OWNER_EMAIL = "demo@example.com"
 OPERATOR_EMAIL = "ops@example.com"
+# The relay's demo upstream: `manage.py relay_mock_upstream`, which `make run` starts.
+DEMO_UPSTREAM_URL = "http://127.0.0.1:8089/v1"
+DEMO_RELAYED_MODELS = {"gpt-4o": "", "gpt-4o-mini": "", "gpt-4.1": "", "o3-mini": ""}
 
 
 class Command(BaseCommand):
@@ -68,6 +72,7 @@ class Command(BaseCommand):
                 actor_label="seed_demo",
             )
         wallet_ensure(tenant_id=tenant.pk, currency=tenant.currency)
+        upstream_save(name="demo-mock", base_url=DEMO_UPSTREAM_URL, model_map=DEMO_RELAYED_MODELS, api_key="demo")
         ledger_post(
             tenant_id=tenant.pk,
             currency=tenant.currency,
@@ -165,8 +170,14 @@ class Command(BaseCommand):
                         "latency_ms": int(rng.uniform(200, 4000)),
                     }
                 )
+        # The last day's calls of the first key came through the relay: they name its upstream.
+        relayed = {
+            e["request_id"]: RelayFacts(upstream="demo-mock", ttft_ms=int(e["latency_ms"] * rng.uniform(0.1, 0.4)))
+            for e in events
+            if e["request_id"].startswith("demo-0-")
+        }
         for index, key in enumerate(keys):  # the first key takes two thirds of the traffic
             mine = [e for n, e in enumerate(events) if (n % 3 != 2) == (index == 0)]
             for start in range(0, len(mine), 500):
-                usage_record_batch(raw_events=mine[start : start + 500], api_key=key)
+                usage_record_batch(raw_events=mine[start : start + 500], api_key=key, relayed=relayed)
         self.stdout.write(f"  {len(events)} usage events over {days} days recorded.")
