@@ -8,10 +8,13 @@ from decimal import Decimal
 import httpx
 import openai
 import pytest
+from prometheus_client import REGISTRY
 
-from billing.models import Hold, LedgerEntry
+from billing.models import Hold
 from metering.models import UsageEvent
 from metering.tokens import count_tokens
+from relay.models import RelayTranscript, TenantRelaySettings
+from relay.services.calls import _store_content
 from relay.services.upstreams import upstream_save
 from tests.relay.conftest import wallet_balance
 from tests.relay.fake_upstream import FakeUpstream, reply_text
@@ -46,14 +49,6 @@ def released(request_id: str, timeout: float = 10) -> None:
             return
         time.sleep(0.05)
     pytest.fail(f"hold of {request_id} not released")
-
-
-def charges(request_id: str) -> list[Decimal]:
-    return list(
-        LedgerEntry.objects.filter(kind=LedgerEntry.Kind.USAGE)
-        .filter(metadata__contains={})
-        .values_list("amount", flat=True)
-    )
 
 
 def tokens(text: str) -> int:
@@ -327,3 +322,36 @@ def test_refusals_use_openai_errors_before_any_upstream_call(relay_stack, relay_
     headers = caught.value.response.headers
     assert headers["x-ratelimit-limit-requests"] == "1" and headers["x-ratelimit-remaining-requests"] == "0"
     assert fake.calls == 1
+
+
+def test_content_is_kept_only_when_an_operator_turns_it_on(relay_stack, relay_key, relay_tenant, fake):
+    client = client_for(relay_stack, relay_key[1])
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES)
+    settled(raw.headers["x-request-id"])
+    assert not RelayTranscript.objects.exists()
+    TenantRelaySettings.objects.create(tenant=relay_tenant, store_content=True)
+    _store_content.clear()
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES)
+    request_id = raw.headers["x-request-id"]
+    settled(request_id)
+    transcript = RelayTranscript.objects.get(request_id=request_id)
+    assert transcript.request["messages"] == MESSAGES
+    assert transcript.response_text == raw.parse().choices[0].message.content
+
+
+def test_upstream_health_is_exported_as_metrics(relay_stack, relay_key, fake):
+    def sample(outcome: str) -> float:
+        return (
+            REGISTRY.get_sample_value(
+                "tokenbill_relay_upstream_calls_total", {"upstream": "primary", "outcome": outcome}
+            )
+            or 0.0
+        )
+
+    before_ok, before_failed = sample("ok"), sample("http_5xx")
+    client = client_for(relay_stack, relay_key[1])
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    fake.behavior = "500"
+    with pytest.raises(openai.InternalServerError):
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert (sample("ok"), sample("http_5xx")) == (before_ok + 1, before_failed + 1)
