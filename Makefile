@@ -140,6 +140,7 @@ bench: $(VENV)/.dev-installed
 	$(TEST_ENV) $(PY) bench/authorize.py
 	$(TEST_ENV) $(PY) bench/rollup.py
 	$(TEST_ENV) $(PY) bench/dashboard.py
+	$(TEST_ENV) $(PY) bench/relay.py
 	$(TEST_ENV) $(PY) bench/soak.py $(SOAK_ARGS)
 
 clean:
