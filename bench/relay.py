@@ -105,7 +105,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
 
 
-async def open_loop(url: str, headers: dict[str, str], payload: bytes, rate: int, duration: float) -> tuple[list[float], int]:
+async def open_loop(
+    url: str, headers: dict[str, str], payload: bytes, rate: int, duration: float
+) -> tuple[list[float], int]:
     import aiohttp  # noqa: PLC0415
 
     latencies: list[float] = []
@@ -290,7 +292,7 @@ def setup(database_url: str, upstream_url: str) -> str:
     return secret
 
 
-def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one script, one report
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not os.environ.get("REDIS_URL"):
         raise SystemExit("REDIS_URL must name a Redis database; try `make bench`.")
@@ -306,7 +308,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one script, o
     pids = family(relay.pid)
     rows: list[str] = []
     try:
-        body = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "hello " * 20}], "max_tokens": 50})
+        body = json.dumps(
+            {"model": "bench", "messages": [{"role": "user", "content": "hello " * 20}], "max_tokens": 50}
+        )
         relay_headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
         plain_headers = {"Content-Type": "application/json"}
         asyncio.run(open_loop(relay_url + "/chat/completions", relay_headers, body.encode(), 50, 2))  # warm-up
