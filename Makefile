@@ -101,9 +101,13 @@ run: $(VENV)/.runtime-installed system-deps messages pdf-deps
 	$(RUN_ENV) $(PY) manage.py rollup >/dev/null  # the dashboards read the rollup; beat keeps it fresh
 	@mkdir -p .celery/queue
 	@echo "Portal: http://127.0.0.1:8000/  API docs: http://127.0.0.1:8000/api/docs/  (Ctrl-C to stop)"
+	@echo "Relay (OpenAI-compatible): base URL http://127.0.0.1:8000/v1 with the demo API key (docs/relay.md)"
+# The portal and the relay are one ASGI application under uvicorn; a mock provider on 127.0.0.1:8089
+# answers for the demo models (the Upstream row seed_demo made), so no provider account is needed.
 	$(RUN_ENV) $(BIN)/celery -A portal worker --beat --pool=solo --loglevel=WARNING & worker=$$!; \
-		trap 'kill $$worker 2>/dev/null' EXIT INT TERM; \
-		$(RUN_ENV) $(PY) manage.py runserver 127.0.0.1:8000
+		$(RUN_ENV) $(PY) manage.py relay_mock_upstream --port 8089 & mock=$$!; \
+		trap 'kill $$worker $$mock 2>/dev/null' EXIT INT TERM; \
+		$(RUN_ENV) $(BIN)/uvicorn portal.asgi:application --host 127.0.0.1 --port 8000 --log-level warning
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
@@ -137,6 +141,7 @@ bench: $(VENV)/.dev-installed
 	$(TEST_ENV) $(PY) bench/cluster.py
 	$(TEST_ENV) $(PY) bench/rollup.py
 	$(TEST_ENV) $(PY) bench/dashboard.py
+	$(TEST_ENV) $(PY) bench/relay.py
 	$(TEST_ENV) $(PY) bench/soak.py $(SOAK_ARGS)
 
 clean:

@@ -15,6 +15,8 @@ elif hasattr(select, "EPOLLEXCLUSIVE"):
     worker_class = "portal.gunicorn_worker.ExclusiveSyncWorker"
 else:
     worker_class = "sync"
+# The relay (docker-compose `relay`): portal.asgi under uvicorn's worker, uvicorn_worker.UvicornWorker.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or worker_class
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 accesslog = None  # the app logs structured JSON itself; no second, unstructured access log
 max_requests = int(os.environ.get("GUNICORN_MAX_REQUESTS", "0"))

@@ -60,6 +60,11 @@ class UsageEvent(models.Model):
     # The tier choice made when the event was rated (billing.rating.tier_applies): True when the
     # price's context tier applied (input_tokens above its threshold). Invoices group by it.
     long_context = models.BooleanField(default=False, db_default=False)
+    # Set by the relay (docs/relay.md): the upstream that served the request and its time to
+    # first token in milliseconds (latency_ms is the whole request). Empty / null for usage
+    # posted to the REST API.
+    upstream = models.CharField(max_length=100, blank=True, default="", db_default="")
+    ttft_ms = models.IntegerField(null=True, blank=True)
     # SHA-256 of the canonical body (without api_key) and the consuming key id: a replay with the
     # same hash is a duplicate, else a conflict (metering/validation.py, keyed_body_hash).
     body_hash = models.CharField(max_length=64)

@@ -225,6 +225,8 @@ EVENT_COLUMNS = (
     "cost",
     "currency",
     "latency_ms",
+    "ttft_ms",  # relayed calls: time to first token, and the upstream that served them
+    "upstream",
 )
 
 

@@ -55,6 +55,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "alerts",
     "invoicing",
+    "relay",
     "portal.web",
 ]
 
@@ -420,6 +421,24 @@ HOLD_TTL_SECONDS = env.int("HOLD_TTL_SECONDS", default=600)
 HOLD_SYNCHRONOUS_COMMIT = env.bool("HOLD_SYNCHRONOUS_COMMIT", default=True)
 # Authorize caches a model's price and a tenant's quota list in-process this long (0: never).
 AUTHORIZE_CACHE_SECONDS = env.int("AUTHORIZE_CACHE_SECONDS", default=30)
+
+# The relay, the OpenAI-compatible gateway under /v1/ (docs/relay.md).
+# Fernet keys for the upstreams' API keys at rest, newest first (the first encrypts, all decrypt).
+RELAY_ENCRYPTION_KEYS = env.list("RELAY_ENCRYPTION_KEYS", default=[])
+if not DEBUG and not RELAY_ENCRYPTION_KEYS and env.bool("RELAY_REQUIRE_ENCRYPTION_KEYS", default=False):
+    raise ImproperlyConfigured("RELAY_ENCRYPTION_KEYS is required (RELAY_REQUIRE_ENCRYPTION_KEYS=1)")
+# The relay's base URL as tenants see it (the portal's Quick start page).
+RELAY_BASE_URL = env.str("RELAY_BASE_URL", default="") or f"{PORTAL_BASE_URL.rstrip('/')}/v1"
+RELAY_DB_THREADS = env.int("RELAY_DB_THREADS", default=8)  # per process: admission and recording
+RELAY_MAX_BODY_BYTES = env.int("RELAY_MAX_BODY_BYTES", default=8 * 1024 * 1024)
+RELAY_DEFAULT_MAX_OUTPUT_TOKENS = env.int("RELAY_DEFAULT_MAX_OUTPUT_TOKENS", default=4096)
+RELAY_MAX_OUTPUT_TOKENS = env.int("RELAY_MAX_OUTPUT_TOKENS", default=1_000_000)
+RELAY_ROUTES_CACHE_SECONDS = env.float("RELAY_ROUTES_CACHE_SECONDS", default=5.0)
+RELAY_BREAKER_FAILURES = env.int("RELAY_BREAKER_FAILURES", default=5)
+RELAY_BREAKER_COOLDOWN_SECONDS = env.float("RELAY_BREAKER_COOLDOWN_SECONDS", default=30.0)
+for _name in ("RELAY_DB_THREADS", "RELAY_MAX_BODY_BYTES", "RELAY_DEFAULT_MAX_OUTPUT_TOKENS", "RELAY_BREAKER_FAILURES"):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1")
 if not 10 <= HOLD_TTL_SECONDS <= 7 * 86_400:
     raise ImproperlyConfigured("HOLD_TTL_SECONDS must be between 10 and 604800")
 if not 0 <= AUTHORIZE_CACHE_SECONDS <= 3600 or not 0 < BALANCE_REDIS_TIMEOUT <= 30:

@@ -238,6 +238,16 @@ def holds_release_expired(*, now: dt.datetime | None = None, batch_size: int = 5
     return ReleaseResult(released=released, amount=amount, tenants=touched, failed_tenants=tuple(sorted(job.failed)))
 
 
+def hold_release(*, tenant_id: int, request_id: str, now: dt.datetime | None = None) -> ClosedHold | None:
+    """Release the open hold of one request at once (its call failed before any output).
+
+    The same claim as expiry: the hold is released here, or it was settled or released
+    before (None), never both.
+    """
+    holds = _release_batch(tenant_id=tenant_id, now=now or timezone.now(), batch_size=1, request_id=request_id)
+    return holds[0] if holds else None
+
+
 def _release_tenant(*, tenant_id: int, now: dt.datetime, batch_size: int) -> tuple[int, Decimal]:
     released, amount = 0, Decimal(0)
     while True:
@@ -248,23 +258,30 @@ def _release_tenant(*, tenant_id: int, now: dt.datetime, batch_size: int) -> tup
             return released, amount
 
 
-def _release_batch(*, tenant_id: int, now: dt.datetime, batch_size: int) -> list[ClosedHold]:
+def _release_batch(
+    *, tenant_id: int, now: dt.datetime, batch_size: int, request_id: str | None = None
+) -> list[ClosedHold]:
+    """Release expired open holds, or (request_id) that request's open hold."""
     tenant = Tenant.objects.only("timezone", "currency").get(pk=tenant_id)
     backend = balance_backend()
     with transaction.atomic():
         backend.lock(tenant_id)
         if connection.vendor == "postgresql":
+            which = "request_id = %s" if request_id is not None else "expires_at <= %s"
             sql = (
                 f"UPDATE {_HOLD} SET status = 'released', closed_at = %s WHERE status = 'open' AND id IN ("  # noqa: S608
-                f"SELECT id FROM {_HOLD} WHERE tenant_id = %s AND status = 'open' AND expires_at <= %s "
+                f"SELECT id FROM {_HOLD} WHERE tenant_id = %s AND status = 'open' AND {which} "
                 f"ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING {_RETURNING}"
             )
             with connection.cursor() as cursor:
-                cursor.execute(sql, [now, tenant_id, now, batch_size])
+                cursor.execute(sql, [now, tenant_id, request_id if request_id is not None else now, batch_size])
                 holds = [_row(row) for row in cursor.fetchall()]
         else:
             holds = []
-            expired = Hold.objects.filter(tenant_id=tenant_id, status=Hold.Status.OPEN, expires_at__lte=now)
+            expired = Hold.objects.filter(tenant_id=tenant_id, status=Hold.Status.OPEN)
+            expired = (
+                expired.filter(request_id=request_id) if request_id is not None else expired.filter(expires_at__lte=now)
+            )
             for hold in expired.order_by("id")[:batch_size]:
                 if Hold.objects.filter(pk=hold.pk, status=Hold.Status.OPEN).update(
                     status=Hold.Status.RELEASED, closed_at=now

@@ -64,6 +64,8 @@ def event_payload(event: UsageEvent | NewEvent, *, event_id: int, duplicate: boo
         "timestamp": event.occurred_at,
         "received_at": event.received_at,
         "latency_ms": event.latency_ms,
+        "ttft_ms": event.ttft_ms,  # the relay's calls only (docs/relay.md)
+        "upstream": event.upstream,
         "api_key_id": event.api_key_id,
         "token_source": event.token_source,
         "encoding": event.encoding,

@@ -44,12 +44,13 @@ COLUMNS = (
     "tenant_id", "api_key_id", "request_id", "model", "input_tokens", "output_tokens",
     "cached_input_tokens", "cache_write_tokens", "occurred_at", "received_at", "latency_ms",
     "metadata", "token_source", "encoding", "cost", "currency", "price_id", "body_hash", "flags",
-    "long_context", "service_tier", "cache_write_1h_tokens", "reasoning_tokens",
+    "long_context", "service_tier", "cache_write_1h_tokens", "reasoning_tokens", "upstream", "ttft_ms",
 )  # fmt: skip
 _PG_TYPES = (
     "bigint", "bigint", "varchar", "varchar", "bigint", "bigint", "bigint", "bigint",
     "timestamptz", "timestamptz", "integer", "jsonb", "varchar", "varchar", "numeric",
     "varchar", "bigint", "varchar", "varchar", "boolean", "varchar", "bigint", "bigint",
+    "varchar", "integer",
 )  # fmt: skip
 
 # Identifiers are module constants; every value is a bound parameter.
@@ -100,6 +101,8 @@ class NewEvent:
     service_tier: str = "default"  # billing.models.ServiceTier: picks the price row
     cache_write_1h_tokens: int = 0  # part of cache_write_tokens
     reasoning_tokens: int = 0  # part of output_tokens
+    upstream: str = ""  # the relay's upstream that served the request
+    ttft_ms: int | None = None  # the relay's time to first token
 
     def values(self) -> tuple[Any, ...]:
         return (
@@ -108,6 +111,7 @@ class NewEvent:
             self.received_at, self.latency_ms, orjson.dumps(self.metadata).decode(), self.token_source,
             self.encoding, self.cost, self.currency, self.price_id, self.body_hash, self.flags,
             self.long_context, self.service_tier, self.cache_write_1h_tokens, self.reasoning_tokens,
+            self.upstream, self.ttft_ms,
         )  # fmt: skip
 
     def record(self) -> dict[str, Any]:
@@ -122,6 +126,7 @@ class NewEvent:
             "price_id": self.price_id, "body_hash": self.body_hash, "flags": self.flags,
             "long_context": self.long_context, "service_tier": self.service_tier,
             "cache_write_1h_tokens": self.cache_write_1h_tokens, "reasoning_tokens": self.reasoning_tokens,
+            "upstream": self.upstream, "ttft_ms": self.ttft_ms,
         }  # fmt: skip
 
 

@@ -66,6 +66,15 @@ class BatchResult:
         return tally
 
 
+@dataclass(frozen=True, slots=True)
+class RelayFacts:
+    """What the relay knows of a call besides its usage (relay/, docs/relay.md)."""
+
+    upstream: str
+    ttft_ms: int | None
+    encoding: str = ""  # the tiktoken encoding when the relay counted the tokens, else ""
+
+
 KeyResolver = Callable[[str | int], ApiKey]
 
 
@@ -91,10 +100,12 @@ def usage_record_batch(
     api_key: ApiKey | None,
     resolve_key: KeyResolver | None = None,
     with_events: bool = False,
+    relayed: dict[str, RelayFacts] | None = None,
 ) -> BatchResult:
     """Record events for `api_key`'s tenant, or (service token) for the key each event names.
 
     Every item gets a result in input order; a rejected item never stops the valid ones.
+    `relayed` (the relay only) gives each request_id's RelayFacts.
     """
     now = timezone.now()
     bounds = event_time_bounds(
@@ -138,7 +149,7 @@ def usage_record_batch(
 
     fresh: dict[int, NewEvent] | None = {} if with_events else None
     for tenant_items in by_tenant.values():
-        for item in _record_for_tenant(tenant_items, now=now, fresh=fresh):
+        for item in _record_for_tenant(tenant_items, now=now, fresh=fresh, relayed=relayed):
             results[item.index] = item
 
     final = [item for item in results if item is not None]
@@ -190,7 +201,11 @@ def _resolve(event: EventInput, resolve_key: KeyResolver | None) -> ApiKey:
 
 
 def _record_for_tenant(
-    items: list[tuple[int, EventInput, ApiKey]], *, now: dt.datetime, fresh: dict[int, NewEvent] | None = None
+    items: list[tuple[int, EventInput, ApiKey]],
+    *,
+    now: dt.datetime,
+    fresh: dict[int, NewEvent] | None = None,
+    relayed: dict[str, RelayFacts] | None = None,
 ) -> list[ItemResult]:
     """Store, charge and answer one tenant's events; `fresh` (when given) gets {id: event} of those stored now."""
     tenant = items[0][2].tenant
@@ -224,6 +239,7 @@ def _record_for_tenant(
             if terms is not None
             else None
         )
+        facts = relayed.get(event.request_id) if relayed is not None else None
         new_events.append(
             NewEvent(
                 tenant_id=tenant_id,
@@ -238,8 +254,9 @@ def _record_for_tenant(
                 received_at=now,
                 latency_ms=event.latency_ms,
                 metadata=event.metadata,
-                token_source=event.token_source,
-                encoding=event.encoding,
+                # The relay counted the tokens itself when the upstream sent no usage.
+                token_source=UsageEvent.TokenSource.COUNTED if facts and facts.encoding else event.token_source,
+                encoding=facts.encoding if facts and facts.encoding else event.encoding,
                 cost=cost,
                 currency=currency,
                 price_id=terms.price_id if terms is not None else None,
@@ -249,6 +266,8 @@ def _record_for_tenant(
                 service_tier=event.service_tier,
                 cache_write_1h_tokens=event.cache_write_1h_tokens,
                 reasoning_tokens=event.reasoning_tokens,
+                upstream=facts.upstream if facts else "",
+                ttft_ms=facts.ttft_ms if facts else None,
             )
         )
 

@@ -3,7 +3,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from portal.web.views import alerts, auth, billing, dashboard, home, keys, limits, ops, prices, usage
+from portal.web.views import alerts, auth, billing, dashboard, home, keys, limits, ops, prices, quickstart, usage
 
 auth_patterns = [
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
@@ -34,6 +34,7 @@ tenant_patterns = [
     path("keys/<int:key_id>/quotas/<int:quota_id>/delete/", keys.key_quota_delete, name="key-quota-delete"),
     path("limits/", limits.limits, name="limits"),
     path("prices/", prices.prices, name="prices"),
+    path("quickstart/", quickstart.quickstart, name="quickstart"),
     path("limits/edit/", limits.limits_update, name="limits-update"),
     path("billing/", billing.billing, name="billing"),
     path("alerts/", alerts.alerts, name="alerts"),

@@ -25,8 +25,9 @@ from metering.models import UsageEvent
 from metering.partitions import month_start
 from metering.services.archive import usage_archive_month
 from metering.services.event_store import NewEvent, insert_new
-from metering.services.ingest import usage_record_batch
+from metering.services.ingest import RelayFacts, usage_record_batch
 from metering.services.rollup import rollup_tenant
+from relay.services.upstreams import upstream_save
 
 # Service-tier rows of the demo prices (OpenAI's): priority dearer, batch half price.
 DEMO_TIERS = [  # model, tier, input, output, cached input
@@ -45,6 +46,9 @@ DEMO_PRICES = [  # per 1M tokens: input, output, cached input
 DEMO_TRAFFIC = [("gpt-4o", 0.35), ("gpt-4o-mini", 0.35), ("gpt-4.1", 0.1), ("o3-mini", 0.1), ("claude-sonnet-4-5", 0.1)]
 OWNER_EMAIL = "demo@example.com"
 OPERATOR_EMAIL = "ops@example.com"
+# The relay's demo upstream: `manage.py relay_mock_upstream`, which `make run` starts.
+DEMO_UPSTREAM_URL = "http://127.0.0.1:8089/v1"
+DEMO_RELAYED_MODELS = {"gpt-4o": "", "gpt-4o-mini": "", "gpt-4.1": "", "o3-mini": ""}
 
 
 class Command(BaseCommand):
@@ -96,6 +100,7 @@ class Command(BaseCommand):
                 actor_label="seed_demo",
             )
         wallet_ensure(tenant_id=tenant.pk, currency=tenant.currency)
+        upstream_save(name="demo-mock", base_url=DEMO_UPSTREAM_URL, model_map=DEMO_RELAYED_MODELS, api_key="demo")
         ledger_post(
             tenant_id=tenant.pk,
             currency=tenant.currency,
@@ -230,8 +235,14 @@ class Command(BaseCommand):
                         "latency_ms": int(rng.uniform(200, 4000)),
                     }
                 )
+        # The last day's calls of the first key came through the relay: they name its upstream.
+        relayed = {
+            e["request_id"]: RelayFacts(upstream="demo-mock", ttft_ms=int(e["latency_ms"] * rng.uniform(0.1, 0.4)))
+            for e in events
+            if e["request_id"].startswith("demo-0-")
+        }
         for index, key in enumerate(keys):  # the first key takes two thirds of the traffic
             mine = [e for n, e in enumerate(events) if (n % 3 != 2) == (index == 0)]
             for start in range(0, len(mine), 500):
-                usage_record_batch(raw_events=mine[start : start + 500], api_key=key)
+                usage_record_batch(raw_events=mine[start : start + 500], api_key=key, relayed=relayed)
         self.stdout.write(f"  {len(events)} usage events over {days} days recorded.")

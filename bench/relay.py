@@ -1,0 +1,397 @@
+"""Relay benchmark: what the relay adds to a call, direct-to-upstream vs through the relay, in one run.
+
+Loopback only, PostgreSQL and Redis as in production (holds and settlement on):
+
+1. drops and recreates its own database (`--database`, default tokenbill_bench_relay), migrates
+   it, creates a tenant (price plan, a large top-up), an API key and an Upstream row pointing at
+   a fake upstream that this script starts in its own process (aiohttp + uvloop);
+2. starts the relay as deployed: gunicorn portal.asgi with uvicorn workers (`--workers`);
+3. non-streaming at `--rate` req/s offered (open loop: latency counts from the scheduled send
+   time), alternating direct and relayed rounds (`--rounds`), and reports the added p50/p99 and
+   the relay processes' CPU per relayed request (from /proc);
+4. time to first byte of streams, direct vs relayed, at `--stream-rate` streams/s;
+5. `--slow-streams` concurrent slow streams (20 chunks, 100 ms apart: 1.9 s ideal) through the
+   relay: p99 stream time, failures, and the relay processes' total RSS at the peak.
+
+    DEBUG=0 SECRET_KEY=x DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres \\
+        REDIS_URL=redis://127.0.0.1:6379/11 .venv/bin/python bench/relay.py
+The machine is shared: compare the paired ratios, not single figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchdb import database_urls, recreate_database  # noqa: E402 - bench/ is on sys.path
+from benchserver import free_port  # noqa: E402
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--database", default="tokenbill_bench_relay")
+    parser.add_argument("--workers", type=int, default=2, help="relay (uvicorn) worker processes")
+    parser.add_argument("--rate", type=int, default=200, help="non-streaming requests/s offered")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per round")
+    parser.add_argument("--rounds", type=int, default=2, help="direct/relay pairs, alternating")
+    parser.add_argument("--stream-rate", type=int, default=20, help="streams/s for the first-byte phase")
+    parser.add_argument("--slow-streams", type=int, default=1000)
+    args = parser.parse_args(argv)
+    for name in ("workers", "rate", "rounds", "stream_rate", "slow_streams"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.duration <= 0:
+        parser.error("--duration must be positive")
+    return args
+
+
+# --- The fake upstream (its own process) ---------------------------------------------------------
+
+
+def fake_upstream(port: int) -> None:
+    import uvloop  # noqa: PLC0415
+    from aiohttp import web  # noqa: PLC0415
+
+    reply = {
+        "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "bench",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok " * 20}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 20, "total_tokens": 40},
+    }  # fmt: skip
+    body = json.dumps(reply).encode()
+    chunk = b'data: {"id":"c","object":"chat.completion.chunk","created":0,"model":"bench","choices":[{"index":0,"delta":{"content":"tok "},"finish_reason":null}]}\n\n'  # noqa: E501
+    usage = b'data: {"id":"c","object":"chat.completion.chunk","created":0,"model":"bench","choices":[],"usage":{"prompt_tokens":20,"completion_tokens":20,"total_tokens":40}}\n\n'  # noqa: E501
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        data = await request.json()
+        if not data.get("stream"):
+            return web.Response(body=body, content_type="application/json")
+        interval = 0.1 if data.get("model") == "bench-slow" else 0.0
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for index in range(20):
+            await response.write(chunk)
+            if interval and index < 19:
+                await asyncio.sleep(interval)
+        if (data.get("stream_options") or {}).get("include_usage"):
+            await response.write(usage)
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    uvloop.install()
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, backlog=4096)
+
+
+# --- Load ---------------------------------------------------------------------------------------
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
+
+
+async def open_loop(
+    url: str, headers: dict[str, str], payload: bytes, rate: int, duration: float
+) -> tuple[list[float], int]:
+    import aiohttp  # noqa: PLC0415
+
+    latencies: list[float] = []
+    failures = 0
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(scheduled: float) -> None:
+            nonlocal failures
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            try:
+                async with session.post(url, data=payload, headers=headers) as response:
+                    await response.read()
+                    if response.status != 200:
+                        failures += 1
+                        return
+            except aiohttp.ClientError:
+                failures += 1
+                return
+            latencies.append(time.perf_counter() - scheduled)
+
+        start = time.perf_counter() + 0.2
+        count = int(rate * duration)
+        await asyncio.gather(*(one(start + i / rate) for i in range(count)))
+    return latencies, failures
+
+
+async def streams(
+    url: str, headers: dict[str, str], payload: bytes, count: int, rate: float | None
+) -> tuple[list[float], list[float], int]:
+    """(times to first byte, total stream times, failures)."""
+    import aiohttp  # noqa: PLC0415
+
+    first: list[float] = []
+    total: list[float] = []
+    failures = 0
+    connector = aiohttp.TCPConnector(limit=0)
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+
+        async def one(scheduled: float) -> None:
+            nonlocal failures
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            began = time.perf_counter()
+            try:
+                async with session.post(url, data=payload, headers=headers) as response:
+                    if response.status != 200:
+                        failures += 1
+                        return
+                    got_first = False
+                    data = b""
+                    async for part in response.content.iter_any():
+                        if not got_first:
+                            first.append(time.perf_counter() - began)
+                            got_first = True
+                        data += part
+                    if b"[DONE]" not in data:
+                        failures += 1
+                        return
+            except (aiohttp.ClientError, TimeoutError):
+                failures += 1
+                return
+            total.append(time.perf_counter() - began)
+
+        start = time.perf_counter() + 0.2
+        await asyncio.gather(*(one(start + (i / rate if rate else 0)) for i in range(count)))
+    return first, total, failures
+
+
+# --- The relay server ----------------------------------------------------------------------------
+
+
+def start_relay(args: argparse.Namespace, database_url: str) -> tuple[subprocess.Popen, int, Path]:
+    port = free_port()
+    log = Path(tempfile.gettempdir()) / f"tokenbill-bench-relay-{port}.log"
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=database_url, DEBUG="0", LOG_LEVEL="WARNING", ALLOWED_HOSTS="127.0.0.1,localhost",
+        GUNICORN_WORKER_CLASS="uvicorn_worker.UvicornWorker", BALANCE_BACKEND="redis", LOG_REQUESTS="0",
+    )  # fmt: skip
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.setdefault("SECRET_KEY", "bench-only-secret")
+    command = [
+        sys.executable, "-m", "gunicorn", "portal.asgi:application", "-c", str(ROOT / "gunicorn.conf.py"),
+        "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers), "--log-level", "warning",
+    ]  # fmt: skip
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    import http.client  # noqa: PLC0415
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        try:
+            conn.request("GET", "/healthz")
+            if conn.getresponse().status == 200:
+                return process, port, log
+        except OSError:
+            time.sleep(0.2)
+        finally:
+            conn.close()
+    process.kill()
+    raise SystemExit(f"relay did not start; log:\n{log.read_text()[-3000:]}")
+
+
+def family(master: int) -> list[int]:
+    pids = [master]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == master:
+                pids.append(int(entry))
+    return pids
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+def rss_bytes(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
+
+
+# --- Main ---------------------------------------------------------------------------------------
+
+
+def setup(database_url: str, upstream_url: str) -> str:
+    os.environ["DATABASE_URL"] = database_url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+    import django  # noqa: PLC0415
+
+    django.setup()
+    from decimal import Decimal  # noqa: PLC0415
+
+    from django.core.management import call_command  # noqa: PLC0415
+    from django.db import connections  # noqa: PLC0415
+
+    from accounts import services as account_services  # noqa: PLC0415
+    from billing.services.ledger import ledger_post, wallet_ensure  # noqa: PLC0415
+    from billing.services.pricing import plan_get_or_create, price_add  # noqa: PLC0415
+    from relay.services.upstreams import upstream_save  # noqa: PLC0415
+
+    call_command("migrate", verbosity=0, interactive=False)
+    plan = plan_get_or_create(slug="bench", name="Bench", currency="USD", actor_label="bench")
+    price_add(
+        plan=plan, model_pattern="bench*", input_per_mtok=Decimal("1"), output_per_mtok=Decimal("2"),
+        source="bench", actor_label="bench",
+    )  # fmt: skip
+    tenant = account_services.tenant_create(
+        name="Bench", slug="bench-relay", timezone_name="UTC", price_plan_id=plan.pk, actor_label="bench"
+    )
+    wallet_ensure(tenant_id=tenant.pk, currency="USD")
+    ledger_post(
+        tenant_id=tenant.pk, currency="USD", kind="topup", amount=Decimal("1000000"),
+        idempotency_key="bench-topup", reference="bench", actor_label="bench",
+    )  # fmt: skip
+    _, secret = account_services.api_key_create(tenant=tenant, name="bench", actor_label="bench")
+    upstream_save(name="bench-fake", base_url=upstream_url, model_map={"bench*": ""}, api_key="sk-bench")
+    connections.close_all()
+    return secret
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not os.environ.get("REDIS_URL"):
+        raise SystemExit("REDIS_URL must name a Redis database; try `make bench`.")
+    maintenance_url, bench_url = database_urls(args.database)
+    recreate_database(maintenance_url, args.database)
+    upstream_port = free_port()
+    upstream = mp.get_context("spawn").Process(target=fake_upstream, args=(upstream_port,), daemon=True)
+    upstream.start()
+    upstream_url = f"http://127.0.0.1:{upstream_port}/v1"
+    secret = setup(bench_url, upstream_url)
+    relay, relay_port, log = start_relay(args, bench_url)
+    relay_url = f"http://127.0.0.1:{relay_port}/v1"
+    pids = family(relay.pid)
+    rows: list[str] = []
+    try:
+        body = json.dumps(
+            {"model": "bench", "messages": [{"role": "user", "content": "hello " * 20}], "max_tokens": 50}
+        )
+        relay_headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
+        plain_headers = {"Content-Type": "application/json"}
+        asyncio.run(open_loop(relay_url + "/chat/completions", relay_headers, body.encode(), 50, 2))  # warm-up
+        direct: list[float] = []
+        relayed: list[float] = []
+        failures = 0
+        cpu = 0.0
+        for _ in range(args.rounds):
+            lat, failed = asyncio.run(
+                open_loop(upstream_url + "/chat/completions", plain_headers, body.encode(), args.rate, args.duration)
+            )
+            direct += lat
+            failures += failed
+            before = cpu_seconds(pids)
+            lat, failed = asyncio.run(
+                open_loop(relay_url + "/chat/completions", relay_headers, body.encode(), args.rate, args.duration)
+            )
+            time.sleep(1.0)  # recording finishes after the response
+            cpu += cpu_seconds(pids) - before
+            relayed += lat
+            failures += failed
+        rows.append(
+            f"non-stream at {args.rate}/s: direct p50 {pct(direct, 0.5):.2f} ms p99 {pct(direct, 0.99):.2f} ms | "
+            f"relay p50 {pct(relayed, 0.5):.2f} ms p99 {pct(relayed, 0.99):.2f} ms | added p50 "
+            f"{pct(relayed, 0.5) - pct(direct, 0.5):.2f} ms p99 {pct(relayed, 0.99) - pct(direct, 0.99):.2f} ms | "
+            f"relay CPU {cpu / max(len(relayed), 1) * 1000:.2f} ms/request | failures {failures}"
+        )
+        print(rows[-1], flush=True)
+
+        stream_body = json.dumps({"model": "bench", "messages": [{"role": "user", "content": "hi"}], "stream": True})
+        count = int(args.stream_rate * args.duration)
+        first_direct, _, fd = asyncio.run(
+            streams(upstream_url + "/chat/completions", plain_headers, stream_body.encode(), count, args.stream_rate)
+        )
+        first_relay, _, fr = asyncio.run(
+            streams(relay_url + "/chat/completions", relay_headers, stream_body.encode(), count, args.stream_rate)
+        )
+        rows.append(
+            f"stream first byte at {args.stream_rate}/s: direct p50 {pct(first_direct, 0.5):.2f} p99 "
+            f"{pct(first_direct, 0.99):.2f} ms | relay p50 {pct(first_relay, 0.5):.2f} p99 {pct(first_relay, 0.99):.2f}"
+            f" ms | added p99 {pct(first_relay, 0.99) - pct(first_direct, 0.99):.2f} ms | failures {fd + fr}"
+        )
+        print(rows[-1], flush=True)
+
+        slow_body = json.dumps({"model": "bench-slow", "messages": [{"role": "user", "content": "hi"}], "stream": True})
+        idle_rss = rss_bytes(family(relay.pid))
+        peak = [idle_rss]
+
+        async def slow() -> tuple[list[float], list[float], int]:
+            async def sample() -> None:
+                while True:
+                    peak[0] = max(peak[0], rss_bytes(family(relay.pid)))
+                    await asyncio.sleep(0.2)
+
+            sampler = asyncio.ensure_future(sample())
+            try:
+                return await streams(
+                    relay_url + "/chat/completions", relay_headers, slow_body.encode(), args.slow_streams, None
+                )
+            finally:
+                sampler.cancel()
+
+        _, totals, failed = asyncio.run(slow())
+        rows.append(
+            f"{args.slow_streams} concurrent slow streams (ideal 1.9 s): p50 {pct(totals, 0.5) / 1000:.2f} s "
+            f"p99 {pct(totals, 0.99) / 1000:.2f} s | failures {failed} | relay RSS idle {idle_rss / 2**20:.0f} MiB, "
+            f"peak {peak[0] / 2**20:.0f} MiB ({args.workers} workers + master)"
+        )
+        print(rows[-1], flush=True)
+    finally:
+        relay.send_signal(signal.SIGTERM)
+        try:
+            relay.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            relay.kill()
+        upstream.terminate()
+        upstream.join(5)
+    print("\n".join(["", "relay benchmark (loopback, shared 2-core machine: see docs/relay.md)", *rows]))
+    print(f"relay log: {log}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,226 @@
+"""The relay's business steps, synchronous (the gateway runs them on its thread pool).
+
+`relay_admit` authenticates the key, checks its controls, finds the upstreams and authorizes
+the call with a hold; `relay_record` records the usage through metering's ingest service (the
+same exactly-once key, the same settlement of the hold); `relay_release` gives the hold back
+when the call failed before any output.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest
+from rest_framework import exceptions
+
+from accounts import selectors as account_selectors
+from accounts import services as account_services
+from accounts.authentication import ensure_key_usable, ensure_network_allowed
+from accounts.models import ApiKey
+from billing.services.holds import hold_release
+from infra.cache import BoundedCache
+from metering.services.authorize import AuthorizeRefused, authorize_request
+from metering.services.ingest import ACCEPTED, DUPLICATE, RelayFacts, usage_record_batch
+from relay.errors import RelayError
+from relay.models import RelayTranscript, TenantRelaySettings
+from relay.services import counting, routing
+
+logger = logging.getLogger("relay")
+
+CHAT, EMBEDDINGS, RESPONSES = "chat.completions", "embeddings", "responses"
+
+
+@dataclass
+class Admitted:
+    api_key: ApiKey
+    request_id: str
+    endpoint: str
+    model: str
+    input_tokens: int  # estimated with tiktoken (the counted fallback's input too)
+    max_output_tokens: int
+    candidates: list[tuple[routing.Route, str]]
+    store_content: bool
+    headers: dict[str, str] = field(default_factory=dict)  # x-ratelimit-*
+
+
+@dataclass
+class Usage:
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    encoding: str = ""  # set when counted by the relay
+
+
+def context_window(model: str) -> int | None:
+    """The model's context length, when known: the hook for per-model length limits (none yet)."""
+    return None
+
+
+_store_content: BoundedCache[bool] = BoundedCache(
+    "relay_store_content", max_size=10_000, ttl=lambda: settings.RELAY_ROUTES_CACHE_SECONDS
+)
+
+
+def _authenticate(authorization: str, client: tuple[str, str]) -> ApiKey:
+    scheme, _, raw = authorization.partition(" ")
+    raw = raw.strip()
+    if scheme.lower() != "bearer" or not raw:
+        raise RelayError(
+            401,
+            "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
+            code="invalid_api_key",
+        )
+    key = account_selectors.api_key_by_secret(raw)
+    if key is None:
+        raise RelayError(401, "Incorrect API key provided.", code="invalid_api_key")
+    request = HttpRequest()
+    request.META = {"REMOTE_ADDR": client[0], "HTTP_X_FORWARDED_FOR": client[1]}
+    try:
+        ensure_key_usable(key)
+        ensure_network_allowed(key, request)  # type: ignore[arg-type]  # reads request.META only
+    except exceptions.PermissionDenied as exc:
+        detail: Any = exc.detail
+        raise RelayError(
+            403, str(detail.get("message", "")), type="permission_error", code=str(detail.get("code", ""))
+        ) from None
+    if not key.has_scope(ApiKey.Scope.INGEST):
+        raise RelayError(
+            403, "This API key lacks the 'ingest' scope.", type="permission_error", code="insufficient_scope"
+        )
+    account_services.credential_touch(credential=key)
+    return key
+
+
+def relay_authenticate(*, authorization: str, client: tuple[str, str]) -> ApiKey:
+    return _authenticate(authorization, client)
+
+
+def relay_models(*, api_key: ApiKey) -> list[str]:
+    """The exact model names the upstreams serve and this key may use."""
+    names = {pattern for route in routing.routes_table() for pattern in route.patterns if not _is_glob(pattern)}
+    return sorted(name for name in names if api_key.allows_model(name))
+
+
+def _is_glob(pattern: str) -> bool:
+    return any(char in pattern for char in "*?[")
+
+
+def _estimate(endpoint: str, model: str, body: dict[str, Any]) -> tuple[int, int]:
+    ceiling = settings.RELAY_MAX_OUTPUT_TOKENS
+    default = settings.RELAY_DEFAULT_MAX_OUTPUT_TOKENS
+    if endpoint == CHAT:
+        inputs = counting.chat_input_tokens(model, body)
+        return inputs, counting.max_output(body, ("max_completion_tokens", "max_tokens"), default, ceiling)
+    if endpoint == RESPONSES:
+        inputs = counting.responses_input_tokens(model, body)
+        return inputs, counting.max_output({**body, "n": 1}, ("max_output_tokens",), default, ceiling)
+    return counting.embeddings_input_tokens(model, body), 0
+
+
+def relay_admit(
+    *, authorization: str, client: tuple[str, str], endpoint: str, body: dict[str, Any], request_id: str
+) -> Admitted:
+    """Admit one call or raise RelayError (401, 403, 404, 400, 402, 429, 422)."""
+    key = _authenticate(authorization, client)
+    model = body.get("model")
+    if not isinstance(model, str) or not model or len(model) > 200:
+        raise RelayError(400, "model must be a model name (a string of 1 to 200 characters).", param="model")
+    if not key.allows_model(model):
+        raise RelayError(
+            403, f"This API key may not use model {model!r}.", type="permission_error", code="model_not_allowed",
+            param="model",
+        )  # fmt: skip
+    candidates = routing.candidates(routing.routes_table(), model)
+    if not candidates:
+        raise RelayError(
+            404, f"The model {model!r} does not exist or you do not have access to it.", code="model_not_found",
+            param="model",
+        )  # fmt: skip
+    try:
+        input_tokens, max_output = _estimate(endpoint, model, body)
+    except counting.BadRequest as exc:
+        raise RelayError(400, exc.message, param=exc.param, code=exc.code) from None
+    window = context_window(model)
+    if window is not None and input_tokens + max_output > window:
+        raise RelayError(
+            400,
+            f"This model's maximum context length is {window} tokens; the request asks for "
+            f"{input_tokens + max_output} ({input_tokens} in the messages, {max_output} for the completion).",
+            code="context_length_exceeded",
+            param="messages",
+        )
+    try:
+        result = authorize_request(
+            api_key=key,
+            model=model,
+            estimated_input_tokens=input_tokens,
+            max_output_tokens=max_output,
+            request_id=request_id,
+            hold=True,
+        )
+    except AuthorizeRefused as exc:
+        raise _refusal(exc) from None
+    tenant_id = key.tenant_id
+    store = _store_content.get_or_load(
+        tenant_id, lambda: TenantRelaySettings.objects.filter(tenant_id=tenant_id, store_content=True).exists()
+    )
+    return Admitted(key, request_id, endpoint, model, input_tokens, max_output, candidates, store, result.headers)
+
+
+def _refusal(exc: AuthorizeRefused) -> RelayError:
+    headers = {name: str(value) for name, value in exc.headers.items()}
+    if exc.status == 402:
+        return RelayError(402, exc.message, type="insufficient_quota", code="insufficient_quota", headers=headers)
+    if exc.status == 429:
+        return RelayError(429, exc.message, type="requests", code="rate_limit_exceeded", headers=headers)
+    if exc.status == 403:
+        return RelayError(403, exc.message, type="permission_error", code=exc.code, param="model", headers=headers)
+    return RelayError(exc.status, exc.message, code=exc.code, param="model", headers=headers)
+
+
+def relay_record(
+    *,
+    admitted: Admitted,
+    usage: Usage,
+    upstream: str,
+    latency_ms: int,
+    ttft_ms: int | None,
+    metadata: dict[str, Any],
+    request_body: dict[str, Any] | None = None,
+    response_text: str = "",
+) -> bool:
+    """Record the call's usage once (and settle its hold). True when stored now or before."""
+    event: dict[str, Any] = {
+        "request_id": admitted.request_id,
+        "model": admitted.model,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cached_input_tokens": min(usage.cached_input_tokens, usage.input_tokens),
+        "latency_ms": max(0, min(latency_ms, 86_400_000)),
+        "metadata": {"endpoint": admitted.endpoint, **metadata},
+    }
+    if usage.reasoning_tokens:
+        event["metadata"]["reasoning_tokens"] = usage.reasoning_tokens
+    if usage.cache_write_tokens:
+        event["cache_write_tokens"] = min(usage.cache_write_tokens, usage.input_tokens - event["cached_input_tokens"])
+    facts = RelayFacts(upstream=upstream, ttft_ms=ttft_ms, encoding=usage.encoding)
+    result = usage_record_batch(raw_events=[event], api_key=admitted.api_key, relayed={admitted.request_id: facts})
+    item = result.items[0]
+    if item.status not in (ACCEPTED, DUPLICATE):
+        logger.error("relay_usage_rejected", extra={"request_id": admitted.request_id, "error": item.error})
+        return False
+    if admitted.store_content and request_body is not None:
+        RelayTranscript.objects.get_or_create(
+            tenant_id=admitted.api_key.tenant_id,
+            request_id=admitted.request_id,
+            defaults={"endpoint": admitted.endpoint, "request": request_body, "response_text": response_text},
+        )
+    return True
+
+
+def relay_release(*, admitted: Admitted) -> None:
+    """The call failed before any output: no charge, the hold goes back at once."""
+    hold_release(tenant_id=admitted.api_key.tenant_id, request_id=admitted.request_id)

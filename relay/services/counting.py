@@ -1,0 +1,119 @@
+"""Token estimates before a call and counts of what was delivered, with tiktoken.
+
+Chat input follows OpenAI's message accounting (the cookbook's num_tokens_from_messages):
+3 tokens per message, 1 more for a name, 3 to prime the reply, plus the text of every field.
+Tool definitions count as their JSON. Images and audio parts are not counted (no text).
+"""
+
+from typing import Any
+
+import orjson
+
+from metering.tokens import count_tokens, encoding_name_for
+
+TOKENS_PER_MESSAGE = 3
+TOKENS_PER_NAME = 1
+REPLY_PRIMING = 3
+
+
+class BadRequest(Exception):
+    """A request body the relay refuses (400 invalid_request_error), naming the parameter."""
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.param, self.code = message, param, code
+
+
+def _text_of(content: Any) -> str:
+    """The text of a message's content: a string, or a list of parts with `text`."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part["text"] for part in content if isinstance(part, dict) and isinstance(part.get("text"), str))
+    return ""
+
+
+def tokens(model: str, text: str) -> int:
+    return count_tokens(model=model, text=text).tokens if text else 0
+
+
+def chat_input_tokens(model: str, body: dict[str, Any]) -> int:
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise BadRequest("messages must be a non-empty array of message objects.", "messages")
+    texts: list[str] = []
+    total = REPLY_PRIMING
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise BadRequest(f"messages[{index}] must be an object.", f"messages[{index}]")
+        total += TOKENS_PER_MESSAGE
+        for key, value in message.items():
+            if key == "content":
+                texts.append(_text_of(value))
+            elif key == "tool_calls" and isinstance(value, list):
+                texts.append(orjson.dumps(value).decode())
+            elif isinstance(value, str):
+                texts.append(value)
+                if key == "name":
+                    total += TOKENS_PER_NAME
+    for extra in ("tools", "functions", "response_format"):
+        if body.get(extra):
+            texts.append(orjson.dumps(body[extra]).decode())
+    return total + tokens(model, "\n".join(texts))
+
+
+def responses_input_tokens(model: str, body: dict[str, Any]) -> int:
+    value = body.get("input")
+    texts: list[str] = []
+    if isinstance(body.get("instructions"), str):
+        texts.append(body["instructions"])
+    total = 0
+    if isinstance(value, str):
+        texts.append(value)
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, dict):
+                total += TOKENS_PER_MESSAGE
+                texts.append(_text_of(item.get("content")) or str(item.get("output") or item.get("arguments") or ""))
+    else:
+        raise BadRequest("input must be a string or an array of input items.", "input")
+    if body.get("tools"):
+        texts.append(orjson.dumps(body["tools"]).decode())
+    return total + tokens(model, "\n".join(texts))
+
+
+def embeddings_input_tokens(model: str, body: dict[str, Any]) -> int:
+    value = body.get("input")
+    if isinstance(value, str):
+        return tokens(model, value)
+    if isinstance(value, list) and value:
+        if all(isinstance(item, str) for item in value):
+            return sum(tokens(model, item) for item in value)
+        if all(isinstance(item, int) for item in value):
+            return len(value)
+        if all(isinstance(item, list) for item in value):
+            return sum(len(item) for item in value)
+    raise BadRequest("input must be a string, an array of strings or an array of token arrays.", "input")
+
+
+def max_output(body: dict[str, Any], names: tuple[str, ...], default: int, ceiling: int) -> int:
+    """The output the request may produce (max tokens times n), validated."""
+    for name in names:
+        value = body.get(name)
+        if value is None:
+            continue
+        if type(value) is not int or not 1 <= value <= ceiling:
+            raise BadRequest(f"{name} must be a whole number from 1 to {ceiling}.", name)
+        break
+    else:
+        value = default
+    n = body.get("n", 1)
+    if n is None:
+        n = 1
+    if type(n) is not int or not 1 <= n <= 128:
+        raise BadRequest("n must be a whole number from 1 to 128.", "n")
+    return int(value) * n
+
+
+def encoding_for(model: str) -> str:
+    return encoding_name_for(model)
