@@ -84,7 +84,8 @@ def partitions() -> list[Partition]:
 
 
 def partition_create(*, month: dt.date) -> bool:
-    """Create the month's partition (moving its rows out of the default one); False if it exists."""
+    """Create the month's partition, moving any rows the default partition caught for it; False
+    if it exists."""
     if not is_partitioned():
         return False
     month = month_start(month)
@@ -97,14 +98,10 @@ def partition_create(*, month: dt.date) -> bool:
         cursor.execute("SELECT to_regclass(%s)", [name])
         if cursor.fetchone()[0] is not None:
             return False
-        cursor.execute(
-            f"SELECT EXISTS (SELECT 1 FROM {DEFAULT_PARTITION} WHERE occurred_at >= %s AND occurred_at < %s)",  # noqa: S608
-            [start, end],
-        )
-        if not cursor.fetchone()[0]:
-            cursor.execute(f"CREATE TABLE {name} PARTITION OF {TABLE} FOR VALUES {bounds}")
-            return True
-        # Rows already in the default partition: move them into the new month, then attach it.
+        # A table of its own, then ATTACH: that locks the parent in SHARE UPDATE EXCLUSIVE mode,
+        # which ingest's inserts do not wait for (CREATE TABLE ... PARTITION OF would lock it
+        # exclusively). The default partition is locked and checked for the month's rows.
+        cursor.execute("SET LOCAL lock_timeout = '10s'")
         cursor.execute(f"CREATE TABLE {name} (LIKE {TABLE} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)")
         cursor.execute(
             f"WITH moved AS (DELETE FROM {DEFAULT_PARTITION} WHERE occurred_at >= %s AND occurred_at < %s "  # noqa: S608
@@ -132,6 +129,21 @@ def partitions_ensure(*, now: dt.datetime, max_past_days: int, ahead: int, skip:
             created.append(month)
         month = next_month(month)
     return created
+
+
+def oldest_month() -> dt.date | None:
+    """The oldest month with usage rows: from the partitions' names and the default partition's
+    minimum (small), never a scan of the whole table; SQLite reads the minimum directly."""
+    if not is_partitioned():
+        oldest = UsageEvent.objects.order_by("occurred_at").values_list("occurred_at", flat=True).first()
+        return month_start(oldest) if oldest is not None else None
+    months = [part.month for part in partitions() if part.month is not None]
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT min(occurred_at) FROM {DEFAULT_PARTITION}")  # noqa: S608
+        stray = cursor.fetchone()[0]
+    if stray is not None:
+        months.append(month_start(stray))
+    return min(months) if months else None
 
 
 def table_bytes(*, month: dt.date) -> int:

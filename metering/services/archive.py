@@ -90,13 +90,11 @@ def months_due(*, now: dt.datetime, keep_months: int) -> list[dt.date]:
     cutoff = partitions.month_start(now)
     for _ in range(keep_months):
         cutoff = (cutoff - dt.timedelta(days=1)).replace(day=1)
-    oldest = UsageEvent.objects.order_by("occurred_at").values_list("occurred_at", flat=True).first()
     months = {part.month for part in partitions.partitions() if part.month is not None and part.month < cutoff}
-    if oldest is not None:
-        month = partitions.month_start(oldest)
-        while month < cutoff:
-            months.add(month)
-            month = partitions.next_month(month)
+    month = partitions.oldest_month()
+    while month is not None and month < cutoff:
+        months.add(month)
+        month = partitions.next_month(month)
     done = set(UsageArchive.objects.filter(status=UsageArchive.Status.DROPPED).values_list("period", flat=True))
     return sorted(month for month in months if month not in done or _has_rows(month))
 

@@ -40,7 +40,7 @@ from accounts.models import Tenant
 from billing.periods import EARLIEST, day_period, local_date
 from billing.services import tenant_jobs
 from billing.services.tenant_jobs import NOT_THE_TENANTS, TenantJob
-from metering.models import DailyUsage, RollupCursor, UsageEvent
+from metering.models import DailyUsage, RollupCursor, UsageArchive, UsageEvent
 
 EVENTS = UsageEvent._meta.db_table
 DAILY = DailyUsage._meta.db_table
@@ -273,9 +273,12 @@ def _rebuild_days(
     breaks it are recorded as failing (`job`, with `resume_from`), the others get their rows.
     """
     zones = dict(Tenant.objects.filter(pk__in=days).values_list("pk", "timezone"))
+    archived = _archived_months()
     by_day: dict[dt.date, dict[int, str]] = defaultdict(dict)
     for tenant_id, tenant_days in days.items():
         for day in tenant_days:
+            if archived and _touches_archive(day, zones[tenant_id], archived):
+                continue  # its events (some of them) left for an archive: the rollup is all that is left
             by_day[day][tenant_id] = zones[tenant_id]
     results = []
     for day in sorted(by_day):
@@ -290,6 +293,28 @@ def _rebuild_days(
         if progress is not None:
             progress(result)
     return results
+
+
+def _archived_months() -> list[tuple[dt.datetime, dt.datetime]]:
+    """[start, end) in UTC of the months whose events were archived (metering/services/archive.py)."""
+    months = UsageArchive.objects.filter(status=UsageArchive.Status.DROPPED).values_list("period", flat=True)
+    bounds = []
+    for month in months:
+        start = dt.datetime.combine(month, dt.time(), tzinfo=dt.UTC)
+        bounds.append(
+            (start, dt.datetime.combine((month + dt.timedelta(days=32)).replace(day=1), dt.time(), tzinfo=dt.UTC))
+        )
+    return bounds
+
+
+def _touches_archive(day: dt.date, tz_name: str, archived: list[tuple[dt.datetime, dt.datetime]]) -> bool:
+    """True when the tenant-local day overlaps an archived month: rebuilding it from the events
+    still online would lose what the archive took, so its rollup rows are kept as they are."""
+    try:
+        period = day_period(day, tz_name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False  # the rebuild records the tenant's failure
+    return any(period.start < end and period.end > start for start, end in archived)
 
 
 def _rebuild_day_per_tenant(

@@ -19,8 +19,8 @@ from django.core.management import CommandError, call_command
 from django.db import connection
 
 from metering import partitions
-from metering.models import ArchivedUsageTotal, UsageArchive, UsageEvent
-from metering.services import archive
+from metering.models import ArchivedUsageTotal, DailyUsage, UsageArchive, UsageEvent
+from metering.services import archive, rollup
 from metering.services.event_store import NewEvent, insert_new
 from tests.invoicing.helpers import utc
 
@@ -224,3 +224,17 @@ def test_a_replay_of_an_archived_event_is_still_recognised(settings, store, usag
     response = key_a.post("/api/v1/events", body)
     assert response.status_code == 409
     assert not UsageEvent.objects.filter(request_id=f"ev-{tenant.pk}-5").exists()
+
+
+def test_rollups_of_archived_days_survive_any_rebuild(store, usage):
+    """Rollups are never archived: rebuilding from the events still online must not erase the
+    days whose events went to the archive (a whole rebuild, one tenant's, one day's)."""
+    tenant_b = usage[1][0]  # Asia/Shanghai: its 2026-11-01 holds the last 8 hours of UTC October
+    for tenant, _ in usage:
+        rollup.rollup_tenant(tenant_id=tenant.pk)
+    before = sorted(DailyUsage.objects.values_list("tenant_id", "day", "requests", "cost", "input_tokens"))
+    archive.usage_archive_month(month=OCTOBER, now=LATER)
+    call_command("rollup", "--all", stdout=StringIO(), stderr=StringIO())
+    rollup.rollup_tenant(tenant_id=tenant_b.pk)
+    rollup.rollup_date(day=dt.date(2026, 10, 9))
+    assert sorted(DailyUsage.objects.values_list("tenant_id", "day", "requests", "cost", "input_tokens")) == before
