@@ -112,7 +112,7 @@ def bills_csv(*, period: str, bom: bool = False) -> bytes:
             [
                 "invoice",
                 *head,
-                *[""] * 15,
+                *[""] * 16,
                 _money(invoice.subtotal, cur),
                 _money(invoice.credits_applied, cur),
                 _money(invoice.amount_due, cur),

@@ -7,7 +7,6 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 
 from django.conf import settings
 from django.db import connection
@@ -20,6 +19,9 @@ from infra.cache import BoundedCache
 from infra.db import hot_cursor, instance_from_row
 
 _GLOB_CHARS = ("*", "?", "[")
+_DEFAULT_TIER = str(ServiceTier.DEFAULT.value)
+# One price version of a pattern: its effective_from and {service tier: that row's terms}.
+Version = tuple[dt.datetime, dict[str, PriceTerms]]
 
 
 def is_glob(pattern: str) -> bool:
@@ -38,8 +40,8 @@ class PriceBook:
 
     currency: str
     allow_unpriced: bool
-    # (is_override, pattern) -> rows newest version first (a version's rows are adjacent)
-    _versions: dict[tuple[bool, str], list[tuple[dt.datetime, str, PriceTerms]]] = field(default_factory=dict)
+    # (is_override, pattern) -> versions newest first, each {service tier: its row's terms}
+    _versions: dict[tuple[bool, str], list[Version]] = field(default_factory=dict)
     _candidates: dict[str, list[tuple[bool, str]]] = field(default_factory=dict)
 
     def _candidates_for(self, model: str) -> list[tuple[bool, str]]:
@@ -65,25 +67,15 @@ class PriceBook:
         return None
 
 
-def version_terms(
-    rows: Iterable[tuple[dt.datetime, str, PriceTerms]], at: dt.datetime, service_tier: str
-) -> PriceTerms | None:
-    """Of one pattern's rows (newest version first), the version in force at `at`: its row of
+def version_terms(versions: Iterable[Version], at: dt.datetime, service_tier: str) -> PriceTerms | None:
+    """Of one pattern's versions (newest first), the one in force at `at`: its row of
     `service_tier`, else its default-tier row; a version with neither gives way to an older one."""
-    version = None
-    fallback = None
-    for effective_from, tier, terms in rows:
-        if effective_from > at:
-            continue
-        if effective_from != version:
-            if fallback is not None:
-                return fallback
-            version = effective_from
-        if tier == service_tier:
-            return terms
-        if tier == ServiceTier.DEFAULT:
-            fallback = terms
-    return fallback
+    for effective_from, by_tier in versions:
+        if effective_from <= at:
+            terms = by_tier.get(service_tier) or by_tier.get(_DEFAULT_TIER)
+            if terms is not None:
+                return terms
+    return None
 
 
 def price_book_for(
@@ -135,7 +127,7 @@ class _ModelPrices:
     version: int
     currency: str
     allow_unpriced: bool
-    ranked: tuple[tuple[tuple[bool, str], tuple[tuple[dt.datetime, str, PriceTerms], ...]], ...]
+    ranked: tuple[tuple[tuple[bool, str], tuple[Version, ...]], ...]
 
 
 def _book_from(resolved: dict[str, _ModelPrices]) -> PriceBook:
@@ -182,14 +174,15 @@ def _price_book_read(*, plan_id: int, tenant_id: int, models: set[str]) -> Price
     if not rows:
         return None
     book = PriceBook(currency=rows[0][0], allow_unpriced=bool(rows[0][1]))
-    versions: dict[tuple[bool, str], list[Any]] = defaultdict(list[Any])
+    versions: dict[tuple[bool, str], list[Version]] = defaultdict(list[Version])
     for row in rows:
         if row[2] is None:  # the plan has none of these prices (the LEFT JOIN's empty row)
             continue
         price = instance_from_row(Price, _PRICE_FIELDS, row[2:])
-        versions[(price.tenant_id is not None, price.model_pattern)].append(
-            (price.effective_from, price.service_tier, terms_from_price(price))
-        )
+        pattern = versions[(price.tenant_id is not None, price.model_pattern)]
+        if not pattern or pattern[-1][0] != price.effective_from:  # rows come newest version first
+            pattern.append((price.effective_from, {}))
+        pattern[-1][1].setdefault(price.service_tier, terms_from_price(price))
     book._versions = dict(versions)
     return book
 

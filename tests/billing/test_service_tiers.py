@@ -273,3 +273,30 @@ def test_rollups_and_invoice_lines_per_service_tier(api_key_a, tenant_a, tiered)
     assert priority.unit_price_per_mtok == Decimal("10")
     assert "(priority tier)" in priority.description and "long context" in priority.description
     assert invoice.subtotal == sum(line.amount for line in invoice.lines.all())
+
+
+# --- constraints in the database ------------------------------------------------------------
+
+
+def test_the_database_refuses_parts_larger_than_their_kind_and_unknown_tiers(key_a, plan):
+    from django.db import IntegrityError, transaction  # noqa: PLC0415
+
+    event = {"tenant_id": key_a.row.tenant_id, "api_key_id": key_a.row.pk, "model": "m", "currency": "USD"}
+    now = dt.datetime(2026, 1, 2, tzinfo=dt.UTC)
+    for n, fields in enumerate(
+        [
+            {"output_tokens": 5, "reasoning_tokens": 6},
+            {"input_tokens": 10, "cache_write_tokens": 5, "cache_write_1h_tokens": 6, "output_tokens": 0},
+        ]
+    ):
+        with pytest.raises(IntegrityError), transaction.atomic():
+            UsageEvent.objects.create(
+                **event, request_id=f"db-{n}", occurred_at=now, received_at=now, **{"input_tokens": 10, **fields}
+            )
+    with pytest.raises(IntegrityError), transaction.atomic():
+        factories.PriceFactory(plan=plan, model_pattern="x", service_tier="turbo")
+    # Two rows of one tier in one version: refused; another tier in the same version: fine.
+    factories.PriceFactory(plan=plan, model_pattern="y", effective_from=T0)
+    factories.PriceFactory(plan=plan, model_pattern="y", effective_from=T0, service_tier="priority")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        factories.PriceFactory(plan=plan, model_pattern="y", effective_from=T0, service_tier="priority")
