@@ -30,6 +30,10 @@ _PER_MILLION = Decimal(1_000_000)
 # A per-1M-token rate with at most this many decimal places, as an integer of 10^-12 units,
 # times a token count, is the cost as an integer of 10^-18 units (COST_PLACES): exact.
 _UNIT_PLACES = COST_PLACES - 6
+# An integer of 10^-18 units as a Decimal: a bound method called positionally, the cheapest
+# exact conversion (ingest does it twice per event: the price and the cost basis).
+_SCALEB = _EXACT.scaleb
+_TO_COST = -COST_PLACES
 
 # Token kinds, in the order invoices list them (the values are InvoiceLine.TokenKind's).
 INPUT = "input"  # uncached input: input_tokens - cached_input_tokens - cache_write_tokens
@@ -66,14 +70,32 @@ class Rates:
             object.__setattr__(self, "units", units)
 
 
+_Units = tuple[int, int, int, int]
+
+
 @dataclass(frozen=True, slots=True)
 class PriceTerms:
-    """What rating needs of a Price row, detached from the ORM (cheap to build and compare)."""
+    """What rating needs of a Price row, detached from the ORM (cheap to build and compare).
+
+    `cost` (resale): the terms of the cost price the price was derived from, converted into
+    the price's currency; rating the same tokens with it gives the event's cost basis.
+    """
 
     price_id: int | None
     base: Rates
     tier_threshold: int | None
     tier: Rates | None
+    cost: "PriceTerms | None" = None
+    # (threshold, base units, tier units) when every rate is integral in 10^-12 units; the
+    # threshold is None without a tier. Lets rating pick the tier and multiply in a few steps.
+    units: tuple[int | None, _Units, _Units] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        base_units = self.base.units
+        tiered = self.tier is not None and self.tier_threshold is not None
+        tier_units = self.tier.units if tiered and self.tier is not None else base_units
+        if base_units is not None and tier_units is not None:
+            object.__setattr__(self, "units", (self.tier_threshold if tiered else None, base_units, tier_units))
 
     def rates_for(self, input_tokens: int) -> Rates:
         return tier_rates(self, long_context=tier_applies(self, input_tokens=input_tokens))
@@ -130,7 +152,7 @@ def line_amount(quantity: int, per_mtok: Decimal) -> Decimal:
     return quantize_cost(_EXACT.divide(_EXACT.multiply(Decimal(quantity), per_mtok), _PER_MILLION))
 
 
-def terms_from_price(price: "Price") -> PriceTerms:
+def terms_from_price(price: "Price", *, cost: PriceTerms | None = None) -> PriceTerms:
     base_input = price.input_per_mtok
     base = Rates(
         input=base_input,
@@ -153,7 +175,7 @@ def terms_from_price(price: "Price") -> PriceTerms:
             cached_input=pick(price.tier_cached_input_per_mtok, price.cached_input_per_mtok, tier_input),
             cache_write=pick(price.tier_cache_write_per_mtok, price.cache_write_per_mtok, tier_input),
         )
-    return PriceTerms(price_id=price.pk, base=base, tier_threshold=price.tier_threshold, tier=tier)
+    return PriceTerms(price_id=price.pk, base=base, tier_threshold=price.tier_threshold, tier=tier, cost=cost)
 
 
 def rate(
@@ -168,19 +190,61 @@ def rate(
     uncached = uncached_input(
         input_tokens=input_tokens, cached_input_tokens=cached_input_tokens, cache_write_tokens=cache_write_tokens
     )
+    return _cost(terms, input_tokens, uncached, cached_input_tokens, cache_write_tokens, output_tokens)
+
+
+def rate_with_basis(
+    terms: PriceTerms,
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    cached_input_tokens: int = 0,
+    cache_write_tokens: int = 0,
+) -> tuple[Decimal, Decimal | None]:
+    """Dual rating: (the cost at the price, the cost basis at its cost price or None), exact.
+
+    Each side picks its own tier (a derived price copies its cost price's threshold, so they
+    agree) and both are exact, so margin = cost - cost basis exactly.
+    """
+    uncached = input_tokens - cached_input_tokens - cache_write_tokens
+    if uncached < 0:
+        raise ValueError("cached_input_tokens + cache_write_tokens exceed input_tokens")
+    basis = terms.cost
+    units = terms.units
+    if basis is not None and units is not None and basis.units is not None:
+        # The common resale case, inlined (_cost twice): both sides in integers of 10^-18.
+        threshold, base, tier = units
+        u = tier if threshold is not None and input_tokens > threshold else base
+        threshold, base, tier = basis.units
+        b = tier if threshold is not None and input_tokens > threshold else base
+        return (
+            _SCALEB(
+                uncached * u[0] + cached_input_tokens * u[1] + cache_write_tokens * u[2] + output_tokens * u[3],
+                _TO_COST,
+            ),
+            _SCALEB(
+                uncached * b[0] + cached_input_tokens * b[1] + cache_write_tokens * b[2] + output_tokens * b[3],
+                _TO_COST,
+            ),
+        )
+    cost = _cost(terms, input_tokens, uncached, cached_input_tokens, cache_write_tokens, output_tokens)
+    if basis is None:
+        return cost, None
+    return cost, _cost(basis, input_tokens, uncached, cached_input_tokens, cache_write_tokens, output_tokens)
+
+
+def _cost(terms: PriceTerms, input_tokens: int, uncached: int, cached: int, cache_write: int, output: int) -> Decimal:  # noqa: PLR0917
+    """Positional on purpose (the hot path of ingest): the tier choice of tier_applies, then
+    quantity x rate per kind, in integers of 10^-18 when the rates allow it."""
+    units = terms.units
+    if units is not None:
+        threshold, base, tier = units
+        u = tier if threshold is not None and input_tokens > threshold else base
+        return _SCALEB(uncached * u[0] + cached * u[1] + cache_write * u[2] + output * u[3], _TO_COST)
     r = terms.rates_for(input_tokens)
     ctx = _EXACT
-    units = r.units
-    if units is not None:
-        in_units = (
-            uncached * units[0]
-            + cached_input_tokens * units[1]
-            + cache_write_tokens * units[2]
-            + output_tokens * units[3]
-        )
-        return Decimal(in_units).scaleb(-COST_PLACES, context=ctx)
     total = ctx.add(
-        ctx.add(ctx.multiply(uncached, r.input), ctx.multiply(cached_input_tokens, r.cached_input)),
-        ctx.add(ctx.multiply(cache_write_tokens, r.cache_write), ctx.multiply(output_tokens, r.output)),
+        ctx.add(ctx.multiply(uncached, r.input), ctx.multiply(cached, r.cached_input)),
+        ctx.add(ctx.multiply(cache_write, r.cache_write), ctx.multiply(output, r.output)),
     )
     return quantize_cost(ctx.divide(total, _PER_MILLION))

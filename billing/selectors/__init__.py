@@ -9,12 +9,12 @@ re-exported here, so `from billing import selectors` and `from billing.selectors
 - jobs.py: periodic jobs failing per tenant
 """
 
+from billing.patterns import is_glob
 from billing.selectors.balance import BalanceSummary, balance_summary
 from billing.selectors.holds import hold_by_request, open_holds, open_holds_total
 from billing.selectors.jobs import FailingTenant, failing_tenants
 from billing.selectors.prices import (
     PriceBook,
-    is_glob,
     plan_current_prices,
     price_book_for,
     price_book_for_tenant,

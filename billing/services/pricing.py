@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.services import audit_record
-from billing.models import Price, PricePlan
+from billing.models import PRICE_RATE_FIELDS, Price, PricePlan
 from billing.periods import EARLIEST
 
 # Usage can arrive stamped long before its model's first price: client retry queues, backfills,
@@ -20,10 +20,7 @@ from billing.periods import EARLIEST
 # priced. docs/billing-rules.md section 4.
 PRICED_FROM_BEGINNING = EARLIEST
 
-RATE_FIELDS = (
-    "input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok",
-    "tier_input_per_mtok", "tier_output_per_mtok", "tier_cached_input_per_mtok", "tier_cache_write_per_mtok",
-)  # fmt: skip
+RATE_FIELDS = PRICE_RATE_FIELDS  # every *_per_mtok column of Price (billing/models.py)
 
 
 def plan_get_or_create(*, slug: str, name: str = "", currency: str = "USD", actor_label: str = "") -> PricePlan:

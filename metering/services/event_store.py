@@ -35,12 +35,12 @@ COLUMNS = (
     "tenant_id", "api_key_id", "request_id", "model", "input_tokens", "output_tokens",
     "cached_input_tokens", "cache_write_tokens", "occurred_at", "received_at", "latency_ms",
     "metadata", "token_source", "encoding", "cost", "currency", "price_id", "body_hash", "flags",
-    "long_context",
+    "long_context", "cost_basis",
 )  # fmt: skip
 _PG_TYPES = (
     "bigint", "bigint", "varchar", "varchar", "bigint", "bigint", "bigint", "bigint",
     "timestamptz", "timestamptz", "integer", "jsonb", "varchar", "varchar", "numeric",
-    "varchar", "bigint", "varchar", "varchar", "boolean",
+    "varchar", "bigint", "varchar", "varchar", "boolean", "numeric",
 )  # fmt: skip
 
 # Identifiers are module constants; every value is a bound parameter.
@@ -80,6 +80,7 @@ class NewEvent:
     body_hash: str
     flags: str = ""  # what a control would have refused (metering.models.UsageEvent.flags)
     long_context: bool = False  # the price's context tier applied (billing.rating.tier_applies)
+    cost_basis: Decimal | None = None  # our cost of the tokens (resale), in `currency`
 
     def values(self) -> tuple[Any, ...]:
         return (
@@ -87,7 +88,7 @@ class NewEvent:
             self.output_tokens, self.cached_input_tokens, self.cache_write_tokens, self.occurred_at,
             self.received_at, self.latency_ms, orjson.dumps(self.metadata).decode(), self.token_source,
             self.encoding, self.cost, self.currency, self.price_id, self.body_hash, self.flags,
-            self.long_context,
+            self.long_context, self.cost_basis,
         )  # fmt: skip
 
     def record(self) -> dict[str, Any]:
@@ -101,6 +102,7 @@ class NewEvent:
             "cost": str(self.cost) if self.cost is not None else None, "currency": self.currency,
             "price_id": self.price_id, "body_hash": self.body_hash, "flags": self.flags,
             "long_context": self.long_context,
+            "cost_basis": str(self.cost_basis) if self.cost_basis is not None else None,
         }  # fmt: skip
 
 
@@ -169,8 +171,9 @@ def _insert_portable(events: list[NewEvent]) -> dict[str, int]:
         values = list(event.values())
         values[8] = ops.adapt_datetimefield_value(values[8])
         values[9] = ops.adapt_datetimefield_value(values[9])
-        if values[14] is not None:
-            values[14] = str(values[14])
+        for money in (14, 20):  # cost, cost_basis
+            if values[money] is not None:
+                values[money] = str(values[money])
         rows.extend(values)
     placeholders = ", ".join(["(" + ", ".join(["%s"] * len(COLUMNS)) + ")"] * len(events))
     with connection.cursor() as cursor:

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from accounts.models import ApiKey, Tenant
 from billing import selectors as billing_selectors
-from billing.rating import rate, tier_applies
+from billing.rating import rate_with_basis, tier_applies
 from billing.services.balances import balance_backend
 from billing.services.balances.limits import LimitedScopes
 from billing.services.settlement import SettleResult, usage_settle_batch, usage_settle_undo_mirror
@@ -211,8 +211,9 @@ def _record_for_tenant(
     new_events: list[NewEvent] = []
     for _, event, key in first_by_request.values():
         terms = terms_for(event.model, event.occurred_at) if terms_for is not None else None
-        cost = (
-            rate(
+        # Dual rating: the tenant's price and, for a resold price, our cost of the same tokens.
+        cost, cost_basis = (
+            rate_with_basis(
                 terms,
                 input_tokens=event.input_tokens,
                 output_tokens=event.output_tokens,
@@ -220,7 +221,7 @@ def _record_for_tenant(
                 cache_write_tokens=event.cache_write_tokens,
             )
             if terms is not None
-            else None
+            else (None, None)
         )
         new_events.append(
             NewEvent(
@@ -244,6 +245,7 @@ def _record_for_tenant(
                 body_hash=event.body_hash,
                 flags="" if key.allows_model(event.model) else UsageEvent.FLAG_MODEL_NOT_ALLOWED,
                 long_context=terms is not None and tier_applies(terms, input_tokens=event.input_tokens),
+                cost_basis=cost_basis,
             )
         )
 
