@@ -15,6 +15,7 @@ from billing.selectors.holds import hold_by_request, open_holds, open_holds_tota
 from billing.selectors.jobs import FailingTenant, failing_tenants
 from billing.selectors.prices import (
     PriceBook,
+    cost_terms,
     plan_current_prices,
     price_book_for,
     price_book_for_tenant,
@@ -49,6 +50,7 @@ __all__ = [
     "QuotaUsage",
     "TopUp",
     "balance_summary",
+    "cost_terms",
     "failing_tenants",
     "hold_by_request",
     "is_glob",

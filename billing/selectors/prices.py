@@ -1,6 +1,7 @@
 """Price books (which price applies to a model for a tenant, and when) with their bounded
 per-process cache; the plans and prices the portal lists."""
 
+import copy
 import datetime as dt
 import fnmatch
 from collections import defaultdict
@@ -153,8 +154,10 @@ _PRICE_BOOK_SQL = (
 
 def cost_terms(cost_price: Price, *, exchange_rate: Decimal | None) -> PriceTerms:
     """The terms of a cost price in the currency of the price derived from it: each rate times
-    the exchange rate the derivation used, rounded to 12 places (billing.money.rate_product)."""
+    the exchange rate the derivation used, rounded to 12 places (billing.money.rate_product).
+    `cost_price` itself is left as it is (a copy is converted)."""
     if exchange_rate is not None and exchange_rate != 1:
+        cost_price = copy.copy(cost_price)
         for name in PRICE_RATE_FIELDS:
             value = getattr(cost_price, name)
             if value is not None:

@@ -164,7 +164,8 @@ def exchange_rate_set(
     results = []
     if derive:
         plans = PricePlan.objects.filter(currency=quote, cost_plan__currency=base).order_by("pk")
-        results = [plan_derive(plan=plan, effective_from=starts, actor_label=actor_label) for plan in plans]
+        # Undated: derived from now (a pattern's first version from the beginning, as any price).
+        results = [plan_derive(plan=plan, effective_from=effective_from, actor_label=actor_label) for plan in plans]
     return row, results
 
 
@@ -249,7 +250,7 @@ def markup_set(
             "after": _rule_summary(row),
         },
     )
-    result = plan_derive(plan=plan, effective_from=starts, actor_label=actor_label) if derive else None
+    result = plan_derive(plan=plan, effective_from=effective_from, actor_label=actor_label) if derive else None
     return row, result
 
 
@@ -347,7 +348,7 @@ def plan_derive(*, plan: PricePlan, effective_from: dt.datetime | None = None, a
     of is added too, its cost price the cost plan's price for that name (exact or glob), if any.
     """
     at = _aware(effective_from, field_name="effective_from") or timezone.now()
-    locked = PricePlan.objects.select_for_update().select_related("cost_plan").get(pk=plan.pk)
+    locked = PricePlan.objects.select_for_update(of=("self",)).select_related("cost_plan").get(pk=plan.pk)
     cost_plan = locked.cost_plan
     if cost_plan is None:
         raise ValidationError({"plan": f"Plan {plan.slug!r} has no cost plan to derive its prices from."})

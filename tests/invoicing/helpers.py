@@ -11,7 +11,7 @@ import hashlib
 import itertools
 
 from billing.models import LedgerEntry
-from billing.rating import rate, tier_applies
+from billing.rating import rate_with_basis, tier_applies
 from billing.selectors import price_book_for
 from billing.services.ledger import ledger_post
 from metering.models import UsageEvent
@@ -40,8 +40,8 @@ def record(
     tenant = key.tenant
     book = price_book_for(plan_id=tenant.price_plan_id, tenant_id=tenant.pk, models={model})
     terms = book.terms_for(model, at) if book is not None else None
-    cost = (
-        rate(
+    cost, cost_basis = (
+        rate_with_basis(
             terms,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
@@ -49,7 +49,7 @@ def record(
             cache_write_tokens=cache_write,
         )
         if terms is not None
-        else None
+        else (None, None)
     )
     request_id = f"req-{next(_ids)}"
     currency = book.currency if book is not None else tenant.currency
@@ -75,6 +75,7 @@ def record(
                 price_id=terms.price_id if terms is not None else None,
                 body_hash=hashlib.sha256(request_id.encode()).hexdigest(),
                 long_context=terms is not None and tier_applies(terms, input_tokens=input_tokens),
+                cost_basis=cost_basis,
             )
         ]
     )
@@ -90,3 +91,18 @@ def record(
         # Ingest charges at receipt: date the entry then, as the reconciliation expects.
         LedgerEntry.objects.filter(pk=entry.pk).update(created_at=received or at)
     return UsageEvent.objects.get(pk=event_id)
+
+
+def record_generated(key, events: list[dict], *, year: int = 2026, month: int = 10) -> None:
+    """Store generated usage (property tests: model, day, token counts) at noon UTC of each day."""
+    for event in events:
+        record(
+            key,
+            model=event["model"],
+            at=dt.datetime(year, month, event["day"], 12, tzinfo=dt.UTC),
+            input_tokens=event["input_tokens"],
+            output_tokens=event["output_tokens"],
+            cached=event["cached"],
+            cache_write=event["cache_write"],
+            charge=False,
+        )
