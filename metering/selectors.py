@@ -422,7 +422,7 @@ class MarginReport:
     by_tenant: list[MarginRow]
     by_model: list[MarginRow]
     by_month: list[MarginRow]
-    totals: list[MarginRow]  # one per currency
+    totals: list[MarginRow]  # one per currency (group "total")
 
 
 def gross_margins(*, start_day: dt.date, end_day: dt.date, tenant_names: dict[int, str]) -> MarginReport:
@@ -449,7 +449,7 @@ def gross_margins(*, start_day: dt.date, end_day: dt.date, tenant_names: dict[in
             ("tenant", tenant_names[row["tenant_id"]]),
             ("model", row["model"]),
             ("month", month),
-            ("total", currency),
+            ("total", "total"),
         ):
             acc = groups[kind].setdefault((label, currency), [0, Decimal(0), Decimal(0), False])
             acc[0] += row["requests"] or 0
@@ -470,7 +470,7 @@ def gross_margins(*, start_day: dt.date, end_day: dt.date, tenant_names: dict[in
 def _margin_row(  # noqa: PLR0917 - one accumulator, unpacked
     group: str, currency: str, requests: int, revenue: Decimal, cost: Decimal, uncosted: bool
 ) -> MarginRow:
+    # The percentage from the exact sums; the amounts rounded once each, margin their difference.
+    pct = ((revenue - cost) * 100 / revenue).quantize(Decimal("0.01"), rounding=ROUNDING) if revenue else None
     revenue, cost = round_to_currency(revenue, currency), round_to_currency(cost, currency)
-    margin = revenue - cost
-    pct = (margin * 100 / revenue).quantize(Decimal("0.01"), rounding=ROUNDING) if revenue else None
-    return MarginRow(group, currency, requests, revenue, cost, margin, pct, uncosted)
+    return MarginRow(group, currency, requests, revenue, cost, revenue - cost, pct, uncosted)

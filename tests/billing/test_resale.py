@@ -22,6 +22,8 @@ from billing.models import (
     PricePlan,
 )
 from billing.money import rate_product
+from billing.rating import rate_with_basis
+from billing.selectors import price_book_for
 from billing.services.catalog import prices_import_litellm
 from billing.services.pricing import PRICED_FROM_BEGINNING
 from billing.services.resale import exchange_rate_set, markup_set, plan_derive, plan_set_cost_plan
@@ -316,3 +318,24 @@ def test_rerating_unpriced_usage_sets_both_sides(any_past_timestamp):
     assert result.priced == 1
     event = UsageEvent.objects.get(pk=body["id"])
     assert (event.cost, event.cost_basis) == (Decimal("9.49"), Decimal("7.3"))
+
+
+def test_dual_rating_refuses_cache_tokens_above_input_and_needs_no_cost_price():
+    provider = _catalog_plan()
+    sell = _cny_plan(provider)
+    book = price_book_for(plan_id=sell.pk, tenant_id=0, models={"gpt-4o"})
+    terms = book.terms_for("gpt-4o", timezone.now())
+    with pytest.raises(ValueError, match="exceed input_tokens"):
+        rate_with_basis(terms, input_tokens=10, output_tokens=0, cached_input_tokens=8, cache_write_tokens=3)
+    own = price_book_for(plan_id=provider.pk, tenant_id=0, models={"gpt-4o"}).terms_for("gpt-4o", timezone.now())
+    assert rate_with_basis(own, input_tokens=1_000_000, output_tokens=0) == (Decimal("2.5"), None)
+    assert rate_with_basis(terms, input_tokens=1_000_000, output_tokens=0) == (Decimal("23.725"), Decimal("18.25"))
+
+
+def test_resale_changes_need_an_actor():
+    provider = _catalog_plan()
+    sell = _cny_plan(provider)
+    with pytest.raises(ValidationError, match="audited"):
+        exchange_rate_set(base="USD", quote="CNY", rate="7", actor_label="")
+    with pytest.raises(ValidationError, match="audited"):
+        markup_set(plan=sell, model_pattern="*", multiplier="2", actor_label="")
