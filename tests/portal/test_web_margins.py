@@ -60,3 +60,11 @@ def test_a_bad_months_parameter_falls_back_to_the_default(client, operator):
         response = client.get(reverse("ops-margins"), {"months": value})
         assert response.status_code == 200
         assert 1 <= response.context["months"] <= 24
+
+
+def test_a_sell_plans_page_shows_what_its_prices_were_derived_from(client, operator):
+    sell = _cny_plan(_catalog_plan())
+    client.force_login(operator)
+    page = client.get(reverse("ops-plan", args=[sell.pk])).content.decode()
+    assert "Sold over the cost plan provider (USD)" in page
+    assert "&times;1.300000" in page and "7.300000" in page
