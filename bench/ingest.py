@@ -119,9 +119,12 @@ def create_fixture(tenants: int) -> Fixture:
     from accounts import services  # noqa: PLC0415
     from billing.services.ledger import ledger_post  # noqa: PLC0415
     from billing.services.pricing import plan_get_or_create, price_add  # noqa: PLC0415
+    from billing.services.resale import markup_set, plan_set_cost_plan  # noqa: PLC0415
 
     since = dt.datetime(2024, 1, 1, tzinfo=dt.UTC)
-    plan = plan_get_or_create(slug="bench", name="Bench plan", currency="USD", actor_label="bench")
+    # The provider's prices; the tenants' plan is sold 1.25x over them, so ingest rates every
+    # priced event twice (the price and its cost basis), as a reseller's does.
+    plan = plan_get_or_create(slug="bench-cost", name="Bench cost plan", currency="USD", actor_label="bench")
     price_add(
         plan=plan,
         model_pattern="gpt-4o",
@@ -154,6 +157,9 @@ def create_fixture(tenants: int) -> Fixture:
         actor_label="bench",
     )
     price_add(plan=plan, model_pattern="o1*", input_per_mtok=Decimal("15"), output_per_mtok=Decimal("60"))
+    cost_plan, plan = plan, plan_get_or_create(slug="bench", name="Bench plan", currency="USD", actor_label="bench")
+    plan_set_cost_plan(plan=plan, cost_plan=cost_plan, actor_label="bench")
+    markup_set(plan=plan, model_pattern="*", multiplier="1.25", effective_from=since, actor_label="bench")
     rows = []
     for number in range(tenants):
         slug = "bench" if number == 0 else f"bench-{number}"

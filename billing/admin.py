@@ -3,7 +3,9 @@
 Edits of price plans, prices (new versions only) and quotas are audited
 (accounts.admin_audit). Wallets, ledger entries, holds and quota counters are
 read-only: money moves only through the ledger's services (the wallet top-up action posts an
-audited ledger credit).
+audited ledger credit). Resale history (exchange rates, markups, what a price was derived from,
+a plan's cost plan) is read-only here too: the commands set_exchange_rate, set_cost_plan,
+set_markup and derive_prices validate, version and audit it.
 """
 
 from decimal import Decimal
@@ -18,14 +20,25 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
 from accounts.admin_audit import AuditedModelAdmin, ReadOnlyAdmin
-from billing.models import Hold, LedgerEntry, Price, PricePlan, Quota, QuotaCounter, Wallet
+from billing.models import (
+    ExchangeRate,
+    Hold,
+    LedgerEntry,
+    Markup,
+    Price,
+    PricePlan,
+    Quota,
+    QuotaCounter,
+    Wallet,
+)
 from billing.services.topups import topup_amount, wallet_topup
 
 
 @admin.register(PricePlan)
 class PricePlanAdmin(AuditedModelAdmin):
-    list_display = ["name", "slug", "currency", "allow_unpriced_models", "created_at"]
+    list_display = ["name", "slug", "currency", "cost_plan", "allow_unpriced_models", "created_at"]
     search_fields = ["name", "slug"]
+    readonly_fields = ["cost_plan"]  # manage.py set_cost_plan (validated, audited)
 
 
 @admin.register(Price)
@@ -34,16 +47,34 @@ class PriceAdmin(AuditedModelAdmin):
 
     list_display = [
         "plan", "tenant", "model_pattern", "effective_from", "input_per_mtok", "output_per_mtok",
-        "cached_input_per_mtok", "cache_write_per_mtok", "tier_threshold",
+        "cached_input_per_mtok", "cache_write_per_mtok", "tier_threshold", "markup", "exchange_rate", "cost_price",
     ]  # fmt: skip
     list_filter = ["plan"]
     search_fields = ["model_pattern"]
+    readonly_fields = ["cost_price", "markup", "exchange_rate"]  # set by derivation only
 
     def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return obj is None
 
     def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
+
+
+@admin.register(ExchangeRate)
+class ExchangeRateAdmin(ReadOnlyAdmin):
+    """Versions of operator-set rates: `manage.py set_exchange_rate` adds one (audited)."""
+
+    list_display = ["base", "quote", "rate", "effective_from", "created_by", "note", "created_at"]
+    list_filter = ["base", "quote"]
+
+
+@admin.register(Markup)
+class MarkupAdmin(ReadOnlyAdmin):
+    """Versions of a sell plan's markups and fixed prices: `manage.py set_markup` adds one (audited)."""
+
+    list_display = ["plan", "model_pattern", "multiplier", "fixed_rates", "effective_from", "created_by"]
+    list_filter = ["plan"]
+    search_fields = ["model_pattern"]
 
 
 class TopupForm(forms.Form):

@@ -11,6 +11,10 @@ from django.utils import timezone
 from billing.money import DecimalColumn
 
 PRICE_FIELD: DecimalColumn = {"max_digits": 24, "decimal_places": 12}
+# Resale: a markup multiplier (6 places) and an exchange rate (sell-currency units per unit of
+# the cost currency, 12 places). Both are factors, not money.
+MARKUP_FIELD: DecimalColumn = {"max_digits": 18, "decimal_places": 6}
+EXCHANGE_RATE_FIELD: DecimalColumn = {"max_digits": 24, "decimal_places": 12}
 LEDGER_FIELD: DecimalColumn = {"max_digits": 24, "decimal_places": 6}
 
 
@@ -27,6 +31,9 @@ class PricePlan(models.Model):
     # currency or allow_unpriced_models change: read with each API key, it tells a process
     # whether the price book it keeps for the plan is still the plan's (billing/selectors.py).
     version = models.BigIntegerField(default=0, editable=False)
+    # Resale: a sell plan's prices are derived from this cost plan's (the provider's prices) by
+    # the plan's markups (billing/services/resale.py). Null: the plan's prices are its own.
+    cost_plan = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="sell_plans")
 
     class Meta:
         ordering = ["name"]
@@ -84,6 +91,13 @@ class Price(models.Model):
     max_output_tokens = models.PositiveBigIntegerField(null=True, blank=True)
     source = models.CharField(max_length=200, blank=True)  # e.g. "litellm catalog", "admin"
     created_at = models.DateTimeField(auto_now_add=True)
+    # Resale (PRICE_DERIVATION_FIELDS): what a sell plan's version was derived from: the cost
+    # plan's version, the markup multiplier (null for a fixed price) and the exchange rate used
+    # (sell-currency units per cost-currency unit; 1 for the same currency). Null cost_price:
+    # the price is the plan's own, and events it rates have no cost basis.
+    cost_price = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    markup = models.DecimalField(**MARKUP_FIELD, null=True, blank=True)
+    exchange_rate = models.DecimalField(**EXCHANGE_RATE_FIELD, null=True, blank=True)
 
     class Meta:
         ordering = ["plan", "model_pattern", "-effective_from"]
@@ -109,12 +123,95 @@ class Price(models.Model):
             models.CheckConstraint(
                 condition=models.Q(service_tier__in=ServiceTier.values), name="price_service_tier_known"
             ),
+            models.CheckConstraint(
+                condition=(models.Q(markup__isnull=True) | models.Q(markup__gte=0))
+                & (models.Q(exchange_rate__isnull=True) | models.Q(exchange_rate__gt=0)),
+                name="price_derivation_non_negative",
+            ),
         ]
         indexes = [models.Index(fields=["plan", "tenant", "model_pattern"])]
 
     def __str__(self) -> str:
         tier = "" if self.service_tier == ServiceTier.DEFAULT else f"[{self.service_tier}]"
         return f"{self.plan.slug}:{self.model_pattern}{tier}@{self.effective_from:%Y-%m-%d}"
+
+
+# The one list of a Price's rates (currency units per 1M tokens): every `*_per_mtok` column,
+# read from the model so that a rate column added later (a 1-hour cache write, reasoning tokens)
+# is in it without a change here. Resale derives each of them; the price book converts each.
+PRICE_RATE_FIELDS: tuple[str, ...] = tuple(f.name for f in Price._meta.concrete_fields if f.name.endswith("_per_mtok"))
+# What records a derivation (set by billing/services/resale.py, never copied from the cost price).
+PRICE_DERIVATION_FIELDS = ("cost_price", "markup", "exchange_rate")
+# A version's own bookkeeping: not part of what a derived price copies from its cost price.
+_PRICE_OWN_FIELDS = ("id", "plan", "effective_from", "source", "created_at", *PRICE_DERIVATION_FIELDS)
+# Everything else is copied as is from the cost price to a derived one: the pattern, the tenant
+# (always none: only plan-wide prices are derived), the tier threshold, and any identity column
+# added later (a service tier, length limits).
+PRICE_COPIED_FIELDS: tuple[str, ...] = tuple(
+    f.name for f in Price._meta.concrete_fields if f.name not in PRICE_RATE_FIELDS and f.name not in _PRICE_OWN_FIELDS
+)
+
+
+def price_version_key_fields() -> tuple[str, ...]:
+    """The columns naming one versioned price (its unique constraint without effective_from)."""
+    for constraint in Price._meta.constraints:
+        if isinstance(constraint, models.UniqueConstraint) and "effective_from" in constraint.fields:
+            return tuple(name for name in constraint.fields if name != "effective_from")
+    raise LookupError("Price has no unique version constraint")  # pragma: no cover
+
+
+class ExchangeRate(models.Model):
+    """An operator-set rate: one unit of `base` is worth `rate` units of `quote`, from
+    `effective_from`. Never edited: a change is a new version (audited, `exchange_rate.set`)."""
+
+    base = models.CharField(max_length=3)  # ISO 4217, the cost plan's currency (e.g. USD)
+    quote = models.CharField(max_length=3)  # the sell plan's currency (e.g. CNY)
+    rate = models.DecimalField(**EXCHANGE_RATE_FIELD)  # quote units per base unit, > 0
+    effective_from = models.DateTimeField()
+    note = models.CharField(max_length=200, blank=True)
+    created_by = models.CharField(max_length=200)  # the actor label
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["base", "quote", "-effective_from"]
+        constraints = [
+            models.UniqueConstraint(fields=["base", "quote", "effective_from"], name="exchange_rate_unique_version"),
+            models.CheckConstraint(condition=models.Q(rate__gt=0), name="exchange_rate_positive"),
+            models.CheckConstraint(condition=~models.Q(base=models.F("quote")), name="exchange_rate_two_currencies"),
+        ]
+
+    def __str__(self) -> str:
+        return f"1 {self.base} = {self.rate} {self.quote} from {self.effective_from:%Y-%m-%d %H:%M}"
+
+
+class Markup(models.Model):
+    """One version of a sell plan's resale rule for a model pattern (exact name or glob; `*` is
+    the plan's multiplier). The rule of a cost price's pattern: the exact name, else the longest
+    matching glob. Either a `multiplier` of the cost price's rates or `fixed_rates` (rate field ->
+    decimal string per 1M tokens in the plan's currency). Never edited: a change is a version."""
+
+    plan = models.ForeignKey(PricePlan, on_delete=models.PROTECT, related_name="markups")
+    model_pattern = models.CharField(max_length=200)
+    effective_from = models.DateTimeField()
+    multiplier = models.DecimalField(**MARKUP_FIELD, null=True, blank=True)
+    fixed_rates = models.JSONField(null=True, blank=True)
+    created_by = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["plan", "model_pattern", "-effective_from"]
+        constraints = [
+            models.UniqueConstraint(fields=["plan", "model_pattern", "effective_from"], name="markup_unique_version"),
+            models.CheckConstraint(
+                condition=models.Q(multiplier__isnull=False, fixed_rates__isnull=True, multiplier__gte=0)
+                | models.Q(multiplier__isnull=True, fixed_rates__isnull=False),
+                name="markup_multiplier_or_fixed",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        what = f"x{self.multiplier}" if self.multiplier is not None else "fixed"
+        return f"{self.plan.slug}:{self.model_pattern} {what}@{self.effective_from:%Y-%m-%d}"
 
 
 class Wallet(models.Model):

@@ -9,7 +9,8 @@ Both use ROUND_HALF_EVEN (banker's rounding), which has no bias across many line
 One function per precision, and every rounding of money goes through it:
 - quantize_cost: event costs and unrounded invoice line amounts (18 places, exact),
 - round_to_ledger: wallet charges and ledger amounts (micro-units, 6 places),
-- round_to_currency: invoice lines, credits and credit notes (the currency's minor unit).
+- round_to_currency: invoice lines, credits and credit notes (the currency's minor unit),
+- rate_product: a derived per-1M rate (resale: cost rate x exchange rate x markup, 12 places).
 """
 
 import decimal
@@ -42,6 +43,22 @@ LEDGER_QUANTUM = Decimal(1).scaleb(-LEDGER_PLACES)
 MICROS = 10**LEDGER_PLACES
 # Enough digits for tokens (<= 1e12) x a rate (<= 1e12, 12 places) at 18 places.
 _COST_CONTEXT = decimal.Context(prec=60, rounding=ROUNDING, traps=[decimal.Overflow, decimal.InvalidOperation])
+
+
+# Prices: currency units per 1M tokens with 12 places (billing.models.PRICE_FIELD).
+RATE_PLACES = 12
+RATE_QUANTUM = Decimal(1).scaleb(-RATE_PLACES)
+
+
+def rate_product(rate: Decimal, *factors: Decimal) -> Decimal:
+    """A per-1M rate times factors (an exchange rate, a markup), computed exactly and rounded
+    once to the 12 places prices keep, ROUND_HALF_EVEN. Resale's one rounding of a rate:
+    2.5 x 7.3 x 1.3 = 23.725 exactly; 0.000000000001 x 0.5 = 5e-13 -> 0 (a tie, to even);
+    0.000000000003 x 0.5 = 1.5e-12 -> 0.000000000002."""
+    product = rate
+    for factor in factors:
+        product = _COST_CONTEXT.multiply(product, factor)
+    return product.quantize(RATE_QUANTUM, context=_COST_CONTEXT)
 
 
 def currency_exponent(currency: str) -> int:

@@ -33,6 +33,10 @@ _PER_MILLION = Decimal(1_000_000)
 # A per-1M-token rate with at most this many decimal places, as an integer of 10^-12 units,
 # times a token count, is the cost as an integer of 10^-18 units (COST_PLACES): exact.
 _UNIT_PLACES = COST_PLACES - 6
+# An integer of 10^-18 units as a Decimal: a bound method called positionally, the cheapest
+# exact conversion (ingest does it twice per event with resale: the price and the cost basis).
+_SCALEB = _EXACT.scaleb
+_TO_COST = -COST_PLACES
 
 # Token kinds, in the order invoices list them (the values are InvoiceLine.TokenKind's).
 INPUT = "input"  # uncached input: input_tokens - cached_input_tokens - cache_write_tokens
@@ -84,6 +88,21 @@ class PriceTerms:
     # The model's length limits on this price version (None: no limit known).
     max_input_tokens: int | None = None
     max_output_tokens: int | None = None
+    # Resale: the terms of the cost price this price was derived from, converted into this
+    # price's currency; rating the same tokens with them gives the event's cost basis.
+    cost: "PriceTerms | None" = None
+    # (threshold, base units, tier units) when every rate is integral in 10^-12 units; the
+    # threshold is None without a tier. Lets rating pick the tier and multiply in a few steps.
+    units: tuple[int | None, tuple[int, ...], tuple[int, ...]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        base_units = self.base.units
+        tiered = self.tier is not None and self.tier_threshold is not None
+        tier_units = self.tier.units if tiered and self.tier is not None else base_units
+        if base_units is not None and tier_units is not None:
+            object.__setattr__(self, "units", (self.tier_threshold if tiered else None, base_units, tier_units))
 
     def rates_for(self, input_tokens: int) -> Rates:
         return tier_rates(self, long_context=tier_applies(self, input_tokens=input_tokens))
@@ -173,7 +192,7 @@ def line_amount(quantity: int, per_mtok: Decimal) -> Decimal:
     return quantize_cost(_EXACT.divide(_EXACT.multiply(Decimal(quantity), per_mtok), _PER_MILLION))
 
 
-def terms_from_price(price: "Price") -> PriceTerms:
+def terms_from_price(price: "Price", *, cost: PriceTerms | None = None) -> PriceTerms:
     base_input = price.input_per_mtok
     base_write = price.cache_write_per_mtok if price.cache_write_per_mtok is not None else base_input
     base = Rates(
@@ -211,6 +230,7 @@ def terms_from_price(price: "Price") -> PriceTerms:
         tier=tier,
         max_input_tokens=price.max_input_tokens,
         max_output_tokens=price.max_output_tokens,
+        cost=cost,
     )
 
 
@@ -235,26 +255,75 @@ def rate(
             output_tokens=output_tokens,
             reasoning_tokens=reasoning_tokens,
         )
+    return _cost(
+        terms, input_tokens, uncached, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens, output_tokens,
+        reasoning_tokens,
+    )  # fmt: skip
+
+
+def rate_with_basis(
+    terms: PriceTerms,
+    *,
+    input_tokens: int,
+    output_tokens: int,
+    cached_input_tokens: int = 0,
+    cache_write_tokens: int = 0,
+    cache_write_1h_tokens: int = 0,
+    reasoning_tokens: int = 0,
+) -> tuple[Decimal, Decimal | None]:
+    """Dual rating: (the cost at the price, the cost basis at its cost price or None), exact.
+
+    Each side picks its own context tier (a derived price copies its cost price's threshold, so
+    they agree) and both are exact, so margin = cost - cost basis exactly.
+    """
+    uncached = uncached_input(
+        input_tokens=input_tokens, cached_input_tokens=cached_input_tokens, cache_write_tokens=cache_write_tokens
+    )
+    if cache_write_1h_tokens or reasoning_tokens:
+        _parts(
+            cache_write_tokens=cache_write_tokens,
+            cache_write_1h_tokens=cache_write_1h_tokens,
+            output_tokens=output_tokens,
+            reasoning_tokens=reasoning_tokens,
+        )
+    counts = (uncached, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens, output_tokens, reasoning_tokens)
+    cost = _cost(terms, input_tokens, *counts)
+    basis = terms.cost
+    return cost, (_cost(basis, input_tokens, *counts) if basis is not None else None)
+
+
+def _cost(  # noqa: PLR0917
+    terms: PriceTerms,
+    input_tokens: int,
+    uncached: int,
+    cached: int,
+    cache_write: int,
+    cache_write_1h: int,
+    output: int,
+    reasoning: int,
+) -> Decimal:
+    """Positional on purpose (the hot path of ingest): the tier choice of tier_applies, then
+    quantity x rate per kind, in integers of 10^-18 when the rates allow it."""
+    units = terms.units
+    if units is not None:
+        threshold, base, tier = units
+        u = tier if threshold is not None and input_tokens > threshold else base
+        in_units = uncached * u[0] + cached * u[1] + output * u[4]
+        if cache_write:
+            in_units += (cache_write - cache_write_1h) * u[2] + cache_write_1h * u[3]
+        if reasoning:
+            in_units += reasoning * (u[5] - u[4])
+        return _SCALEB(in_units, _TO_COST)
     r = terms.rates_for(input_tokens)
     ctx = _EXACT
-    units = r.units
-    if units is not None:
-        in_units = uncached * units[0] + cached_input_tokens * units[1] + output_tokens * units[4]
-        if cache_write_tokens:
-            in_units += (cache_write_tokens - cache_write_1h_tokens) * units[2] + cache_write_1h_tokens * units[3]
-        if reasoning_tokens:
-            in_units += reasoning_tokens * (units[5] - units[4])
-        return Decimal(in_units).scaleb(-COST_PLACES, context=ctx)
     total = ctx.add(
-        ctx.add(ctx.multiply(uncached, r.input), ctx.multiply(cached_input_tokens, r.cached_input)),
+        ctx.add(ctx.multiply(uncached, r.input), ctx.multiply(cached, r.cached_input)),
         ctx.add(
             ctx.add(
-                ctx.multiply(cache_write_tokens - cache_write_1h_tokens, r.cache_write),
-                ctx.multiply(cache_write_1h_tokens, r.cache_write_1h),
+                ctx.multiply(cache_write - cache_write_1h, r.cache_write),
+                ctx.multiply(cache_write_1h, r.cache_write_1h),
             ),
-            ctx.add(
-                ctx.multiply(output_tokens - reasoning_tokens, r.output), ctx.multiply(reasoning_tokens, r.reasoning)
-            ),
+            ctx.add(ctx.multiply(output - reasoning, r.output), ctx.multiply(reasoning, r.reasoning)),
         ),
     )
     return quantize_cost(ctx.divide(total, _PER_MILLION))

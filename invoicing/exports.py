@@ -24,7 +24,7 @@ BILLS_COLUMNS = (
     "period_start_utc", "period_end_utc", "finalized_at_utc", "line", "line_kind", "usage_period",
     "model", "token_kind", "price_id", "price_effective_from_utc", "long_context", "service_tier",
     "description", "requests", "quantity_tokens", "unit_price_per_1m", "unit_price_per_1k", "amount_unrounded",
-    "amount", "subtotal", "credits_applied", "amount_due", "credited",
+    "amount", "subtotal", "credits_applied", "amount_due", "credited", "cost", "margin",
 )  # fmt: skip
 
 INVOICE_COLUMNS = (
@@ -89,8 +89,17 @@ def _line_cells(line: InvoiceLine, currency: str) -> list[str]:
     ]
 
 
+def _cost_cells(amount: Decimal, cost: Decimal | None, currency: str) -> list[str]:
+    """Resale: our cost of the amount and the gross margin (amount - cost, exactly); blank when
+    the price has no cost price."""
+    if cost is None:
+        return ["", ""]
+    return [_money(cost, currency), _money(amount - cost, currency)]
+
+
 def bills_csv(*, period: str, bom: bool = False) -> bytes:
-    """One file for finance: per invoice a header row with totals, then its lines."""
+    """One file for finance: per invoice a header row with totals, then its lines. `cost` and
+    `margin` (resale): the invoice's cost is the sum of its lines' rounded cost."""
     buffer = io.StringIO()
     writer = _writer(buffer)
     writer.writerow(BILLS_COLUMNS)
@@ -117,12 +126,13 @@ def bills_csv(*, period: str, bom: bool = False) -> bytes:
                 _money(invoice.credits_applied, cur),
                 _money(invoice.amount_due, cur),
                 _money(credited, cur),
+                *_cost_cells(invoice.subtotal, invoice.cost_basis, cur),
             ]
         )
         for line in selectors.lines_of(invoice):
             cells = _line_cells(line, cur)
             writer.writerow(["line", *head, cells[0], cells[1], cells[2], cells[3], cells[4], str(line.price_id or ""),
-                             *cells[5:], "", "", "", ""])  # fmt: skip
+                             *cells[5:], "", "", "", "", *_cost_cells(line.amount, line.cost_basis, cur)])  # fmt: skip
     return _finish(buffer, bom=bom)
 
 

@@ -65,6 +65,9 @@ class Invoice(models.Model):
     subtotal = models.DecimalField(**AMOUNT_FIELD, default=0)  # sum of rounded line amounts
     credits_applied = models.DecimalField(**AMOUNT_FIELD, default=0)  # prepaid wallet funds
     amount_due = models.DecimalField(**AMOUNT_FIELD, default=0)  # subtotal - credits_applied
+    # Resale: our cost of the billed usage, the sum of the lines' rounded cost_basis (lines
+    # without a cost price add 0). Gross margin = subtotal - cost_basis, exactly.
+    cost_basis = models.DecimalField(**AMOUNT_FIELD, default=0)
     tenant_name = models.CharField(max_length=200)
     issuer = models.JSONField(default=dict, blank=True)  # issuer details frozen at finalization
     created_at = models.DateTimeField(auto_now_add=True)
@@ -149,6 +152,10 @@ class InvoiceLine(models.Model):
     unit_price_per_mtok = models.DecimalField(**PRICE_FIELD)  # currency units per 1M tokens
     amount_unrounded = models.DecimalField(**EXACT_FIELD)  # quantity x unit price / 1M, exact
     amount = models.DecimalField(**AMOUNT_FIELD)  # rounded once to the currency's minor unit
+    # Resale: the same tokens at the cost price the line's price was derived from (in the
+    # invoice's currency), exact and rounded once like `amount`; null without a cost price.
+    cost_basis_unrounded = models.DecimalField(**EXACT_FIELD, null=True, blank=True)
+    cost_basis = models.DecimalField(**AMOUNT_FIELD, null=True, blank=True)
 
     class Meta:
         ordering = ["invoice", "position"]

@@ -54,6 +54,10 @@ class UsageEvent(models.Model):
     # Rating: null cost means no price matched yet (stored anyway, rated when one arrives).
     cost = models.DecimalField(**COST_FIELD, null=True, blank=True)
     currency = models.CharField(max_length=3)
+    # Our own cost of the same tokens (resale): the event rated at the cost price its price was
+    # derived from, converted into `currency` (billing/services/resale.py). Margin = cost -
+    # cost_basis, exactly. Null when the price has no cost price (or the event is unpriced).
+    cost_basis = models.DecimalField(**COST_FIELD, null=True, blank=True)
     price = models.ForeignKey(
         "billing.Price", null=True, blank=True, on_delete=models.PROTECT, related_name="+", db_constraint=False
     )
@@ -203,6 +207,8 @@ class DailyUsage(models.Model):
     cache_write_1h_tokens = models.BigIntegerField(default=0, db_default=0)
     reasoning_tokens = models.BigIntegerField(default=0, db_default=0)
     cost = models.DecimalField(**COST_FIELD, default=0)
+    # Sum of the events' cost_basis (events without one add nothing): the cost side of the margin.
+    cost_basis = models.DecimalField(**COST_FIELD, default=0)
     unpriced_requests = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
 

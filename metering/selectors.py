@@ -8,8 +8,10 @@ from decimal import Decimal
 from typing import Any
 
 from django.db.models import Count, F, Max, Min, Q, QuerySet, Sum
-from django.db.models.functions import TruncDate, TruncMonth
+from django.db.models.functions import Coalesce, TruncDate, TruncMonth
 
+from accounts.models import Tenant
+from billing.money import ROUNDING, round_to_currency
 from infra.paging import keyset_page
 from metering.models import ArchivedUsageTotal, DailyUsage, UsageEvent
 
@@ -437,3 +439,79 @@ def archived_usage(*, tenant_id: int, month: dt.date, basis: str) -> ArchivedUsa
         unpriced_requests=totals["unpriced"] or 0,
         cost=totals["cost"] if totals["cost"] is not None else Decimal(0),
     )
+# --- Gross margin (resale): revenue, our cost and the margin, from the rollups --------------
+
+
+@dataclass(frozen=True)
+class MarginRow:
+    """Revenue (the events' cost at the tenants' prices), our cost (their cost_basis) and the
+    gross margin, in one currency, each rounded once to its minor unit; margin = revenue - cost
+    exactly. `uncosted` says usage was priced without a cost price (it counts with no cost)."""
+
+    group: str
+    currency: str
+    requests: int
+    revenue: Decimal
+    cost: Decimal
+    margin: Decimal
+    margin_pct: Decimal | None  # of revenue, 2 places; None without revenue
+    uncosted: bool
+
+
+@dataclass(frozen=True)
+class MarginReport:
+    by_tenant: list[MarginRow]
+    by_model: list[MarginRow]
+    by_month: list[MarginRow]
+    totals: list[MarginRow]  # one per currency (group "total")
+
+
+def gross_margins(*, start_day: dt.date, end_day: dt.date, tenant_names: dict[int, str]) -> MarginReport:
+    """Every tenant's rolled-up usage of the local days [start_day, end_day] by tenant, model and
+    month (`tenant_names`: id -> label, the tenants to report). Amounts never mix currencies: a
+    tenant's usage is in its plan's currency (its own without a plan)."""
+    currencies = dict(
+        Tenant.objects.filter(pk__in=list(tenant_names))
+        .annotate(usage_currency=Coalesce("price_plan__currency", "currency"))
+        .values_list("pk", "usage_currency")
+    )
+    rows = (
+        DailyUsage.objects.filter(tenant_id__in=list(tenant_names), day__gte=start_day, day__lte=end_day)
+        .annotate(month=TruncMonth("day"))
+        .values("tenant_id", "model", "month")
+        .annotate(requests=Sum("requests"), revenue=Sum("cost"), cost_basis=Sum("cost_basis"))
+        .order_by()
+    )
+    groups: dict[str, dict[tuple[str, str], list[Any]]] = {"tenant": {}, "model": {}, "month": {}, "total": {}}
+    for row in rows:
+        currency = currencies[row["tenant_id"]]
+        month = row["month"].strftime("%Y-%m") if row["month"] is not None else ""
+        for kind, label in (
+            ("tenant", tenant_names[row["tenant_id"]]),
+            ("model", row["model"]),
+            ("month", month),
+            ("total", "total"),
+        ):
+            acc = groups[kind].setdefault((label, currency), [0, Decimal(0), Decimal(0), False])
+            acc[0] += row["requests"] or 0
+            acc[1] += row["revenue"] or 0
+            acc[2] += row["cost_basis"] or 0
+            acc[3] = acc[3] or (bool(row["revenue"]) and not row["cost_basis"])
+    reports = {
+        kind: [_margin_row(label, cur, *acc) for (label, cur), acc in found.items()] for kind, found in groups.items()
+    }
+    return MarginReport(
+        by_tenant=sorted(reports["tenant"], key=lambda r: (r.currency, -r.revenue, r.group)),
+        by_model=sorted(reports["model"], key=lambda r: (r.currency, -r.revenue, r.group)),
+        by_month=sorted(reports["month"], key=lambda r: (r.group, r.currency)),
+        totals=sorted(reports["total"], key=lambda r: r.currency),
+    )
+
+
+def _margin_row(  # noqa: PLR0917 - one accumulator, unpacked
+    group: str, currency: str, requests: int, revenue: Decimal, cost: Decimal, uncosted: bool
+) -> MarginRow:
+    # The percentage from the exact sums; the amounts rounded once each, margin their difference.
+    pct = ((revenue - cost) * 100 / revenue).quantize(Decimal("0.01"), rounding=ROUNDING) if revenue else None
+    revenue, cost = round_to_currency(revenue, currency), round_to_currency(cost, currency)
+    return MarginRow(group, currency, requests, revenue, cost, revenue - cost, pct, uncosted)

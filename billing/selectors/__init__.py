@@ -9,13 +9,14 @@ re-exported here, so `from billing import selectors` and `from billing.selectors
 - jobs.py: periodic jobs failing per tenant
 """
 
+from billing.patterns import is_glob
 from billing.selectors.balance import BalanceSummary, balance_summary
 from billing.selectors.holds import hold_by_request, open_holds, open_holds_total
 from billing.selectors.jobs import FailingTenant, failing_tenants
 from billing.selectors.prices import (
     PriceBook,
     TenantPrice,
-    is_glob,
+    cost_terms,
     plan_current_prices,
     price_book_for,
     price_book_for_tenant,
@@ -52,6 +53,7 @@ __all__ = [
     "TenantPrice",
     "TopUp",
     "balance_summary",
+    "cost_terms",
     "failing_tenants",
     "hold_by_request",
     "is_glob",

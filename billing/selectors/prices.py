@@ -1,31 +1,31 @@
 """Price books (which price applies to a model for a tenant, and when) with their bounded
 per-process cache; the plans and prices the portal lists."""
 
+import copy
 import datetime as dt
 import fnmatch
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 from django.conf import settings
 from django.db import connection
 from django.db.models import Count, Q
 
 from accounts.models import Tenant
-from billing.models import Price, PricePlan, ServiceTier
+from billing.models import PRICE_RATE_FIELDS, Price, PricePlan, ServiceTier
+from billing.money import rate_product
+from billing.patterns import GLOB_CHARS, is_glob
 from billing.rating import TOKEN_KINDS, PriceTerms, kind_rate, terms_from_price
 from infra.cache import BoundedCache
 from infra.db import hot_cursor, instance_from_row
 
-_GLOB_CHARS = ("*", "?", "[")
+_GLOB_CHARS = GLOB_CHARS
 _DEFAULT_TIER = str(ServiceTier.DEFAULT.value)
 # One price version of a pattern: its effective_from and {service tier: that row's terms}.
 Version = tuple[dt.datetime, dict[str, PriceTerms]]
-
-
-def is_glob(pattern: str) -> bool:
-    return any(ch in pattern for ch in _GLOB_CHARS)
 
 
 @dataclass
@@ -154,14 +154,40 @@ def price_book_for_tenant(*, tenant: Tenant, models: set[str]) -> PriceBook | No
 # Written out once rather than built by the ORM per call: ingest reads the price book on every
 # request, and compiling the equivalent queryset (OR-ed lookups, a join) cost more CPU than the
 # query itself. Portable SQL (the embedded default runs on SQLite); `[` is literal in LIKE.
+# Each price comes with the cost price it was derived from (resale; columns `c.`), if any.
 _PRICE_FIELDS = Price._meta.concrete_fields
+_N_FIELDS = len(_PRICE_FIELDS)
 _PRICE_BOOK_SQL = (
-    f"SELECT pl.currency, pl.allow_unpriced_models, {', '.join(f'p.{f.column}' for f in _PRICE_FIELDS)} "  # noqa: S608
+    f"SELECT pl.currency, pl.allow_unpriced_models, {', '.join(f'p.{f.column}' for f in _PRICE_FIELDS)}, "  # noqa: S608
+    f"{', '.join(f'c.{f.column}' for f in _PRICE_FIELDS)} "
     f"FROM {PricePlan._meta.db_table} pl LEFT JOIN {Price._meta.db_table} p ON p.plan_id = pl.id "
     "AND (p.tenant_id IS NULL OR p.tenant_id = %s) AND (p.model_pattern IN ({models}) OR "
     + " OR ".join(f"p.model_pattern LIKE '%%{ch}%%'" for ch in _GLOB_CHARS)
-    + ") WHERE pl.id = %s ORDER BY p.effective_from DESC, p.id DESC"
+    + f") LEFT JOIN {Price._meta.db_table} c ON c.id = p.cost_price_id "
+    "WHERE pl.id = %s ORDER BY p.effective_from DESC, p.id DESC"
 )
+
+
+def cost_terms(cost_price: Price, *, exchange_rate: Decimal | None) -> PriceTerms:
+    """The terms of a cost price in the currency of the price derived from it: each rate times
+    the exchange rate the derivation used, rounded to 12 places (billing.money.rate_product).
+    `cost_price` itself is left as it is (a copy is converted)."""
+    if exchange_rate is not None and exchange_rate != 1:
+        cost_price = copy.copy(cost_price)
+        for name in PRICE_RATE_FIELDS:
+            value = getattr(cost_price, name)
+            if value is not None:
+                setattr(cost_price, name, rate_product(value, exchange_rate))
+    return terms_from_price(cost_price)
+
+
+def _terms_of_row(row: Any) -> tuple[Price, PriceTerms]:
+    price = instance_from_row(Price, _PRICE_FIELDS, row[:_N_FIELDS])
+    cost = None
+    if row[_N_FIELDS] is not None:
+        cost_price = instance_from_row(Price, _PRICE_FIELDS, row[_N_FIELDS:])
+        cost = cost_terms(cost_price, exchange_rate=price.exchange_rate)
+    return price, terms_from_price(price, cost=cost)
 
 
 def _price_book_read(*, plan_id: int, tenant_id: int, models: set[str]) -> PriceBook | None:
@@ -178,11 +204,11 @@ def _price_book_read(*, plan_id: int, tenant_id: int, models: set[str]) -> Price
     for row in rows:
         if row[2] is None:  # the plan has none of these prices (the LEFT JOIN's empty row)
             continue
-        price = instance_from_row(Price, _PRICE_FIELDS, row[2:])
+        price, terms = _terms_of_row(row[2:])
         pattern = versions[(price.tenant_id is not None, price.model_pattern)]
         if not pattern or pattern[-1][0] != price.effective_from:  # rows come newest version first
             pattern.append((price.effective_from, {}))
-        pattern[-1][1].setdefault(price.service_tier, terms_from_price(price))
+        pattern[-1][1].setdefault(price.service_tier, terms)
     book._versions = dict(versions)
     return book
 

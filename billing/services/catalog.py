@@ -42,6 +42,7 @@ from billing.models import PRICE_FIELD, Price, PricePlan, ServiceTier
 from billing.money import ROUNDING
 from billing.selectors import is_glob
 from billing.services.pricing import PRICED_FROM_BEGINNING, default_effective_from
+from billing.services.resale import sell_plans_derive
 
 CATALOG_SOURCE = "litellm catalog"  # Price.source of imported versions
 TOKEN_MODES = frozenset({"chat", "completion", "responses"})
@@ -137,6 +138,9 @@ class CatalogImportResult:
     skipped_tiers: dict[str, list[str]] = field(default_factory=dict)
     # Rate-like catalog keys of the models read that no price field takes: key -> models.
     unread_keys: dict[str, int] = field(default_factory=dict)
+    # Resale: the sell plans over this plan re-derived after the import, and those that could not be.
+    derived: list[str] = field(default_factory=list)
+    derive_failures: dict[str, str] = field(default_factory=dict)
 
     @property
     def created(self) -> int:
@@ -182,6 +186,10 @@ class CatalogImportResult:
             text += f"; {len(self.rounded)} rates rounded to {_PLACES} places per 1M"
         if self.unread_keys:
             text += f"; {len(self.unread_keys)} catalog keys not understood (see below)"
+        for line in self.derived:
+            text += f"; derived {line}"
+        for slug, reason in self.derive_failures.items():
+            text += f"; sell plan {slug} NOT derived: {reason}"
         return text
 
 
@@ -439,6 +447,19 @@ def _parse_catalog(
     return parsed, rounded_by_model
 
 
+def _check_plan(plan: PricePlan, *, currency: str) -> None:
+    if currency.upper() != plan.currency.upper():
+        raise ValidationError(
+            f"Plan {plan.slug!r} is priced in {plan.currency} but the catalog is in {currency.upper()}; "
+            "prices are not converted (a plan in another currency derives its prices from this one)."
+        )
+    if plan.cost_plan_id is not None:
+        raise ValidationError(
+            f"Plan {plan.slug!r} is a sell plan derived from another plan: import into its cost plan, "
+            "whose new prices are derived into it."
+        )
+
+
 @transaction.atomic
 def prices_import_litellm(
     *,
@@ -461,11 +482,7 @@ def prices_import_litellm(
     """
     if not isinstance(catalog, Mapping):
         raise ValidationError("The catalog must be a JSON object mapping model names to entries.")
-    if currency.upper() != plan.currency.upper():
-        raise ValidationError(
-            f"Plan {plan.slug!r} is priced in {plan.currency} but the catalog is in {currency.upper()}; "
-            "prices are not converted."
-        )
+    _check_plan(plan, currency=currency)
     dated = effective_from is not None  # without a date: first versions from the beginning, others now
     effective_from = effective_from or timezone.now()
     if timezone.is_naive(effective_from):
@@ -514,6 +531,13 @@ def prices_import_litellm(
                 result.from_beginning_models.append(name)
             result.rounded.extend(rounded_by_model[name])
     Price.objects.bulk_create(to_create, batch_size=500)
+    if to_create:
+        # New cost versions: the sell plans over this plan get new derived versions from the same
+        # moment (billing/services/resale.py); what they rated before keeps its price.
+        derived, result.derive_failures = sell_plans_derive(
+            cost_plan=plan, effective_from=effective_from if dated else None, actor_label=actor_label or "import"
+        )
+        result.derived = [one.summary() for one in derived]
 
     audit_record(
         action="price.import",

@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.services import audit_record
-from billing.models import Price, PricePlan, ServiceTier
+from billing.models import PRICE_RATE_FIELDS, Price, PricePlan, ServiceTier
 from billing.periods import EARLIEST
 
 # Usage can arrive stamped long before its model's first price: client retry queues, backfills,
@@ -20,11 +20,7 @@ from billing.periods import EARLIEST
 # priced. docs/billing-rules.md section 4.
 PRICED_FROM_BEGINNING = EARLIEST
 
-RATE_FIELDS = (
-    "input_per_mtok", "output_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok",
-    "tier_input_per_mtok", "tier_output_per_mtok", "tier_cached_input_per_mtok", "tier_cache_write_per_mtok",
-    "cache_write_1h_per_mtok", "tier_cache_write_1h_per_mtok", "reasoning_per_mtok",
-)  # fmt: skip
+RATE_FIELDS = PRICE_RATE_FIELDS  # every *_per_mtok column of Price (billing/models.py)
 # Whole-number fields a price may set besides its rates.
 COUNT_FIELDS = ("tier_threshold", "max_input_tokens", "max_output_tokens")
 

@@ -42,6 +42,7 @@ def write_lines(invoice: Invoice, computed: Computed, *, cutoff: dt.datetime) ->
         existing == [line.key() for line in computed.lines]
         and invoice.subtotal == subtotal
         and invoice.credits_applied == credits
+        and invoice.cost_basis == computed.cost_basis
     )
     if unchanged:
         return False
@@ -54,6 +55,7 @@ def write_lines(invoice: Invoice, computed: Computed, *, cutoff: dt.datetime) ->
     invoice.subtotal = subtotal
     invoice.credits_applied = credits
     invoice.amount_due = subtotal - credits
+    invoice.cost_basis = computed.cost_basis
     invoice.usage_cutoff = cutoff
     invoice.save()
     return True

@@ -15,6 +15,7 @@ from accounts.models import Tenant
 from billing import rating
 from billing.models import Price, ServiceTier
 from billing.money import round_to_currency
+from billing.selectors import cost_terms
 from invoicing import selectors
 from invoicing.models import Invoice, InvoiceLine
 from invoicing.services.periods import label_of
@@ -47,12 +48,16 @@ class LineData:
     unit_price_per_mtok: Decimal
     amount_unrounded: Decimal
     amount: Decimal
+    # Resale: the tokens at the price's cost price (null: the price has none), exact and rounded.
+    cost_basis_unrounded: Decimal | None = None
+    cost_basis: Decimal | None = None
 
     def key(self) -> tuple[Any, ...]:
         return (
             self.kind, self.usage_period, self.model, self.token_kind, self.price_id, self.long_context,
             self.service_tier, self.description, self.requests, self.quantity, self.unit_price_per_mtok.normalize(),
             self.amount_unrounded.normalize(), self.amount.normalize(),
+            self.cost_basis_unrounded.normalize() if self.cost_basis_unrounded is not None else None,
         )  # fmt: skip
 
 
@@ -71,6 +76,11 @@ class Computed:
     @property
     def subtotal(self) -> Decimal:
         return sum((line.amount for line in self.lines), Decimal(0))
+
+    @property
+    def cost_basis(self) -> Decimal:
+        """Our cost of the lines: the sum of their rounded cost (0 for a line without one)."""
+        return sum((line.cost_basis for line in self.lines if line.cost_basis is not None), Decimal(0))
 
 
 def _line_order(row: RatedUsage, price: Price) -> tuple[Any, ...]:
@@ -95,6 +105,15 @@ def _lines_for(
             computed.unpriced_requests += row.requests
     for row, price in ordered:
         rates = rating.tier_rates(rating.terms_from_price(price), long_context=row.long_context)
+        # A derived price's cost price has the same tier threshold (copied), so the stored tier
+        # choice is the cost side's too: the lines' cost sums to the events' cost_basis exactly.
+        cost_rates = (
+            rating.tier_rates(
+                cost_terms(price.cost_price, exchange_rate=price.exchange_rate), long_context=row.long_context
+            )
+            if price.cost_price is not None
+            else None
+        )
         usage_period = label_of(row.month)
         quantities = rating.quantities(
             input_tokens=row.input_tokens,
@@ -109,6 +128,11 @@ def _lines_for(
                 continue
             per_mtok = rating.kind_rate(rates, token_kind)
             exact = rating.line_amount(quantity, per_mtok)
+            cost_exact = (
+                rating.line_amount(quantity, rating.kind_rate(cost_rates, token_kind))
+                if cost_rates is not None
+                else None
+            )
             text = f"{row.model}: {_KIND_LABELS[token_kind]}"
             if row.service_tier != _DEFAULT_TIER:
                 text += f" ({row.service_tier} tier)"
@@ -134,6 +158,8 @@ def _lines_for(
                     unit_price_per_mtok=per_mtok,
                     amount_unrounded=exact,
                     amount=round_to_currency(exact, currency),
+                    cost_basis_unrounded=cost_exact,
+                    cost_basis=round_to_currency(cost_exact, currency) if cost_exact is not None else None,
                 )
             )
 
@@ -182,7 +208,7 @@ def invoice_compute(*, tenant: Tenant, invoice: Invoice, cutoff: dt.datetime) ->
         exclude_occurred=drafts,
     )
     price_ids = {row.price_id for row in (*usage, *late, *unbilled) if row.price_id is not None}
-    prices = Price.objects.in_bulk(price_ids)
+    prices = Price.objects.select_related("cost_price").in_bulk(price_ids)
     computed = Computed()
     _lines_for(usage, kind=InvoiceLine.Kind.USAGE, currency=currency, prices=prices, label="", computed=computed)
     _lines_for(

@@ -45,13 +45,18 @@ COLUMNS = (
     "cached_input_tokens", "cache_write_tokens", "occurred_at", "received_at", "latency_ms",
     "metadata", "token_source", "encoding", "cost", "currency", "price_id", "body_hash", "flags",
     "long_context", "service_tier", "cache_write_1h_tokens", "reasoning_tokens", "upstream", "ttft_ms",
+    "cost_basis",
 )  # fmt: skip
 _PG_TYPES = (
     "bigint", "bigint", "varchar", "varchar", "bigint", "bigint", "bigint", "bigint",
     "timestamptz", "timestamptz", "integer", "jsonb", "varchar", "varchar", "numeric",
     "varchar", "bigint", "varchar", "varchar", "boolean", "varchar", "bigint", "bigint",
-    "varchar", "integer",
+    "varchar", "integer", "numeric",
 )  # fmt: skip
+
+# SQLite stores times and money (exact, as text) through Django's adapters (_insert_portable).
+_TIME_COLUMNS = (COLUMNS.index("occurred_at"), COLUMNS.index("received_at"))
+_MONEY_COLUMNS = (COLUMNS.index("cost"), COLUMNS.index("cost_basis"))
 
 # Identifiers are module constants; every value is a bound parameter.
 _INSERT = f"INSERT INTO {TABLE} ({', '.join(COLUMNS)})"
@@ -103,6 +108,7 @@ class NewEvent:
     reasoning_tokens: int = 0  # part of output_tokens
     upstream: str = ""  # the relay's upstream that served the request
     ttft_ms: int | None = None  # the relay's time to first token
+    cost_basis: Decimal | None = None  # our cost of the tokens (resale), in `currency`
 
     def values(self) -> tuple[Any, ...]:
         return (
@@ -111,7 +117,7 @@ class NewEvent:
             self.received_at, self.latency_ms, orjson.dumps(self.metadata).decode(), self.token_source,
             self.encoding, self.cost, self.currency, self.price_id, self.body_hash, self.flags,
             self.long_context, self.service_tier, self.cache_write_1h_tokens, self.reasoning_tokens,
-            self.upstream, self.ttft_ms,
+            self.upstream, self.ttft_ms, self.cost_basis,
         )  # fmt: skip
 
     def record(self) -> dict[str, Any]:
@@ -127,6 +133,7 @@ class NewEvent:
             "long_context": self.long_context, "service_tier": self.service_tier,
             "cache_write_1h_tokens": self.cache_write_1h_tokens, "reasoning_tokens": self.reasoning_tokens,
             "upstream": self.upstream, "ttft_ms": self.ttft_ms,
+            "cost_basis": str(self.cost_basis) if self.cost_basis is not None else None,
         }  # fmt: skip
 
 
@@ -216,10 +223,11 @@ def _insert_portable(events: list[NewEvent]) -> dict[str, int]:
         rows = []
         for event in fresh:
             values = list(event.values())
-            values[8] = ops.adapt_datetimefield_value(values[8])
-            values[9] = ops.adapt_datetimefield_value(values[9])
-            if values[14] is not None:
-                values[14] = str(values[14])
+            for moment in _TIME_COLUMNS:
+                values[moment] = ops.adapt_datetimefield_value(values[moment])
+            for money in _MONEY_COLUMNS:
+                if values[money] is not None:
+                    values[money] = str(values[money])
             rows.extend(values)
         placeholders = ", ".join(["(" + ", ".join(["%s"] * len(COLUMNS)) + ")"] * len(fresh))
         cursor.execute(f"{_INSERT} VALUES {placeholders} RETURNING id, request_id", rows)

@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from accounts.models import ApiKey, Tenant
 from billing import selectors as billing_selectors
-from billing.rating import PriceTerms, limits_exceeded, rate, tier_applies
+from billing.rating import PriceTerms, limits_exceeded, rate_with_basis, tier_applies
 from billing.services.balances import balance_backend
 from billing.services.balances.limits import LimitedScopes
 from billing.services.settlement import SettleResult, usage_settle_batch, usage_settle_undo_mirror
@@ -226,8 +226,9 @@ def _record_for_tenant(
     new_events: list[NewEvent] = []
     for _, event, key in first_by_request.values():
         terms = terms_for(event.model, event.occurred_at, event.service_tier) if terms_for is not None else None
-        cost = (
-            rate(
+        # Dual rating: the tenant's price and, for a resold price, our cost of the same tokens.
+        cost, cost_basis = (
+            rate_with_basis(
                 terms,
                 input_tokens=event.input_tokens,
                 output_tokens=event.output_tokens,
@@ -237,7 +238,7 @@ def _record_for_tenant(
                 reasoning_tokens=event.reasoning_tokens,
             )
             if terms is not None
-            else None
+            else (None, None)
         )
         facts = relayed.get(event.request_id) if relayed is not None else None
         new_events.append(
@@ -268,6 +269,7 @@ def _record_for_tenant(
                 reasoning_tokens=event.reasoning_tokens,
                 upstream=facts.upstream if facts else "",
                 ttft_ms=facts.ttft_ms if facts else None,
+                cost_basis=cost_basis,
             )
         )
 

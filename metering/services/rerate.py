@@ -31,7 +31,7 @@ from accounts.services import audit_record
 from billing import selectors as billing_selectors
 from billing.money import round_to_ledger, to_micros
 from billing.periods import local_date
-from billing.rating import rate, tier_applies
+from billing.rating import rate_with_basis, tier_applies
 from billing.services.balances import MirrorDelta, balance_backend
 from billing.services.ledger import ledger_post
 from billing.services.quota_counters import quota_counters_add
@@ -91,14 +91,15 @@ def _rerate_tenant(tenant: Tenant, *, actor_label: str, result: RerateResult) ->
             if terms is None:
                 result.still_unpriced += 1
                 continue
-            cost = rate(
+            cost, cost_basis = rate_with_basis(
                 terms,
                 input_tokens=event.input_tokens,
                 output_tokens=event.output_tokens,
                 cached_input_tokens=event.cached_input_tokens,
                 cache_write_tokens=event.cache_write_tokens,
             )
-            rated.append((event, cost, terms.price_id, tier_applies(terms, input_tokens=event.input_tokens)))
+            long_context = tier_applies(terms, input_tokens=event.input_tokens)
+            rated.append((event, cost, cost_basis, terms.price_id, long_context))
         if rated:
             _price_and_charge(tenant, rated, currency=book.currency, actor_label=actor_label, result=result)
 
@@ -108,10 +109,11 @@ def _price_and_charge(
 ) -> None:
     with transaction.atomic():
         claimed = []
-        for event, cost, price_id, long_context in rated:
+        for event, cost, cost_basis, price_id, long_context in rated:
             # Claim, then act: only a row that is still unpriced is priced (and charged) here.
+            # Both sides of the margin are set together, from the same price version.
             changed = UsageEvent.objects.filter(pk=event.pk, cost__isnull=True).update(
-                cost=cost, price_id=price_id, currency=currency, long_context=long_context
+                cost=cost, cost_basis=cost_basis, price_id=price_id, currency=currency, long_context=long_context
             )
             if changed:
                 claimed.append((event, cost))

@@ -63,6 +63,7 @@ _FIGURES = (
     "unpriced_requests",
     "cache_write_1h_tokens",
     "reasoning_tokens",
+    "cost_basis",
 )
 _COLS = ", ".join(_FIGURES)
 _EXCLUDED = ", ".join(f"EXCLUDED.{name}" for name in _FIGURES)
@@ -79,7 +80,7 @@ _SET = ", ".join(f"{name} = EXCLUDED.{name}" for name in (*_FIGURES, "updated_at
 _AGGREGATE_SQL = f"""
 SELECT e.tenant_id, e.api_key_id, e.model, e.service_tier, count(*), sum(e.input_tokens), sum(e.output_tokens),
     sum(e.cached_input_tokens), sum(e.cache_write_tokens), coalesce(sum(e.cost), 0), count(*) - count(e.cost),
-    sum(e.cache_write_1h_tokens), sum(e.reasoning_tokens)
+    sum(e.cache_write_1h_tokens), sum(e.reasoning_tokens), coalesce(sum(e.cost_basis), 0)
 FROM {EVENTS} e
 JOIN unnest(%(tenants)s::bigint[], %(starts)s::timestamptz[], %(ends)s::timestamptz[])
     AS r(tenant_id, day_start, day_end)
@@ -93,7 +94,7 @@ WITH agg AS (
         %(g_tenant)s::bigint[], %(g_key)s::bigint[], %(g_model)s::text[], %(g_tier)s::text[],
         %(g_requests)s::bigint[], %(g_input)s::bigint[], %(g_output)s::bigint[], %(g_cached)s::bigint[],
         %(g_cache_write)s::bigint[], %(g_cost)s::numeric[], %(g_unpriced)s::bigint[], %(g_write_1h)s::bigint[],
-        %(g_reasoning)s::bigint[]
+        %(g_reasoning)s::bigint[], %(g_cost_basis)s::numeric[]
     ) AS a(tenant_id, api_key_id, model, service_tier, {_COLS})
 ), upserted AS (
     INSERT INTO {DAILY} AS d (tenant_id, api_key_id, model, service_tier, day, {_COLS}, updated_at)
@@ -113,7 +114,7 @@ SELECT (SELECT count(*) FROM upserted), (SELECT count(*) FROM pruned)
 """  # noqa: S608
 _GROUP_PARAMS = (
     "g_tenant", "g_key", "g_model", "g_tier", "g_requests", "g_input", "g_output", "g_cached", "g_cache_write",
-    "g_cost", "g_unpriced", "g_write_1h", "g_reasoning",
+    "g_cost", "g_unpriced", "g_write_1h", "g_reasoning", "g_cost_basis",
 )  # fmt: skip
 
 
@@ -180,7 +181,7 @@ def _rebuild_in_python(*, tenant_id: int, day: dt.date, start: dt.datetime, end:
     groups: dict[tuple[int, str, str], dict[str, Any]] = {}
     events = UsageEvent.objects.filter(tenant_id=tenant_id, occurred_at__gte=start, occurred_at__lt=end).values_list(
         "api_key_id", "model", "service_tier", "input_tokens", "output_tokens", "cached_input_tokens",
-        "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens", "cost",
+        "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens", "cost", "cost_basis",
     )  # fmt: skip
     for (
         api_key_id,
@@ -193,8 +194,13 @@ def _rebuild_in_python(*, tenant_id: int, day: dt.date, start: dt.datetime, end:
         write_1h,
         reasoning,
         cost,
+        cost_basis,
     ) in events.iterator():
-        row = groups.setdefault((api_key_id, model, tier), dict.fromkeys(_FIGURES, 0) | {"cost": Decimal(0)})
+        row = groups.setdefault(
+            (api_key_id, model, tier), dict.fromkeys(_FIGURES, 0) | {"cost": Decimal(0), "cost_basis": Decimal(0)}
+        )
+        if cost_basis is not None:
+            row["cost_basis"] += cost_basis
         row["requests"] += 1
         row["input_tokens"] += input_tokens
         row["output_tokens"] += output_tokens

@@ -58,6 +58,7 @@ ops_patterns = [
     path("credit-notes/", ops.credit_notes, name="ops-credit-notes"),
     path("audit/", ops.audit, name="ops-audit"),
     path("jobs/", ops.jobs, name="ops-jobs"),
+    path("margins/", ops.margins, name="ops-margins"),
 ]
 
 urlpatterns = [

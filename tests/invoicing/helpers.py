@@ -11,7 +11,7 @@ import hashlib
 import itertools
 
 from billing.models import LedgerEntry
-from billing.rating import rate, tier_applies
+from billing.rating import rate_with_basis, tier_applies
 from billing.selectors import price_book_for
 from billing.services.ledger import ledger_post
 from metering.models import UsageEvent
@@ -43,8 +43,8 @@ def record(
     tenant = key.tenant
     book = price_book_for(plan_id=tenant.price_plan_id, tenant_id=tenant.pk, models={model})
     terms = book.terms_for(model, at, service_tier) if book is not None else None
-    cost = (
-        rate(
+    cost, cost_basis = (
+        rate_with_basis(
             terms,
             input_tokens=input_tokens,
             output_tokens=output_tokens,
@@ -54,7 +54,7 @@ def record(
             reasoning_tokens=reasoning,
         )
         if terms is not None
-        else None
+        else (None, None)
     )
     request_id = f"req-{next(_ids)}"
     currency = book.currency if book is not None else tenant.currency
@@ -83,6 +83,7 @@ def record(
                 service_tier=service_tier,
                 cache_write_1h_tokens=cache_write_1h,
                 reasoning_tokens=reasoning,
+                cost_basis=cost_basis,
             )
         ]
     )
@@ -98,3 +99,18 @@ def record(
         # Ingest charges at receipt: date the entry then, as the reconciliation expects.
         LedgerEntry.objects.filter(pk=entry.pk).update(created_at=received or at)
     return UsageEvent.objects.get(pk=event_id)
+
+
+def record_generated(key, events: list[dict], *, year: int = 2026, month: int = 10) -> None:
+    """Store generated usage (property tests: model, day, token counts) at noon UTC of each day."""
+    for event in events:
+        record(
+            key,
+            model=event["model"],
+            at=dt.datetime(year, month, event["day"], 12, tzinfo=dt.UTC),
+            input_tokens=event["input_tokens"],
+            output_tokens=event["output_tokens"],
+            cached=event["cached"],
+            cache_write=event["cache_write"],
+            charge=False,
+        )

@@ -5,7 +5,6 @@ digits. For every generated month: total == sum of rounded lines, exactly; sum o
 lines == sum of the events' costs, exactly; each line is rounded once, half to even.
 """
 
-import datetime as dt
 import decimal
 from decimal import ROUND_HALF_EVEN, Decimal
 
@@ -18,7 +17,7 @@ from billing.money import currency_exponent
 from invoicing import services
 from metering.models import UsageEvent
 from tests import factories
-from tests.invoicing.helpers import record, utc
+from tests.invoicing.helpers import record_generated, utc
 
 pytestmark = pytest.mark.django_db
 
@@ -88,17 +87,7 @@ def _check(currency, rates, second_version, events):
             )
     tenant = factories.TenantFactory(slug="prop", price_plan=plan, currency=currency)
     key, _ = factories.issue_api_key(tenant)
-    for event in events:
-        record(
-            key,
-            model=event["model"],
-            at=dt.datetime(2026, 10, event["day"], 12, tzinfo=dt.UTC),
-            input_tokens=event["input_tokens"],
-            output_tokens=event["output_tokens"],
-            cached=event["cached"],
-            cache_write=event["cache_write"],
-            charge=False,
-        )
+    record_generated(key, events)
     invoice, _ = services.invoice_draft_refresh(tenant=tenant, year=2026, month=10, now=utc(2026, 11, 10))
     invoice, _ = services.invoice_finalize(invoice=invoice, now=utc(2026, 11, 10))
     lines = list(invoice.lines.all())

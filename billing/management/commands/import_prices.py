@@ -87,7 +87,7 @@ class Command(BaseCommand):
         currency = options["currency"].strip().upper()
         if not _CURRENCY.match(currency):
             raise CommandError(f"--currency {options['currency']!r} is not a 3-letter ISO 4217 code.")
-        effective_from = _parse_effective_from(options["effective_from"])
+        effective_from = parse_effective_from(options["effective_from"])
         if options["timeout"] <= 0:
             raise CommandError("--timeout must be positive.")
 
@@ -148,7 +148,7 @@ class Command(BaseCommand):
                 self.stdout.write(f"  {key}: {count}")
 
 
-def _parse_effective_from(value: str | None) -> dt.datetime | None:
+def parse_effective_from(value: str | None) -> dt.datetime | None:
     if value is None:
         return None
     try:

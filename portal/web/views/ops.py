@@ -97,6 +97,28 @@ def tenants(request: HttpRequest, portal: PortalContext) -> HttpResponse:
     )
 
 
+MARGIN_MONTHS_DEFAULT, MARGIN_MONTHS_MAX = 3, 24
+
+
+@portal_view("ops.view")
+def margins(request: HttpRequest, portal: PortalContext) -> HttpResponse:
+    """Revenue, our cost and the gross margin by tenant, model and month, from the rollups
+    (resale: docs/billing-rules.md section 9). `months`: this month and the N-1 before it."""
+    months = int_param(request.GET.get("months")) or MARGIN_MONTHS_DEFAULT
+    months = min(max(months, 1), MARGIN_MONTHS_MAX)
+    today = timezone.now().date()
+    start = today.replace(day=1)
+    for _month in range(months - 1):
+        start = (start - dt.timedelta(days=1)).replace(day=1)
+    names = {t.pk: f"{t.name} ({t.slug})" for t in account_selectors.all_tenants()}
+    report = usage_selectors.gross_margins(start_day=start, end_day=today, tenant_names=names)
+    return page(
+        request,
+        "portal/ops/margins.html",
+        {"report": report, "start": start, "end": today, "months": months, "month_choices": (1, 3, 6, 12, 24)},
+    )
+
+
 @portal_view("ops.view")
 def plans(request: HttpRequest, portal: PortalContext) -> HttpResponse:
     all_plans = billing_selectors.price_plans()

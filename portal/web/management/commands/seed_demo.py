@@ -1,4 +1,6 @@
-"""Demo data for trying the portal: one tenant, users, a key, prices and weeks of usage."""
+"""Demo data for trying the portal: one tenant, users, a key, prices and weeks of usage; and
+resale: the demo plan is sold 1.25x over a provider cost plan, and a second tenant buys from a
+CNY plan 1.3x over the same provider prices at an exchange rate of 7.3 (the ops Margins page)."""
 
 import datetime as dt
 import hashlib
@@ -20,6 +22,7 @@ from billing.selectors import price_book_for_tenant, tenant_quotas
 from billing.services.ledger import ledger_post, wallet_ensure
 from billing.services.pricing import plan_get_or_create, price_add
 from billing.services.quotas import quota_create
+from billing.services.resale import exchange_rate_set, markup_set, plan_set_cost_plan
 from invoicing.services import invoices_close_month
 from metering.models import UsageEvent
 from metering.partitions import month_start
@@ -43,6 +46,10 @@ DEMO_PRICES = [  # per 1M tokens: input, output, cached input
     ("o3-mini", "1.1", "4.4", "0.55"),
     ("claude-sonnet-4*", "3", "15", "0.3"),
 ]
+# Resale: the provider's prices (cost) are the demo prices / 1.25, so the demo plan derived 1.25x
+# over them sells at exactly DEMO_PRICES. The CNY plan sells 1.3x over them at 7.3 CNY per USD.
+DEMO_MARKUP = Decimal("1.25")
+CNY_MARKUP, CNY_RATE = Decimal("1.3"), Decimal("7.3")
 DEMO_TRAFFIC = [("gpt-4o", 0.35), ("gpt-4o-mini", 0.35), ("gpt-4.1", 0.1), ("o3-mini", 0.1), ("claude-sonnet-4-5", 0.1)]
 OWNER_EMAIL = "demo@example.com"
 OPERATOR_EMAIL = "ops@example.com"
@@ -62,33 +69,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         plan = plan_get_or_create(slug="demo", name="Demo plan", currency="USD", actor_label="seed_demo")
+        cny_plan = None
         if not plan.prices.exists():
             start = timezone.now() - dt.timedelta(days=settings.INGEST_MAX_PAST_DAYS + 120)  # the archived month too
-            for model, inp, out, cached in DEMO_PRICES:
-                price_add(
-                    plan=plan,
-                    model_pattern=model,
-                    input_per_mtok=Decimal(inp),
-                    output_per_mtok=Decimal(out),
-                    cached_input_per_mtok=Decimal(cached),
-                    effective_from=start,
-                    source="seed_demo",
-                    actor_label="seed_demo",
-                    max_output_tokens=32_768,
-                )
-            for model, tier, inp, out, cached in DEMO_TIERS:
-                price_add(
-                    plan=plan,
-                    model_pattern=model,
-                    service_tier=tier,
-                    input_per_mtok=Decimal(inp),
-                    output_per_mtok=Decimal(out),
-                    cached_input_per_mtok=Decimal(cached),
-                    effective_from=start,
-                    source="seed_demo",
-                    actor_label="seed_demo",
-                    max_output_tokens=32_768,
-                )
+            cny_plan = self._resale_plans(plan, start=start)
         tenant = selectors.tenant_by_slug("demo")
         fresh = tenant is None
         if tenant is None:
@@ -144,10 +128,61 @@ class Command(BaseCommand):
             )
             self._alerts(tenant)
             self._last_month_invoice(tenant)
+        if cny_plan is not None:
+            self._cny_tenant(cny_plan, days=options["days"], per_day=max(options["per_day"] // 5, 1))
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
         self.stdout.write(f"  Portal login:   {OWNER_EMAIL} / {password}   (tenant owner)")
         self.stdout.write(f"  Operator login: {OPERATOR_EMAIL} / {password}   (staff)")
         self.stdout.write(f"  Demo API key:   {secret}")
+
+    def _resale_plans(self, plan, *, start: dt.datetime):
+        """The provider's cost plan, the demo plan derived 1.25x over it, and a CNY plan 1.3x over it."""
+        provider = plan_get_or_create(slug="provider", name="Provider prices", currency="USD", actor_label="seed_demo")
+        rows = [(model, "default", inp, out, cached) for model, inp, out, cached in DEMO_PRICES] + DEMO_TIERS
+        for model, tier, inp, out, cached in rows:
+            price_add(
+                plan=provider,
+                model_pattern=model,
+                service_tier=tier,
+                input_per_mtok=Decimal(inp) / DEMO_MARKUP,
+                output_per_mtok=Decimal(out) / DEMO_MARKUP,
+                cached_input_per_mtok=Decimal(cached) / DEMO_MARKUP,
+                effective_from=start,
+                source="seed_demo",
+                actor_label="seed_demo",
+                max_output_tokens=32_768,
+            )
+        plan_set_cost_plan(plan=plan, cost_plan=provider, actor_label="seed_demo")
+        markup_set(plan=plan, model_pattern="*", multiplier=DEMO_MARKUP, effective_from=start, actor_label="seed_demo")
+        cny = plan_get_or_create(slug="demo-cny", name="Demo plan, CNY", currency="CNY", actor_label="seed_demo")
+        plan_set_cost_plan(plan=cny, cost_plan=provider, actor_label="seed_demo")
+        exchange_rate_set(base="USD", quote="CNY", rate=CNY_RATE, effective_from=start, actor_label="seed_demo")
+        markup_set(plan=cny, model_pattern="*", multiplier=CNY_MARKUP, effective_from=start, actor_label="seed_demo")
+        return cny
+
+    def _cny_tenant(self, plan, *, days: int, per_day: int) -> None:
+        """A second tenant buying in CNY, with some usage: its margin shows on the ops Margins page."""
+        tenant = services.tenant_create(
+            name="Demo Shanghai",
+            slug="demo-cn",
+            timezone_name="Asia/Shanghai",
+            currency="CNY",
+            price_plan_id=plan.pk,
+            actor_label="seed_demo",
+        )
+        wallet_ensure(tenant_id=tenant.pk, currency="CNY")
+        ledger_post(
+            tenant_id=tenant.pk,
+            currency="CNY",
+            kind="topup",
+            amount=Decimal("3000.00"),
+            idempotency_key="seed-demo-cn-initial-topup",
+            reference="demo credit",
+            actor_label="seed_demo",
+        )
+        key, _ = services.api_key_create(tenant=tenant, name="demo-cn key", actor_label="seed_demo")
+        self._usage([key], days=days, per_day=per_day)
+        rollup_tenant(tenant_id=tenant.pk)
 
     def _alerts(self, tenant) -> None:
         """An email channel and the rules a tenant would set: balance, monthly spend, the quota."""

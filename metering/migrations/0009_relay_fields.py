@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('metering', '0007_service_tiers'),
+        ('metering', '0008_usage_cost_basis'),
     ]
 
     operations = [

@@ -114,7 +114,7 @@ def partition_usage(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('metering', '0008_relay_fields'),
+        ('metering', '0009_relay_fields'),
     ]
 
     operations = [
