@@ -439,6 +439,8 @@ def archived_usage(*, tenant_id: int, month: dt.date, basis: str) -> ArchivedUsa
         unpriced_requests=totals["unpriced"] or 0,
         cost=totals["cost"] if totals["cost"] is not None else Decimal(0),
     )
+
+
 # --- Gross margin (resale): revenue, our cost and the margin, from the rollups --------------
 
 
