@@ -102,34 +102,40 @@ TEMPLATES = [
 # --- Data stores --------------------------------------------------------------------------
 # Embedded default: SQLite next to manage.py. Production: postgres://user:pass@host:5432/db
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
-# Optional: a streaming read replica of DATABASE_URL (same user, same database name on another
-# host). Dashboards and reports read from it (infra/db_routing.py says which; writes, money and
-# access decisions never do). Empty: every read on the primary.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+# A health check costs a round trip (SELECT 1) at the start of every request. Off by default:
+# a connection the server dropped fails one request, which closes it for the next one.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=False)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"]["ENGINE"] = "django_prometheus.db.backends.postgresql"
+    # Server-side prepared statements for the hand-written hot-path statements (infra/db.py),
+    # after this many runs on a connection; empty disables them (a pooler that cannot keep them).
+    _prepare_threshold = env.str("DB_PREPARE_THRESHOLD", default="5").strip()
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
+        int(_prepare_threshold) if _prepare_threshold else None
+    )
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # SQLite serialises writers; wait for the lock instead of failing under light concurrency.
+    DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+# Optional: a streaming read replica of DATABASE_URL (same database, user and password on
+# another host). Dashboards and reports read from it (infra/db_routing.py says which; writes,
+# money and access decisions never do). Empty: every read on the primary.
 DATABASE_REPLICA_URL = env.str("DATABASE_REPLICA_URL", default="")
 if DATABASE_REPLICA_URL:
-    DATABASES["replica"] = env.db_url_config(DATABASE_REPLICA_URL)
-    if DATABASES["replica"]["ENGINE"] != DATABASES["default"]["ENGINE"]:
-        raise ImproperlyConfigured("DATABASE_REPLICA_URL must name the same kind of database as DATABASE_URL")
-    # Tests: the replica alias is the test database itself (pytest-django creates no copy).
-    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
-    DATABASE_ROUTERS = ["infra.db_routing.PrimaryReplicaRouter"]
-for _database in DATABASES.values():
-    _database["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
-    # A health check costs a round trip (SELECT 1) at the start of every request. Off by default:
-    # a connection the server dropped fails one request, which closes it for the next one.
-    _database["CONN_HEALTH_CHECKS"] = env.bool("DB_CONN_HEALTH_CHECKS", default=False)
-    if _database["ENGINE"] == "django.db.backends.postgresql":
-        _database["ENGINE"] = "django_prometheus.db.backends.postgresql"
-        # Server-side prepared statements for the hand-written hot-path statements (infra/db.py),
-        # after this many runs on a connection; empty disables them (a pooler that cannot keep them).
-        _prepare_threshold = env.str("DB_PREPARE_THRESHOLD", default="5").strip()
-        _database.setdefault("OPTIONS", {})["prepare_threshold"] = (
-            int(_prepare_threshold) if _prepare_threshold else None
+    _replica = env.db_url_config(DATABASE_REPLICA_URL)
+    if _replica["ENGINE"] != "django.db.backends.postgresql" or "postgresql" not in DATABASES["default"]["ENGINE"]:
+        raise ImproperlyConfigured(
+            "DATABASE_REPLICA_URL must be a postgres:// URL, and DATABASE_URL PostgreSQL too (SQLite has no replicas)"
         )
-    elif _database["ENGINE"] == "django.db.backends.sqlite3":
-        # SQLite serialises writers; wait for the lock instead of failing under light concurrency.
-        _database.setdefault("OPTIONS", {})["timeout"] = 20
-        _database["CONN_MAX_AGE"] = 0
+    # The primary's engine and options; in tests the alias is the test database itself (no copy).
+    DATABASES["replica"] = {
+        **DATABASES["default"],
+        **{name: _replica[name] for name in ("NAME", "USER", "PASSWORD", "HOST", "PORT")},
+        "OPTIONS": dict(DATABASES["default"].get("OPTIONS", {})),
+        "TEST": {"MIRROR": "default"},
+    }
+    DATABASE_ROUTERS = ["infra.db_routing.PrimaryReplicaRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Optional. Without it the portal runs on the database alone (balances, cache, eager tasks).

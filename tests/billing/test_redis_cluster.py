@@ -160,7 +160,7 @@ def test_django_cache_on_the_cluster(redis_cluster):
 
 
 def settings_error(**environment: str) -> str:
-    """The start-up error of portal.settings under this environment ("" when it loads)."""
+    """The start-up error of portal.settings under this environment, or "loaded: <cache backend>"."""
     env = {k: v for k, v in os.environ.items() if k not in ("CELERY_BROKER_URL", "REDIS_CLUSTER")}
     env |= {"DEBUG": "0", "SECRET_KEY": "k" * 50, "DATABASE_URL": "sqlite://:memory:", **environment}
     code = (

@@ -27,6 +27,7 @@ from django.db import DEFAULT_DB_ALIAS, connections, router, transaction
 
 from infra.db_routing import REPLICA, PrimaryReplicaRouter, replica_iter, replica_reads
 from metering.models import UsageEvent
+from tests.billing.test_redis_cluster import settings_error
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -221,3 +222,13 @@ def test_a_streamed_body_keeps_reading_the_replica_after_its_view_returned(setti
 
     assert list(body()) == [None, None, None]
     assert list(replica_iter(body())) == [REPLICA, REPLICA, REPLICA]
+
+
+def test_a_replica_needs_postgresql_on_both_sides():
+    replica = "postgres://postgres@10.0.0.2:5432/tokenbill"
+    assert "SQLite has no replicas" in settings_error(DATABASE_REPLICA_URL=replica)  # DATABASE_URL is SQLite there
+    assert "SQLite has no replicas" in settings_error(
+        DATABASE_URL="postgres://postgres@10.0.0.1:5432/tokenbill", DATABASE_REPLICA_URL="sqlite:///copy.db"
+    )
+    loaded = settings_error(DATABASE_URL="postgres://postgres@10.0.0.1:5432/tokenbill", DATABASE_REPLICA_URL=replica)
+    assert loaded.startswith("loaded:"), loaded
