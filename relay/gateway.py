@@ -24,8 +24,9 @@ from django.db import close_old_connections, connections
 
 from relay import metrics
 from relay.errors import RelayError, error_body
+from relay.recorder import recorder
 from relay.services import calls, routing
-from relay.services.calls import CHAT, EMBEDDINGS, RESPONSES, Admitted, Usage
+from relay.services.calls import CHAT, EMBEDDINGS, RESPONSES, Admitted, Finished, Usage
 from relay.services.counting import tokens
 
 logger = logging.getLogger("relay")
@@ -524,8 +525,7 @@ class _Call:
             metadata["service_tier"] = self.body["service_tier"][:100]
         if self.disconnected:
             metadata["client_disconnected"] = True
-        await run_sync(
-            calls.relay_record,
+        finished = Finished(
             admitted=self.admitted,
             usage=usage,
             upstream=self.upstream,
@@ -535,7 +535,12 @@ class _Call:
             request_body=self.body if self.admitted.store_content else None,
             response_text="\n\n".join(texts),
         )
+        recorder(_record_write).add(finished)  # written within RELAY_RECORD_INTERVAL_MS, batched
         metrics.USAGE.labels(source="counted" if usage.encoding else "reported").inc()
+
+
+async def _record_write(batch: list[Finished]) -> list[bool]:
+    return await run_sync(calls.relay_record_batch, finished=batch)
 
 
 def _int(value: Any) -> int:
