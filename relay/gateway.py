@@ -11,6 +11,7 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -47,12 +48,14 @@ _SSE = b"text/event-stream; charset=utf-8"
 _pool: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
 
 
-def _executor_get() -> concurrent.futures.ThreadPoolExecutor:
-    executor = _pool.get("db")
+def _executor_get(name: str = "db") -> concurrent.futures.ThreadPoolExecutor:
+    """ "db": RELAY_DB_THREADS threads for admissions and releases; "record": the recorder's own
+    thread, so its writes (which settle holds and free balance) never queue behind a burst of
+    admissions waiting for the same tenant's wallet row."""
+    executor = _pool.get(name)
     if executor is None:
-        executor = _pool["db"] = concurrent.futures.ThreadPoolExecutor(
-            settings.RELAY_DB_THREADS, thread_name_prefix="relay-db"
-        )
+        size = settings.RELAY_DB_THREADS if name == "db" else 1
+        executor = _pool[name] = concurrent.futures.ThreadPoolExecutor(size, thread_name_prefix=f"relay-{name}")
     return executor
 
 
@@ -64,27 +67,26 @@ def _in_thread(fn: Callable[..., T], kwargs: dict[str, Any]) -> T:
         close_old_connections()
 
 
-async def run_sync(fn: Callable[..., T], **kwargs: Any) -> T:
+async def run_sync(fn: Callable[..., T], *, pool: str = "db", **kwargs: Any) -> T:
     """Run a synchronous service off the event loop (never a blocking call on the loop)."""
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_executor_get(), functools.partial(_in_thread, fn, kwargs))
+    return await loop.run_in_executor(_executor_get(pool), functools.partial(_in_thread, fn, kwargs))
 
 
 def executor_shutdown() -> None:
-    """Close every pool thread's database connection, then stop the pool."""
-    executor = _pool.pop("db", None)
-    if executor is None:
-        return
-    size = executor._max_workers
-    barrier = __import__("threading").Barrier(size, timeout=10)
+    """Close every pool thread's database connection, then stop the pools."""
+    for name in list(_pool):
+        executor = _pool.pop(name)
+        size = executor._max_workers
+        barrier = threading.Barrier(size, timeout=10)
 
-    def close() -> None:
-        connections.close_all()
-        barrier.wait()
+        def close(barrier: threading.Barrier = barrier) -> None:
+            connections.close_all()
+            barrier.wait()
 
-    for future in [executor.submit(close) for _ in range(size)]:
-        future.result()
-    executor.shutdown()
+        for future in [executor.submit(close) for _ in range(size)]:
+            future.result()
+        executor.shutdown()
 
 
 # --- The pooled HTTP client --------------------------------------------------------------------
@@ -540,7 +542,7 @@ class _Call:
 
 
 async def _record_write(batch: list[Finished]) -> list[bool]:
-    return await run_sync(calls.relay_record_batch, finished=batch)
+    return await run_sync(calls.relay_record_batch, pool="record", finished=batch)
 
 
 def _int(value: Any) -> int:
