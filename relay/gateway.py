@@ -3,7 +3,8 @@
 It is plain ASGI on purpose (portal/asgi.py sends /v1/ here, past Django's middleware): one
 body read, one thread-pool hop to admit (key, limits, tiktoken estimate, authorize with a
 hold), one pooled aiohttp call per upstream tried, the stream passed through event by event,
-then one thread-pool hop to record the usage through metering's ingest service.
+then the finished call handed to the process's recorder (relay/recorder.py), which records
+calls in batches through metering's ingest service.
 """
 
 import asyncio
