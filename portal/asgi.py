@@ -13,6 +13,7 @@ django_application = get_asgi_application()
 
 from relay.gateway import application as relay_application  # noqa: E402 - needs the apps loaded
 from relay.gateway import sessions_close  # noqa: E402
+from relay.recorder import recorder_close  # noqa: E402
 
 
 async def application(scope, receive, send) -> None:
@@ -25,6 +26,7 @@ async def application(scope, receive, send) -> None:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await recorder_close()  # the calls still in memory are written before exit
                 await sessions_close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return

@@ -442,7 +442,17 @@ RELAY_MAX_OUTPUT_TOKENS = env.int("RELAY_MAX_OUTPUT_TOKENS", default=1_000_000)
 RELAY_ROUTES_CACHE_SECONDS = env.float("RELAY_ROUTES_CACHE_SECONDS", default=5.0)
 RELAY_BREAKER_FAILURES = env.int("RELAY_BREAKER_FAILURES", default=5)
 RELAY_BREAKER_COOLDOWN_SECONDS = env.float("RELAY_BREAKER_COOLDOWN_SECONDS", default=30.0)
-for _name in ("RELAY_DB_THREADS", "RELAY_MAX_BODY_BYTES", "RELAY_DEFAULT_MAX_OUTPUT_TOKENS", "RELAY_BREAKER_FAILURES"):
+# Finished calls are recorded in batches: at most this long after the call, or at once when
+# RELAY_RECORD_BATCH are waiting. In memory: a killed process loses up to one interval's calls
+# (their holds are released at expiry, uncharged); a graceful stop writes them (docs/relay.md).
+RELAY_RECORD_INTERVAL_MS = env.int("RELAY_RECORD_INTERVAL_MS", default=25)
+RELAY_RECORD_BATCH = env.int("RELAY_RECORD_BATCH", default=200)
+if not 0 <= RELAY_RECORD_INTERVAL_MS <= 5000:
+    raise ImproperlyConfigured("RELAY_RECORD_INTERVAL_MS must be 0..5000")
+for _name in (
+    "RELAY_DB_THREADS", "RELAY_MAX_BODY_BYTES", "RELAY_DEFAULT_MAX_OUTPUT_TOKENS", "RELAY_BREAKER_FAILURES",
+    "RELAY_RECORD_BATCH",
+):  # fmt: skip
     if globals()[_name] < 1:
         raise ImproperlyConfigured(f"{_name} must be at least 1")
 if not 10 <= HOLD_TTL_SECONDS <= 7 * 86_400:

@@ -3,7 +3,8 @@
 It is plain ASGI on purpose (portal/asgi.py sends /v1/ here, past Django's middleware): one
 body read, one thread-pool hop to admit (key, limits, tiktoken estimate, authorize with a
 hold), one pooled aiohttp call per upstream tried, the stream passed through event by event,
-then one thread-pool hop to record the usage through metering's ingest service.
+then the finished call handed to the process's recorder (relay/recorder.py), which records
+calls in batches through metering's ingest service.
 """
 
 import asyncio
@@ -11,6 +12,7 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -24,8 +26,9 @@ from django.db import close_old_connections, connections
 
 from relay import metrics
 from relay.errors import RelayError, error_body
+from relay.recorder import recorder
 from relay.services import calls, routing
-from relay.services.calls import CHAT, EMBEDDINGS, RESPONSES, Admitted, Usage
+from relay.services.calls import CHAT, EMBEDDINGS, RESPONSES, Admitted, Finished, Usage
 from relay.services.counting import tokens
 
 logger = logging.getLogger("relay")
@@ -46,12 +49,14 @@ _SSE = b"text/event-stream; charset=utf-8"
 _pool: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
 
 
-def _executor_get() -> concurrent.futures.ThreadPoolExecutor:
-    executor = _pool.get("db")
+def _executor_get(name: str = "db") -> concurrent.futures.ThreadPoolExecutor:
+    """ "db": RELAY_DB_THREADS threads for admissions and releases; "record": the recorder's own
+    thread, so its writes (which settle holds and free balance) never queue behind a burst of
+    admissions waiting for the same tenant's wallet row."""
+    executor = _pool.get(name)
     if executor is None:
-        executor = _pool["db"] = concurrent.futures.ThreadPoolExecutor(
-            settings.RELAY_DB_THREADS, thread_name_prefix="relay-db"
-        )
+        size = settings.RELAY_DB_THREADS if name == "db" else 1
+        executor = _pool[name] = concurrent.futures.ThreadPoolExecutor(size, thread_name_prefix=f"relay-{name}")
     return executor
 
 
@@ -63,27 +68,26 @@ def _in_thread(fn: Callable[..., T], kwargs: dict[str, Any]) -> T:
         close_old_connections()
 
 
-async def run_sync(fn: Callable[..., T], **kwargs: Any) -> T:
+async def run_sync(fn: Callable[..., T], *, pool: str = "db", **kwargs: Any) -> T:
     """Run a synchronous service off the event loop (never a blocking call on the loop)."""
     loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_executor_get(), functools.partial(_in_thread, fn, kwargs))
+    return await loop.run_in_executor(_executor_get(pool), functools.partial(_in_thread, fn, kwargs))
 
 
 def executor_shutdown() -> None:
-    """Close every pool thread's database connection, then stop the pool."""
-    executor = _pool.pop("db", None)
-    if executor is None:
-        return
-    size = executor._max_workers
-    barrier = __import__("threading").Barrier(size, timeout=10)
+    """Close every pool thread's database connection, then stop the pools."""
+    for name in list(_pool):
+        executor = _pool.pop(name)
+        size = executor._max_workers
+        barrier = threading.Barrier(size, timeout=10)
 
-    def close() -> None:
-        connections.close_all()
-        barrier.wait()
+        def close(barrier: threading.Barrier = barrier) -> None:
+            connections.close_all()
+            barrier.wait()
 
-    for future in [executor.submit(close) for _ in range(size)]:
-        future.result()
-    executor.shutdown()
+        for future in [executor.submit(close) for _ in range(size)]:
+            future.result()
+        executor.shutdown()
 
 
 # --- The pooled HTTP client --------------------------------------------------------------------
@@ -524,8 +528,7 @@ class _Call:
             metadata["service_tier"] = self.body["service_tier"][:100]
         if self.disconnected:
             metadata["client_disconnected"] = True
-        await run_sync(
-            calls.relay_record,
+        finished = Finished(
             admitted=self.admitted,
             usage=usage,
             upstream=self.upstream,
@@ -535,7 +538,12 @@ class _Call:
             request_body=self.body if self.admitted.store_content else None,
             response_text="\n\n".join(texts),
         )
+        recorder(_record_write).add(finished)  # written within RELAY_RECORD_INTERVAL_MS, batched
         metrics.USAGE.labels(source="counted" if usage.encoding else "reported").inc()
+
+
+async def _record_write(batch: list[Finished]) -> list[bool]:
+    return await run_sync(calls.relay_record_batch, pool="record", finished=batch)
 
 
 def _int(value: Any) -> int:

@@ -1,6 +1,6 @@
 """Prometheus metrics of the relay, exported at /metrics with the others."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
     "tokenbill_relay_requests_total", "Relayed calls by endpoint and answer status.", ["endpoint", "status"]
@@ -28,4 +28,14 @@ USAGE = Counter(
     "tokenbill_relay_usage_total",
     "Relayed calls recorded, by token source (reported by the upstream, counted by the relay) or released.",
     ["source"],
+)
+RECORD_PENDING = Gauge(
+    "tokenbill_relay_record_pending",
+    "Finished calls waiting in this process's recorder (in memory: lost if the process is killed).",
+    multiprocess_mode="livesum",
+)
+RECORD_BATCH = Histogram(
+    "tokenbill_relay_record_batch_size",
+    "Calls per recorder write (one ingest batch).",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
 )

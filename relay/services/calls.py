@@ -181,6 +181,79 @@ def _refusal(exc: AuthorizeRefused) -> RelayError:
     return RelayError(exc.status, exc.message, code=exc.code, param="model", headers=headers)
 
 
+@dataclass
+class Finished:
+    """A call that ended with output: what recording it needs (the gateway's recorder batches these)."""
+
+    admitted: Admitted
+    usage: Usage
+    upstream: str
+    latency_ms: int
+    ttft_ms: int | None
+    metadata: dict[str, Any]
+    request_body: dict[str, Any] | None = None
+    response_text: str = ""
+
+
+def _event(call: Finished) -> dict[str, Any]:
+    admitted, usage = call.admitted, call.usage
+    event: dict[str, Any] = {
+        "request_id": admitted.request_id,
+        "api_key": admitted.api_key.pk,
+        "model": admitted.model,
+        "input_tokens": usage.input_tokens,
+        "output_tokens": usage.output_tokens,
+        "cached_input_tokens": min(usage.cached_input_tokens, usage.input_tokens),
+        "latency_ms": max(0, min(call.latency_ms, 86_400_000)),
+        "metadata": {"endpoint": admitted.endpoint, **call.metadata},
+    }
+    if usage.reasoning_tokens:
+        event["metadata"]["reasoning_tokens"] = usage.reasoning_tokens
+    if usage.cache_write_tokens:
+        event["cache_write_tokens"] = min(usage.cache_write_tokens, usage.input_tokens - event["cached_input_tokens"])
+    return event
+
+
+def relay_record_batch(*, finished: list[Finished]) -> list[bool]:
+    """Record many calls' usage in one ingest batch (one transaction per tenant), each exactly once
+    by its request_id, settling their holds. True per call when stored now or before.
+
+    The key is the one admitted: a key revoked since is still charged for the call it made.
+    """
+    if not finished:
+        return []
+    keys = {call.admitted.api_key.pk: call.admitted.api_key for call in finished}
+    facts = {
+        call.admitted.request_id: RelayFacts(upstream=call.upstream, ttft_ms=call.ttft_ms, encoding=call.usage.encoding)
+        for call in finished
+    }
+
+    def resolve(ref: str | int) -> ApiKey:
+        return keys[int(ref)]
+
+    result = usage_record_batch(
+        raw_events=[_event(call) for call in finished], api_key=None, resolve_key=resolve, relayed=facts
+    )
+    outcomes = []
+    for call, item in zip(finished, result.items, strict=True):
+        if item.status not in (ACCEPTED, DUPLICATE):
+            logger.error("relay_usage_rejected", extra={"request_id": call.admitted.request_id, "error": item.error})
+            outcomes.append(False)
+            continue
+        outcomes.append(True)
+        if call.admitted.store_content and call.request_body is not None:
+            RelayTranscript.objects.get_or_create(
+                tenant_id=call.admitted.api_key.tenant_id,
+                request_id=call.admitted.request_id,
+                defaults={
+                    "endpoint": call.admitted.endpoint,
+                    "request": call.request_body,
+                    "response_text": call.response_text,
+                },
+            )
+    return outcomes
+
+
 def relay_record(
     *,
     admitted: Admitted,
@@ -192,33 +265,9 @@ def relay_record(
     request_body: dict[str, Any] | None = None,
     response_text: str = "",
 ) -> bool:
-    """Record the call's usage once (and settle its hold). True when stored now or before."""
-    event: dict[str, Any] = {
-        "request_id": admitted.request_id,
-        "model": admitted.model,
-        "input_tokens": usage.input_tokens,
-        "output_tokens": usage.output_tokens,
-        "cached_input_tokens": min(usage.cached_input_tokens, usage.input_tokens),
-        "latency_ms": max(0, min(latency_ms, 86_400_000)),
-        "metadata": {"endpoint": admitted.endpoint, **metadata},
-    }
-    if usage.reasoning_tokens:
-        event["metadata"]["reasoning_tokens"] = usage.reasoning_tokens
-    if usage.cache_write_tokens:
-        event["cache_write_tokens"] = min(usage.cache_write_tokens, usage.input_tokens - event["cached_input_tokens"])
-    facts = RelayFacts(upstream=upstream, ttft_ms=ttft_ms, encoding=usage.encoding)
-    result = usage_record_batch(raw_events=[event], api_key=admitted.api_key, relayed={admitted.request_id: facts})
-    item = result.items[0]
-    if item.status not in (ACCEPTED, DUPLICATE):
-        logger.error("relay_usage_rejected", extra={"request_id": admitted.request_id, "error": item.error})
-        return False
-    if admitted.store_content and request_body is not None:
-        RelayTranscript.objects.get_or_create(
-            tenant_id=admitted.api_key.tenant_id,
-            request_id=admitted.request_id,
-            defaults={"endpoint": admitted.endpoint, "request": request_body, "response_text": response_text},
-        )
-    return True
+    """Record one call's usage once (and settle its hold). True when stored now or before."""
+    call = Finished(admitted, usage, upstream, latency_ms, ttft_ms, metadata, request_body, response_text)
+    return relay_record_batch(finished=[call])[0]
 
 
 def relay_release(*, admitted: Admitted) -> None:

@@ -14,6 +14,7 @@ from billing.models import Hold
 from metering.models import UsageEvent
 from metering.tokens import count_tokens
 from relay.models import RelayTranscript, TenantRelaySettings
+from relay.recorder import recorders_flush
 from relay.services.calls import _store_content
 from relay.services.upstreams import upstream_save
 from tests.relay.conftest import wallet_balance
@@ -30,6 +31,7 @@ def settled(request_id: str, timeout: float = 10) -> UsageEvent:
     """The call's one event, once the relay recorded it (after the response ended)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        recorders_flush()  # what the recorder holds is written before we look
         events = list(UsageEvent.objects.filter(request_id=request_id))
         if events:
             assert len(events) == 1

@@ -11,6 +11,7 @@ import openai
 
 from billing.models import Hold
 from metering.models import UsageEvent
+from relay.recorder import recorders_flush
 from relay.services.counting import chat_input_tokens
 from tests import factories
 from tests.relay.conftest import wallet_balance
@@ -53,6 +54,7 @@ def test_two_hundred_streams_against_a_balance_for_fifty(relay_stack, relay_tena
     assert admitted >= 45
     assert fake.calls == admitted  # every refusal came before any upstream call
     deadline = time.monotonic() + 20
+    recorders_flush()
     while Hold.objects.filter(tenant=tenant, status=Hold.Status.OPEN).exists():
         assert time.monotonic() < deadline, "holds still open"
         time.sleep(0.1)
