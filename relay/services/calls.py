@@ -12,12 +12,15 @@ from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest
+from django.utils import timezone
 from rest_framework import exceptions
 
 from accounts import selectors as account_selectors
 from accounts import services as account_services
 from accounts.authentication import ensure_key_usable, ensure_network_allowed
 from accounts.models import ApiKey
+from billing import selectors as billing_selectors
+from billing.models import ServiceTier
 from billing.services.holds import hold_release
 from infra.cache import BoundedCache
 from metering.services.authorize import AuthorizeRefused, authorize_request
@@ -42,6 +45,7 @@ class Admitted:
     candidates: list[tuple[routing.Route, str]]
     store_content: bool
     headers: dict[str, str] = field(default_factory=dict)  # x-ratelimit-*
+    service_tier: str = ServiceTier.DEFAULT  # the price row (billing.models.ServiceTier)
 
 
 @dataclass
@@ -54,9 +58,11 @@ class Usage:
     encoding: str = ""  # set when counted by the relay
 
 
-def context_window(model: str) -> int | None:
-    """The model's context length, when known: the hook for per-model length limits (none yet)."""
-    return None
+def service_tier_of(body: dict[str, Any]) -> str:
+    """The price row of a call: OpenAI's `service_tier` when it names one of ours (`priority`,
+    `flex`); `auto`, `default`, `scale` or none are the default tier (docs/relay.md)."""
+    asked = body.get("service_tier")
+    return asked if asked in (ServiceTier.PRIORITY, ServiceTier.FLEX) else ServiceTier.DEFAULT
 
 
 _store_content: BoundedCache[bool] = BoundedCache(
@@ -108,9 +114,17 @@ def _is_glob(pattern: str) -> bool:
     return any(char in pattern for char in "*?[")
 
 
-def _estimate(endpoint: str, model: str, body: dict[str, Any]) -> tuple[int, int]:
+def _output_limit(key: ApiKey, model: str, service_tier: str) -> int | None:
+    """The max_output_tokens of the price the call will pay (billing's price book, cached)."""
+    book = billing_selectors.price_book_for_tenant(tenant=key.tenant, models={model})
+    terms = book.terms_for(model, timezone.now(), service_tier) if book is not None else None
+    return terms.max_output_tokens if terms is not None else None
+
+
+def _estimate(endpoint: str, model: str, body: dict[str, Any], *, output_limit: int | None) -> tuple[int, int]:
     ceiling = settings.RELAY_MAX_OUTPUT_TOKENS
-    default = settings.RELAY_DEFAULT_MAX_OUTPUT_TOKENS
+    # A call that names no maximum may produce up to the model's own limit, never more.
+    default = min(settings.RELAY_DEFAULT_MAX_OUTPUT_TOKENS, output_limit or ceiling)
     if endpoint == CHAT:
         inputs = counting.chat_input_tokens(model, body)
         return inputs, counting.max_output(body, ("max_completion_tokens", "max_tokens"), default, ceiling)
@@ -139,19 +153,13 @@ def relay_admit(
             404, f"The model {model!r} does not exist or you do not have access to it.", code="model_not_found",
             param="model",
         )  # fmt: skip
+    service_tier = service_tier_of(body)
     try:
-        input_tokens, max_output = _estimate(endpoint, model, body)
+        input_tokens, max_output = _estimate(
+            endpoint, model, body, output_limit=_output_limit(key, model, service_tier)
+        )
     except counting.BadRequest as exc:
         raise RelayError(400, exc.message, param=exc.param, code=exc.code) from None
-    window = context_window(model)
-    if window is not None and input_tokens + max_output > window:
-        raise RelayError(
-            400,
-            f"This model's maximum context length is {window} tokens; the request asks for "
-            f"{input_tokens + max_output} ({input_tokens} in the messages, {max_output} for the completion).",
-            code="context_length_exceeded",
-            param="messages",
-        )
     try:
         result = authorize_request(
             api_key=key,
@@ -160,6 +168,7 @@ def relay_admit(
             max_output_tokens=max_output,
             request_id=request_id,
             hold=True,
+            service_tier=service_tier,
         )
     except AuthorizeRefused as exc:
         raise _refusal(exc) from None
@@ -167,7 +176,9 @@ def relay_admit(
     store = _store_content.get_or_load(
         tenant_id, lambda: TenantRelaySettings.objects.filter(tenant_id=tenant_id, store_content=True).exists()
     )
-    return Admitted(key, request_id, endpoint, model, input_tokens, max_output, candidates, store, result.headers)
+    return Admitted(
+        key, request_id, endpoint, model, input_tokens, max_output, candidates, store, result.headers, service_tier
+    )
 
 
 def _refusal(exc: AuthorizeRefused) -> RelayError:
@@ -178,6 +189,9 @@ def _refusal(exc: AuthorizeRefused) -> RelayError:
         return RelayError(429, exc.message, type="requests", code="rate_limit_exceeded", headers=headers)
     if exc.status == 403:
         return RelayError(403, exc.message, type="permission_error", code=exc.code, param="model", headers=headers)
+    if exc.code == "context_length_exceeded":  # the price's max_input_tokens / max_output_tokens
+        param = "messages" if exc.details.get("field") == "estimated_input_tokens" else "max_tokens"
+        return RelayError(400, exc.message, code=exc.code, param=param, headers=headers)
     return RelayError(exc.status, exc.message, code=exc.code, param="model", headers=headers)
 
 
@@ -206,9 +220,10 @@ def _event(call: Finished) -> dict[str, Any]:
         "cached_input_tokens": min(usage.cached_input_tokens, usage.input_tokens),
         "latency_ms": max(0, min(call.latency_ms, 86_400_000)),
         "metadata": {"endpoint": admitted.endpoint, **call.metadata},
+        "service_tier": admitted.service_tier,
     }
     if usage.reasoning_tokens:
-        event["metadata"]["reasoning_tokens"] = usage.reasoning_tokens
+        event["reasoning_tokens"] = min(usage.reasoning_tokens, usage.output_tokens)
     if usage.cache_write_tokens:
         event["cache_write_tokens"] = min(usage.cache_write_tokens, usage.input_tokens - event["cached_input_tokens"])
     return event

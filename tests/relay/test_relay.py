@@ -17,6 +17,7 @@ from relay.models import RelayTranscript, TenantRelaySettings
 from relay.recorder import recorders_flush
 from relay.services.calls import _store_content
 from relay.services.upstreams import upstream_save
+from tests import factories
 from tests.relay.conftest import wallet_balance
 from tests.relay.fake_upstream import FakeUpstream, reply_text
 
@@ -79,7 +80,7 @@ def test_chat_with_usage_is_charged_once_from_the_upstream_usage(relay_stack, re
         fake.prompt_tokens, completion.usage.completion_tokens, 5,
     )  # fmt: skip
     assert event.token_source == "reported"
-    assert event.metadata["reasoning_tokens"] == 3
+    assert event.reasoning_tokens == 3 and event.service_tier == "default"
     assert event.metadata["service_tier"] == "default"
     assert event.upstream == "primary" and event.ttft_ms is not None and event.latency_ms >= event.ttft_ms
     assert event.cost == expected_cost(event)
@@ -357,3 +358,26 @@ def test_upstream_health_is_exported_as_metrics(relay_stack, relay_key, fake):
     with pytest.raises(openai.InternalServerError):
         client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
     assert (sample("ok"), sample("http_5xx")) == (before_ok + 1, before_failed + 1)
+
+
+def test_priority_calls_pay_the_priority_row_and_over_length_is_refused_first(
+    relay_stack, relay_key, relay_tenant, fake
+):
+    plan = relay_tenant.price_plan
+    default = plan.prices.get(model_pattern="gpt-4o")
+    factories.PriceFactory(
+        plan=plan, model_pattern="gpt-4o", service_tier="priority", effective_from=default.effective_from,
+        input_per_mtok="5", output_per_mtok="20", cached_input_per_mtok="2.5", max_output_tokens=1_000,
+    )  # fmt: skip
+    client = client_for(relay_stack, relay_key[1])
+    raw = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES, service_tier="priority")
+    event = settled(raw.headers["x-request-id"])
+    assert event.service_tier == "priority" and event.price_id != default.pk
+    assert event.cost == 2 * expected_cost(event)  # every rate of the priority row is twice the default's
+    calls = fake.calls
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES, service_tier="priority", max_tokens=1_001)
+    assert caught.value.code == "context_length_exceeded" and caught.value.param == "max_tokens"
+    assert "max_output_tokens" in caught.value.message and "1001" in caught.value.message
+    assert fake.calls == calls  # refused before any upstream call
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=1_001)  # the default row has no limit
