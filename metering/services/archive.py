@@ -1,23 +1,31 @@
 """Archive a month of usage events to a compressed file, verify it, drop the month; restore it.
 
-The file: gzip-compressed JSON Lines in the "archive" storage (settings.STORAGES; a local
-directory by default, S3-compatible through django-storages), `usage/2025-10.jsonl.gz`. Line 1
-is a header naming the columns, as read from the database at export time (so columns added
-later by other migrations come along); every other line is one event as a JSON array in that
-order, decimals as strings (exact). Beside it, `usage/2025-10.manifest.json`: row count,
-per-tenant counts and sums of tokens and cost, and the SHA-256 of the file.
+On PostgreSQL the file is Parquet (`tokenbill.usage.v2`) in the "archive" storage
+(settings.STORAGES; a local directory by default, S3-compatible through django-storages),
+`usage/2025-10.parquet`: zstd, dictionary-encoded columns, delta-encoded ids and times, the
+columns as read from the database at export time (so columns added later come along) except
+`body_hash`, which the key table (UsageRequest, never archived) keeps for every event. PostgreSQL
+writes the rows (COPY ... TO STDOUT, CSV) and Arrow parses and encodes them in batches of
+_PARQUET_BATCH rows: no per-row Python. Beside it, `usage/2025-10.manifest.json`: row count,
+per-tenant counts and sums of tokens and cost, the SHA-256 of the file, and per tenant a digest
+of the full rows (each row's SHA-256 over its canonical text, body hash included, summed): a
+restore must reproduce it exactly. A month whose events lack their key is not archived.
+SQLite (the demo) writes the older format, gzip JSON Lines (`tokenbill.usage.v1`,
+`usage/2025-10.jsonl.gz`); both formats are verified and restored.
 
 Order of work, all in one transaction: lock the month's rows against writers, export, compute
 the manifest from the database, store the file, re-read the stored file and compare it to the
-manifest (bytes hashed, every row parsed and summed), record the archive with each tenant's
+manifest (bytes hashed, every row read and summed), record the archive with each tenant's
 totals per tenant-local month (what reconciliation reads once the rows are gone), then detach
 and drop the month (metering.partitions.month_remove). A failure anywhere leaves the rows where
 they were. A month is archived only once ingest can no longer accept an event for it
 (INGEST_MAX_PAST_DAYS, plus a day for tenant time zones): a late event for it is refused.
 
 Restore (`usage_archive_restore`) reads a verified file back into a side table,
-`metering_usageevent_restored_2025_10`, exactly as the rows were (ids included), for an audit
-or a dispute; rollups, invoices and reconciliation never read it.
+`metering_usageevent_restored_2025_10`, exactly as the rows were (ids included; for Parquet,
+COPY FROM STDIN into a staging table, then the body hashes joined back from the key table, then
+the rows' digest checked against the manifest), for an audit or a dispute; rollups, invoices
+and reconciliation never read it.
 """
 
 import datetime as dt
@@ -364,6 +372,7 @@ def usage_archive_month(*, month: dt.date, now: dt.datetime, progress: Progress 
             writer = _GzipHashWriter(spool, settings.ARCHIVE_GZIP_LEVEL)
             columns = _export_portable(writer, start, end)  # type: ignore[arg-type]
             writer.close()
+            _log("archive.exported", month, seconds=round(time.monotonic() - started, 2))
             sha, raw = writer.sha, writer.raw
             tenants = _manifest_tenants(start, end)
         file_bytes = spool.tell()
