@@ -618,14 +618,18 @@ def _is_time(pg_type: str) -> bool:
     return pg_type.startswith("timestamp")
 
 
-def _digest_sql(columns: list[str], alias: str) -> str:
-    """Each row's SHA-256 over its canonical text (every column, body hash included), as two
-    64-bit halves summed per group: an order-free digest of the exact rows."""
-    row = f"encode(sha256(convert_to(ROW({', '.join(f'{alias}.{_q(c)}' for c in columns)})::text, 'UTF8')), 'hex')"
-    return (
-        f"sum(('x' || substr({row}, 1, 16))::bit(64)::bigint::numeric)::text || ':' || "
-        f"sum(('x' || substr({row}, 17, 16))::bit(64)::bigint::numeric)::text"
-    )
+def _row_hash_sql(columns: list[str], alias: str) -> str:
+    """Each row's SHA-256 (hex) over its canonical text: every column, body hash included."""
+    row = f"ROW({', '.join(f'{alias}.{_q(c)}' for c in columns)})::text"
+    return f"encode(sha256(convert_to({row}, 'UTF8')), 'hex') AS row_hash"
+
+
+# The rows' digest: the row hashes as two 64-bit halves, each summed per group (order-free, exact).
+# The hashes come from a subquery kept apart by OFFSET 0, so each row is hashed once, not twice.
+_DIGEST = (
+    "sum(('x' || substr(row_hash, 1, 16))::bit(64)::bigint::numeric)::text || ':' || "
+    "sum(('x' || substr(row_hash, 17, 16))::bit(64)::bigint::numeric)::text"
+)
 
 
 def _q(name: str) -> str:
@@ -638,10 +642,11 @@ def _manifest_tenants_pg(start: dt.datetime, end: dt.datetime, columns: list[str
     tokens = ", ".join(f"sum(e.{column})" for column in TOKEN_COLUMNS)
     sql = (
         f"SELECT e.tenant_id, count(*), count(*) FILTER (WHERE e.cost IS NULL), sum(e.cost), {tokens}, "  # noqa: S608
-        f"{_digest_sql(columns, 'e')}, count(*) FILTER (WHERE k.body_hash IS DISTINCT FROM e.body_hash) "
-        f"FROM {partitions.TABLE} e LEFT JOIN metering_usagerequest k "
-        "ON k.tenant_id = e.tenant_id AND k.request_id = e.request_id "
-        "WHERE e.occurred_at >= %s AND e.occurred_at < %s GROUP BY e.tenant_id ORDER BY e.tenant_id"
+        f"{_DIGEST}, count(*) FILTER (WHERE k.body_hash IS DISTINCT FROM e.body_hash) "
+        f"FROM (SELECT t.*, {_row_hash_sql(columns, 't')} FROM {partitions.TABLE} t "
+        "WHERE t.occurred_at >= %s AND t.occurred_at < %s OFFSET 0) e "
+        "LEFT JOIN metering_usagerequest k ON k.tenant_id = e.tenant_id AND k.request_id = e.request_id "
+        "GROUP BY e.tenant_id ORDER BY e.tenant_id"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [start, end])
@@ -848,8 +853,8 @@ def _restore_parquet(
             raise ArchiveCorrupt(f"{name}: an event's key (body hash) is missing from UsageRequest: {exc}") from exc
         cursor.execute("DROP TABLE archive_restore_stage")
         cursor.execute(
-            f"SELECT tenant_id, count(*), {_digest_sql([*names, 'body_hash'], 't')} FROM {table} t "  # noqa: S608
-            "GROUP BY tenant_id"
+            f"SELECT tenant_id, count(*), {_DIGEST} FROM (SELECT t.tenant_id, "  # noqa: S608
+            f"{_row_hash_sql([*names, 'body_hash'], 't')} FROM {table} t OFFSET 0) d GROUP BY tenant_id"
         )
         restored = {str(tenant): (n, digest) for tenant, n, digest in cursor.fetchall()}
     expected = {
