@@ -624,11 +624,12 @@ def _row_hash_sql(columns: list[str], alias: str) -> str:
     return f"encode(sha256(convert_to({row}, 'UTF8')), 'hex') AS row_hash"
 
 
-# The rows' digest: the row hashes as two 64-bit halves, each summed per group (order-free, exact).
+# The rows' digest: the row hashes as two 64-bit halves, each summed per group (order-free; sum(bigint)
+# is exact, a numeric, accumulated in 128-bit integers: cheaper than casting each half to numeric).
 # The hashes come from a subquery kept apart by OFFSET 0, so each row is hashed once, not twice.
 _DIGEST = (
-    "sum(('x' || substr(row_hash, 1, 16))::bit(64)::bigint::numeric)::text || ':' || "
-    "sum(('x' || substr(row_hash, 17, 16))::bit(64)::bigint::numeric)::text"
+    "sum(('x' || substr(row_hash, 1, 16))::bit(64)::bigint)::text || ':' || "
+    "sum(('x' || substr(row_hash, 17, 16))::bit(64)::bigint)::text"
 )
 
 
