@@ -70,7 +70,7 @@ def main() -> None:
     from django.db import connection  # noqa: PLC0415 - after django.setup()
 
     print(f"machine: {os.cpu_count()} cores, shared; PostgreSQL {connection.cursor().connection.info.server_version}")
-    print(f"gzip level {settings.ARCHIVE_GZIP_LEVEL}; archive directory {archive_dir}")
+    print(f"archive directory {archive_dir} (gzip level {settings.ARCHIVE_GZIP_LEVEL} if not Parquet)")
     generate(connection, events, args.tenants)
     if not args.skip_ingest:
         paired_ingest(connection, args)
@@ -106,7 +106,13 @@ def generate(connection, events: int, tenants: int) -> None:
                 """
             )
             print(f"  generated {high:,} / {events:,} events ({time.monotonic() - started:.0f} s)", flush=True)
+        # Every stored event has its key (ingest writes both): the archive leaves the body hash to it.
+        cursor.execute(
+            "INSERT INTO metering_usagerequest (tenant_id, request_id, event_id, body_hash) "
+            f"SELECT tenant_id, request_id, id, body_hash FROM {name}"
+        )
         cursor.execute(f"VACUUM ANALYZE {name}")
+        cursor.execute("VACUUM ANALYZE metering_usagerequest")
     print(f"generate: {events:,} events in {time.monotonic() - started:.1f} s")
 
 
@@ -206,9 +212,12 @@ def archive_and_restore(connection) -> None:
         heap = cursor.fetchone()[0]
     print(f"partition {partitions.partition_name(MONTH)}: {table_bytes:,} bytes with indexes ({heap:,} heap)")
 
+    stages: dict[str, float] = {}
+
     def progress(stage: str, done: int) -> None:
-        if stage == "verify":
-            print(f"  verify: {done:,} rows", flush=True)
+        if stage not in stages:  # the first report of a stage: how long everything before took
+            stages[stage] = time.monotonic()
+            print(f"  {stage} starts at {stages[stage] - started:.1f} s", flush=True)
 
     started = time.monotonic()
     result = archive.usage_archive_month(month=MONTH, now=dt.datetime.now(dt.UTC), progress=progress)
@@ -219,7 +228,7 @@ def archive_and_restore(connection) -> None:
         f"indexes, {result.file_bytes / heap:.1%} of its heap; {result.file_bytes / result.rows:.1f} bytes/event"
     )
     started = time.monotonic()
-    restored = archive.usage_archive_restore(month=MONTH)
+    restored = archive.usage_archive_restore(month=MONTH, progress=progress)
     seconds = time.monotonic() - started
     print(f"restore: {restored.rows:,} events into {restored.table} in {seconds:.1f} s")
 

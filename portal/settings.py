@@ -475,7 +475,7 @@ for _name in ("PRICE_BOOK_CACHE_SIZE", "AUTHORIZE_CACHE_SIZE"):
 USAGE_RETENTION_MONTHS = env.int("USAGE_RETENTION_MONTHS", default=13)
 # Monthly partitions of the usage table created ahead of time (PostgreSQL; metering/partitions.py).
 USAGE_PARTITIONS_AHEAD = env.int("USAGE_PARTITIONS_AHEAD", default=3)
-# gzip level of the archive files (1 fastest .. 9 smallest; docs/scaling.md has the figures).
+# gzip level of the JSON Lines archives written on SQLite (PostgreSQL writes Parquet, zstd).
 ARCHIVE_GZIP_LEVEL = env.int("ARCHIVE_GZIP_LEVEL", default=1)
 # Alert deliveries delivered or failed this many days ago are deleted (0: kept forever).
 ALERT_DELIVERY_RETENTION_DAYS = env.int("ALERT_DELIVERY_RETENTION_DAYS", default=180)

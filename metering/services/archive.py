@@ -1,28 +1,37 @@
 """Archive a month of usage events to a compressed file, verify it, drop the month; restore it.
 
-The file: gzip-compressed JSON Lines in the "archive" storage (settings.STORAGES; a local
-directory by default, S3-compatible through django-storages), `usage/2025-10.jsonl.gz`. Line 1
-is a header naming the columns, as read from the database at export time (so columns added
-later by other migrations come along); every other line is one event as a JSON array in that
-order, decimals as strings (exact). Beside it, `usage/2025-10.manifest.json`: row count,
-per-tenant counts and sums of tokens and cost, and the SHA-256 of the file.
+On PostgreSQL the file is Parquet (`tokenbill.usage.v2`) in the "archive" storage
+(settings.STORAGES; a local directory by default, S3-compatible through django-storages),
+`usage/2025-10.parquet`: zstd, dictionary-encoded columns, delta-encoded ids and times, the
+columns as read from the database at export time (so columns added later come along) except
+`body_hash`, which the key table (UsageRequest, never archived) keeps for every event. PostgreSQL
+writes the rows (COPY ... TO STDOUT, CSV) and Arrow parses and encodes them in batches of
+_PARQUET_BATCH rows: no per-row Python. Beside it, `usage/2025-10.manifest.json`: row count,
+per-tenant counts and sums of tokens and cost, the SHA-256 of the file, and per tenant a digest
+of the full rows (each row's SHA-256 over its canonical text, body hash included, summed): a
+restore must reproduce it exactly. A month whose events lack their key is not archived.
+SQLite (the demo) writes the older format, gzip JSON Lines (`tokenbill.usage.v1`,
+`usage/2025-10.jsonl.gz`); both formats are verified and restored.
 
 Order of work, all in one transaction: lock the month's rows against writers, export, compute
 the manifest from the database, store the file, re-read the stored file and compare it to the
-manifest (bytes hashed, every row parsed and summed), record the archive with each tenant's
+manifest (bytes hashed, every row read and summed), record the archive with each tenant's
 totals per tenant-local month (what reconciliation reads once the rows are gone), then detach
 and drop the month (metering.partitions.month_remove). A failure anywhere leaves the rows where
 they were. A month is archived only once ingest can no longer accept an event for it
 (INGEST_MAX_PAST_DAYS, plus a day for tenant time zones): a late event for it is refused.
 
 Restore (`usage_archive_restore`) reads a verified file back into a side table,
-`metering_usageevent_restored_2025_10`, exactly as the rows were (ids included), for an audit
-or a dispute; rollups, invoices and reconciliation never read it.
+`metering_usageevent_restored_2025_10`, exactly as the rows were (ids included; for Parquet,
+COPY FROM STDIN into a staging table, then the body hashes joined back from the key table, then
+the rows' digest checked against the manifest), for an audit or a dispute; rollups, invoices
+and reconciliation never read it.
 """
 
 import datetime as dt
 import gzip
 import hashlib
+import io
 import logging
 import tempfile
 import time
@@ -39,7 +48,7 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.base import ContentFile
 from django.core.files.storage import Storage, storages
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Q, Sum
 from django.db.models.functions import TruncMonth
 from django.utils import timezone
@@ -70,8 +79,9 @@ def archive_storage() -> Storage:
     return storages[STORAGE_ALIAS]
 
 
-def file_names(month: dt.date) -> tuple[str, str]:
-    return f"usage/{month:%Y-%m}.jsonl.gz", f"usage/{month:%Y-%m}.manifest.json"
+def file_names(month: dt.date, *, parquet: bool = False) -> tuple[str, str]:
+    data = f"usage/{month:%Y-%m}.parquet" if parquet else f"usage/{month:%Y-%m}.jsonl.gz"
+    return data, f"usage/{month:%Y-%m}.manifest.json"
 
 
 def side_table(month: dt.date) -> str:
@@ -214,36 +224,6 @@ def _pg_columns(cursor: Any) -> list[tuple[str, str]]:
     return [(name, pg_type) for name, pg_type in cursor.fetchall()]
 
 
-def _export_pg(out: IO[bytes], start: dt.datetime, end: dt.datetime, progress: Progress | None) -> list[str]:
-    """Stream the month out of PostgreSQL: the server writes each row as a JSON array (COPY)."""
-    with connection.cursor() as cursor:
-        columns = _pg_columns(cursor)
-        # No writer on the month while it is read (a re-rating, say); ingest of other months goes on.
-        cursor.execute("SELECT to_regclass(%s)", [partitions.partition_name(partitions.month_start(start))])
-        if cursor.fetchone()[0] is not None:
-            cursor.execute(f"LOCK TABLE {partitions.partition_name(partitions.month_start(start))} IN SHARE MODE")
-        names = [name for name, _ in columns]
-        out.write(orjson.dumps({"format": FORMAT, "columns": names}) + b"\n")
-        # Decimals as text: exact for any reader. CSV with a quote and delimiter JSON never
-        # contains raw (control characters are escaped in JSON) passes each line as it is.
-        values = ", ".join(
-            f'"{name}"::text' if pg_type.startswith("numeric") else f'"{name}"' for name, pg_type in columns
-        )
-        query = (
-            f"COPY (SELECT json_build_array({values}) FROM {partitions.TABLE} "  # noqa: S608
-            f"WHERE occurred_at >= '{start.isoformat()}' AND occurred_at < '{end.isoformat()}') "
-            "TO STDOUT WITH (FORMAT csv, DELIMITER E'\\x02', QUOTE E'\\x01')"
-        )
-        written = 0
-        with cursor.cursor.copy(query) as copy:
-            for chunk in copy:
-                out.write(chunk)
-                written += 1
-                if progress is not None and written % 256 == 0:
-                    progress("export", out.tell())
-    return names
-
-
 def _export_portable(out: IO[bytes], start: dt.datetime, end: dt.datetime) -> list[str]:
     fields = list(UsageEvent._meta.concrete_fields)
     names = [field.column for field in fields]
@@ -305,9 +285,9 @@ def verify_file(*, name: str, manifest: dict[str, Any], progress: Progress | Non
             sha.update(chunk)
     if sha.hexdigest() != manifest["sha256"]:
         raise ArchiveCorrupt(f"{name}: SHA-256 {sha.hexdigest()} differs from the manifest's {manifest['sha256']}.")
-    found = _sum_file(name, progress)
+    found = _sum_parquet(name, progress) if manifest["format"] == PARQUET_FORMAT else _sum_file(name, progress)
     expected = {
-        tenant: {key: Decimal(str(value)) for key, value in sums.items()}
+        tenant: {key: Decimal(str(value)) for key, value in sums.items() if key != "digest"}
         for tenant, sums in manifest["tenants"].items()
     }
     found_text = {tenant: {key: Decimal(str(value)) for key, value in sums.items()} for tenant, sums in found.items()}
@@ -375,26 +355,35 @@ def usage_archive_month(*, month: dt.date, now: dt.datetime, progress: Progress 
     if existing is not None and existing.status == UsageArchive.Status.DROPPED:
         raise ArchiveRefused(f"{month:%Y-%m} was archived before but has rows again; investigate before archiving.")
     started = time.monotonic()
-    data_name, manifest_name = file_names(month)
-    level = settings.ARCHIVE_GZIP_LEVEL
-    with transaction.atomic(), tempfile.TemporaryFile() as spool:
+    parquet = connection.vendor == "postgresql"
+    data_name, manifest_name = file_names(month, parquet=parquet)
+    with transaction.atomic(), tempfile.NamedTemporaryFile(suffix=".archive") as spool:
         table_bytes = partitions.table_bytes(month=month)
-        writer = _GzipHashWriter(spool, level)
-        if connection.vendor == "postgresql":
-            columns = _export_pg(writer, start, end, progress)  # type: ignore[arg-type]
+        if parquet:
+            columns = _export_parquet(spool.name, start, end, progress)
+            _log("archive.exported", month, seconds=round(time.monotonic() - started, 2))
+            tenants = _manifest_tenants_pg(start, end, [*columns, *_NOT_IN_FILE])
+            sha, raw = hashlib.sha256(), None
+            spool.seek(0)
+            while chunk := spool.read(_CHUNK):
+                sha.update(chunk)
+            spool.seek(0, io.SEEK_END)
         else:
+            writer = _GzipHashWriter(spool, settings.ARCHIVE_GZIP_LEVEL)
             columns = _export_portable(writer, start, end)  # type: ignore[arg-type]
-        writer.close()
+            writer.close()
+            _log("archive.exported", month, seconds=round(time.monotonic() - started, 2))
+            sha, raw = writer.sha, writer.raw
+            tenants = _manifest_tenants(start, end)
         file_bytes = spool.tell()
-        tenants = _manifest_tenants(start, end)
         manifest = {
-            "format": FORMAT,
+            "format": PARQUET_FORMAT if parquet else FORMAT,
             "period": f"{month:%Y-%m}",
             "file": data_name,
-            "sha256": writer.sha.hexdigest(),
+            "sha256": sha.hexdigest(),
             "rows": sum(sums["rows"] for sums in tenants.values()),
             "bytes": file_bytes,
-            "uncompressed_bytes": writer.raw,
+            "uncompressed_bytes": raw,
             "columns": columns,
             "tenants": {
                 tenant: {k: str(v) if isinstance(v, Decimal) else v for k, v in sums.items()}
@@ -403,7 +392,7 @@ def usage_archive_month(*, month: dt.date, now: dt.datetime, progress: Progress 
             "created_at": now.isoformat(),
         }
         _log(
-            "archive.exported",
+            "archive.counted",
             month,
             rows=manifest["rows"],
             file_bytes=file_bytes,
@@ -516,7 +505,10 @@ def usage_archive_restore(
                 cursor.execute(f"CREATE TABLE {table} (LIKE {partitions.TABLE} INCLUDING DEFAULTS)")
             else:
                 cursor.execute(f"CREATE TABLE {table} AS SELECT * FROM {partitions.TABLE} WHERE 0")  # noqa: S608
-        rows = _restore_rows(archive.file_name, table, tenant_id, progress)
+        if archive.manifest["format"] == PARQUET_FORMAT:
+            rows = _restore_parquet(archive.file_name, table, archive.manifest, tenant_id, progress)
+        else:
+            rows = _restore_rows(archive.file_name, table, tenant_id, progress)
     seconds = time.monotonic() - started
     _log("archive.restored", month, table=table, rows=rows, tenant_id=tenant_id, seconds=round(seconds, 2))
     return RestoreResult(month, table, rows, seconds)
@@ -594,3 +586,286 @@ def _restore_portable(table: str, columns: list[str], lines: list[bytes], tenant
                 rows,
             )
     return len(rows)
+
+
+# --- Parquet (PostgreSQL): columnar, zstd, the body hash left to the key table ----------------
+
+PARQUET_FORMAT = "tokenbill.usage.v2"
+_PARQUET_BATCH = 500_000  # rows per Arrow batch (and Parquet row group): bounded memory
+_ZSTD_LEVEL = 6
+_DELTA = ("id", "occurred_at", "received_at")  # ascending or near it: delta encoding, not a dictionary
+_NOT_IN_FILE = ("body_hash",)  # kept forever in UsageRequest; re-attached on restore
+
+
+def _arrow_type(pg_type: str) -> Any:
+    import pyarrow as pa  # noqa: PLC0415 - only the PostgreSQL path needs it
+
+    if pg_type == "bigint":
+        return pa.int64()
+    if pg_type in ("integer", "smallint"):
+        return pa.int32()
+    if pg_type == "boolean":
+        return pa.bool_()
+    if pg_type.startswith("timestamp"):
+        return pa.timestamp("us", tz="UTC")
+    if pg_type.startswith("numeric(") and "," in pg_type:
+        precision, scale = (int(part) for part in pg_type[len("numeric(") : -1].split(","))
+        return pa.decimal128(precision, scale)
+    return pa.string()  # text, varchar, json(b) as text, numeric without a scale
+
+
+def _is_time(pg_type: str) -> bool:
+    return pg_type.startswith("timestamp")
+
+
+def _row_hash_sql(columns: list[str], alias: str) -> str:
+    """Each row's SHA-256 (hex) over its canonical text: every column, body hash included."""
+    row = f"ROW({', '.join(f'{alias}.{_q(c)}' for c in columns)})::text"
+    return f"encode(sha256(convert_to({row}, 'UTF8')), 'hex') AS row_hash"
+
+
+# The rows' digest: the row hashes as two 64-bit halves, each summed per group (order-free; sum(bigint)
+# is exact, a numeric, accumulated in 128-bit integers: cheaper than casting each half to numeric).
+# The hashes come from a subquery kept apart by OFFSET 0, so each row is hashed once, not twice.
+_DIGEST = (
+    "sum(('x' || substr(row_hash, 1, 16))::bit(64)::bigint)::text || ':' || "
+    "sum(('x' || substr(row_hash, 17, 16))::bit(64)::bigint)::text"
+)
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _manifest_tenants_pg(start: dt.datetime, end: dt.datetime, columns: list[str]) -> dict[str, dict[str, Any]]:
+    """Per tenant, in one scan: count, token and cost sums, unpriced, the rows' digest, and how
+    many events have no key carrying their body hash (restore could not re-attach it)."""
+    tokens = ", ".join(f"sum(e.{column})" for column in TOKEN_COLUMNS)
+    sql = (
+        f"SELECT e.tenant_id, count(*), count(*) FILTER (WHERE e.cost IS NULL), sum(e.cost), {tokens}, "  # noqa: S608
+        f"{_DIGEST}, count(*) FILTER (WHERE k.body_hash IS DISTINCT FROM e.body_hash) "
+        f"FROM (SELECT t.*, {_row_hash_sql(columns, 't')} FROM {partitions.TABLE} t "
+        "WHERE t.occurred_at >= %s AND t.occurred_at < %s OFFSET 0) e "
+        "LEFT JOIN metering_usagerequest k ON k.tenant_id = e.tenant_id AND k.request_id = e.request_id "
+        "GROUP BY e.tenant_id ORDER BY e.tenant_id"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [start, end])
+        rows = cursor.fetchall()
+    tenants: dict[str, dict[str, Any]] = {}
+    for tenant_id, n, unpriced, cost, *rest in rows:
+        *token_sums, digest, keyless = rest
+        if keyless:
+            raise ArchiveRefused(
+                f"tenant {tenant_id}: {keyless} event(s) have no key (UsageRequest) with their body hash; "
+                "a restore could not rebuild them, so the month is not archived."
+            )
+        tenants[str(tenant_id)] = {
+            "rows": n,
+            **{column: int(value or 0) for column, value in zip(TOKEN_COLUMNS, token_sums, strict=True)},
+            "cost": cost if cost is not None else Decimal(0),
+            "unpriced": unpriced,
+            "digest": digest,
+        }
+    return tenants
+
+
+class _CopyReader(io.RawIOBase):
+    """A COPY TO STDOUT as a readable stream (what pyarrow's CSV reader pulls from)."""
+
+    def __init__(self, copy: Any) -> None:
+        self._chunks = iter(copy)
+        self._rest = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._rest:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._rest = bytes(chunk)
+        size = min(len(buffer), len(self._rest))
+        buffer[:size] = self._rest[:size]
+        self._rest = self._rest[size:]
+        return size
+
+
+def _export_parquet(path: str, start: dt.datetime, end: dt.datetime, progress: Progress | None) -> list[str]:
+    """COPY the month out as CSV, parsed by Arrow in batches and written as Parquet (zstd)."""
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.csv as pacsv  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    with connection.cursor() as cursor:
+        columns = [(name, pg_type) for name, pg_type in _pg_columns(cursor) if name not in _NOT_IN_FILE]
+        _lock_month(cursor, start)
+        names = [name for name, _ in columns]
+        # Times as integer microseconds since the epoch (exact, no time zone to parse).
+        values = ", ".join(
+            f"(extract(epoch FROM {_q(name)}) * 1000000)::bigint" if _is_time(pg_type) else _q(name)
+            for name, pg_type in columns
+        )
+        schema = pa.schema([(name, _arrow_type(pg_type)) for name, pg_type in columns])
+        schema = schema.with_metadata({"format": PARQUET_FORMAT})
+        csv_types = {field.name: pa.int64() if pa.types.is_timestamp(field.type) else field.type for field in schema}
+        query = (
+            f"COPY (SELECT {values} FROM {partitions.TABLE} "  # noqa: S608
+            f"WHERE occurred_at >= '{start.isoformat()}' AND occurred_at < '{end.isoformat()}') "
+            "TO STDOUT WITH (FORMAT csv)"
+        )
+        dictionary = [name for name in names if name not in _DELTA]
+        with (
+            pq.ParquetWriter(
+                path,
+                schema,
+                compression="zstd",
+                compression_level=_ZSTD_LEVEL,
+                use_dictionary=dictionary,
+                column_encoding={name: "DELTA_BINARY_PACKED" for name in _DELTA if name in names},
+                write_statistics=False,
+            ) as writer,
+            cursor.cursor.copy(query) as copy,
+        ):
+            try:
+                reader = pacsv.open_csv(
+                    io.BufferedReader(_CopyReader(copy), buffer_size=_CHUNK),
+                    read_options=pacsv.ReadOptions(column_names=names, block_size=32 << 20, use_threads=False),
+                    parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                    # NULL is an empty unquoted field in PostgreSQL's CSV, an empty string is "".
+                    convert_options=pacsv.ConvertOptions(
+                        column_types=csv_types,
+                        true_values=["t"],
+                        false_values=["f"],
+                        strings_can_be_null=False,
+                        quoted_strings_can_be_null=False,
+                    ),
+                )
+            except pa.ArrowInvalid as exc:
+                if "Empty CSV" not in str(exc):
+                    raise
+                return names  # an empty month: a file with the columns and no row
+            rows = 0
+            for batch in reader:
+                arrays = [
+                    column.cast(field.type) if pa.types.is_timestamp(field.type) else column
+                    for column, field in zip(batch.columns, schema, strict=True)
+                ]
+                writer.write_batch(pa.record_batch(arrays, schema=schema), row_group_size=_PARQUET_BATCH)
+                rows += batch.num_rows
+                if progress is not None:
+                    progress("export", rows)
+    return names
+
+
+def _lock_month(cursor: Any, start: dt.datetime) -> None:
+    # No writer on the month while it is read (a re-rating, say); ingest of other months goes on.
+    name = partitions.partition_name(partitions.month_start(start))
+    cursor.execute("SELECT to_regclass(%s)", [name])
+    if cursor.fetchone()[0] is not None:
+        cursor.execute(f"LOCK TABLE {name} IN SHARE MODE")
+
+
+def _sum_parquet(name: str, progress: Progress | None) -> dict[str, dict[str, Any]]:
+    """Each tenant's sums recomputed from the stored Parquet file, batch by batch (Arrow)."""
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    sums: dict[str, dict[str, Any]] = defaultdict(_zero)
+    wanted = ["tenant_id", "cost", *TOKEN_COLUMNS]
+    aggregates = [("tenant_id", "count"), ("cost", "sum"), ("cost", "count", pa.compute.CountOptions("only_null"))]
+    aggregates += [(column, "sum") for column in TOKEN_COLUMNS]
+    try:
+        with archive_storage().open(name, "rb") as stored:
+            parquet = pq.ParquetFile(stored)
+            metadata = parquet.schema_arrow.metadata or {}
+            if metadata.get(b"format") not in (None, PARQUET_FORMAT.encode()):
+                raise ArchiveCorrupt(f"{name}: not a {PARQUET_FORMAT} file.")
+            count = 0
+            for batch in parquet.iter_batches(batch_size=_PARQUET_BATCH, columns=wanted):
+                grouped = pa.Table.from_batches([batch]).group_by("tenant_id").aggregate(aggregates)
+                for row in grouped.to_pylist():
+                    tenant = sums[str(row["tenant_id"])]
+                    tenant["rows"] += row["tenant_id_count"]
+                    tenant["unpriced"] += row["cost_count"]
+                    tenant["cost"] += row["cost_sum"] or Decimal(0)
+                    for column in TOKEN_COLUMNS:
+                        tenant[column] += row[f"{column}_sum"] or 0
+                count += batch.num_rows
+                if progress is not None:
+                    progress("verify", count)
+    except (OSError, pa.ArrowException, KeyError) as exc:
+        raise ArchiveCorrupt(f"{name}: unreadable ({exc.__class__.__name__}: {exc}).") from exc
+    return dict(sums)
+
+
+def _restore_parquet(
+    name: str, table: str, manifest: dict[str, Any], tenant_id: int | None, progress: Progress | None
+) -> int:
+    """COPY the file into a staging table in batches, then one INSERT ... SELECT re-attaches each
+    row's body hash from the key table; the rows' digest must then equal the manifest's."""
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.compute as pc  # noqa: PLC0415
+    import pyarrow.csv as pacsv  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    names: list[str] = manifest["columns"]
+    with connection.cursor() as cursor:
+        types = dict(_pg_columns(cursor))
+        staged = ", ".join(f"{_q(n)} {'bigint' if _is_time(types[n]) else types[n]}" for n in names)
+        cursor.execute(f"CREATE TEMP TABLE archive_restore_stage ({staged}) ON COMMIT DROP")
+        copy_sql = f"COPY archive_restore_stage ({', '.join(map(_q, names))}) FROM STDIN WITH (FORMAT csv)"
+        rows = 0
+        try:
+            with archive_storage().open(name, "rb") as stored:
+                for read in pq.ParquetFile(stored).iter_batches(batch_size=_PARQUET_BATCH, columns=names):
+                    batch = read if tenant_id is None else read.filter(pc.equal(read.column("tenant_id"), tenant_id))
+                    arrays = [
+                        column.cast(pa.int64()) if pa.types.is_timestamp(column.type) else column
+                        for column in batch.columns
+                    ]
+                    out = io.BytesIO()
+                    # Every value quoted, NULL bare: PostgreSQL tells "" from NULL exactly so.
+                    pacsv.write_csv(
+                        pa.record_batch(arrays, names=names),
+                        out,
+                        pacsv.WriteOptions(include_header=False, quoting_style="all_valid"),
+                    )
+                    with cursor.cursor.copy(copy_sql) as copy:
+                        copy.write(out.getbuffer())
+                    rows += batch.num_rows
+                    if progress is not None:
+                        progress("restore", rows)
+        except (OSError, pa.ArrowException) as exc:
+            raise ArchiveCorrupt(f"{name}: unreadable ({exc.__class__.__name__}: {exc}).") from exc
+        values = ", ".join(
+            f"'epoch'::timestamptz + s.{_q(n)} * interval '1 microsecond'" if _is_time(types[n]) else f"s.{_q(n)}"
+            for n in names
+        )
+        try:
+            with transaction.atomic():
+                cursor.execute(
+                    f"INSERT INTO {table} ({', '.join(map(_q, names))}, body_hash) "  # noqa: S608
+                    f"SELECT {values}, k.body_hash FROM archive_restore_stage s LEFT JOIN metering_usagerequest k "
+                    "ON k.tenant_id = s.tenant_id AND k.request_id = s.request_id"
+                )
+        except IntegrityError as exc:
+            raise ArchiveCorrupt(f"{name}: an event's key (body hash) is missing from UsageRequest: {exc}") from exc
+        cursor.execute("DROP TABLE archive_restore_stage")
+        cursor.execute(
+            f"SELECT tenant_id, count(*), {_DIGEST} FROM (SELECT t.tenant_id, "  # noqa: S608
+            f"{_row_hash_sql([*names, 'body_hash'], 't')} FROM {table} t OFFSET 0) d GROUP BY tenant_id"
+        )
+        restored = {str(tenant): (n, digest) for tenant, n, digest in cursor.fetchall()}
+    expected = {
+        tenant: (sums["rows"], sums["digest"])
+        for tenant, sums in manifest["tenants"].items()
+        if tenant_id is None or tenant == str(tenant_id)
+    }
+    if restored != expected:
+        differing = sorted(t for t in set(expected) | set(restored) if expected.get(t) != restored.get(t))
+        raise ArchiveCorrupt(
+            f"{name}: the restored rows of tenant(s) {', '.join(differing)} differ from the originals."
+        )
+    return rows

@@ -6,12 +6,13 @@ proves the verification runs before anything is dropped.
 """
 
 import datetime as dt
-import gzip
 import hashlib
 import json
 from decimal import Decimal
 from io import StringIO
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage
@@ -31,10 +32,10 @@ LATER = utc(2027, 12, 15)  # October 2026 is past INGEST_MAX_PAST_DAYS (400) by 
 
 
 class DamagingStorage(FileSystemStorage):
-    """Stores every .gz file with one byte flipped (a disk or a network that corrupts)."""
+    """Stores every data file with one byte flipped (a disk or a network that corrupts)."""
 
     def _save(self, name, content):
-        if not name.endswith(".gz"):
+        if not name.endswith(".parquet"):
             return super()._save(name, content)
         data = bytearray(content.read())
         data[len(data) // 2] ^= 0xFF
@@ -118,8 +119,9 @@ def test_a_month_is_archived_verified_dropped_and_restored_exactly(store, usage)
     assert manifest["tenants"][str(tenant_a.pk)]["rows"] == 603
     assert manifest["tenants"][str(tenant_a.pk)]["unpriced"] == 1
     assert Decimal(manifest["tenants"][str(tenant_a.pk)]["cost"]) == Decimal("0.000123456789012345") * 602
-    with gzip.open(store / "usage" / "2026-10.jsonl.gz", "rt", encoding="utf-8") as lines:
-        assert sum(1 for _ in lines) == 1 + len(october)  # the header, then one line per event
+    stored_file = pq.ParquetFile(store / "usage" / "2026-10.parquet")
+    assert stored_file.metadata.num_rows == len(october)
+    assert "body_hash" not in stored_file.schema_arrow.names  # the key table keeps it
 
     restored = archive.usage_archive_restore(month=OCTOBER)
     assert restored.rows == len(october)
@@ -159,12 +161,11 @@ def test_the_manifest_catches_a_file_rewritten_with_a_matching_hash(store, usage
     archive.usage_archive_month(month=OCTOBER, now=LATER)
     stored = UsageArchive.objects.get(period=OCTOBER)
     path = store / stored.file_name
-    lines = gzip.decompress(path.read_bytes()).split(b"\n")
-    at = json.loads(lines[0])["columns"].index("input_tokens")
-    row = json.loads(lines[5])
-    row[at] += 1  # one token more on one event
-    lines[5] = json.dumps(row).encode()
-    path.write_bytes(gzip.compress(b"\n".join(lines)))
+    table = pq.read_table(path)
+    tokens = table.column("input_tokens").to_pylist()
+    tokens[5] += 1  # one token more on one event
+    table = table.set_column(table.schema.get_field_index("input_tokens"), "input_tokens", pa.array(tokens))
+    pq.write_table(table, path)
 
     stored.manifest["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     with pytest.raises(archive.ArchiveCorrupt, match="differ from the manifest"):
@@ -238,3 +239,39 @@ def test_rollups_of_archived_days_survive_any_rebuild(store, usage):
     rollup.rollup_tenant(tenant_id=tenant_b.pk)
     rollup.rollup_date(day=dt.date(2026, 10, 9))
     assert sorted(DailyUsage.objects.values_list("tenant_id", "day", "requests", "cost", "input_tokens")) == before
+
+
+def test_restore_reattaches_each_body_hash_from_the_key_table_and_checks_the_rows(store, usage):
+    """The file leaves the body hash out; restore takes it from UsageRequest, and the rows'
+    digest (every column, body hash included) proves the side table holds the originals."""
+    october = _rows(_october())
+    archive.usage_archive_month(month=OCTOBER, now=LATER)
+    restored = archive.usage_archive_restore(month=OCTOBER)
+    assert _rows(table=restored.table) == october
+    with connection.cursor() as cursor:  # a key whose body hash changed since: the digest tells
+        cursor.execute(
+            "UPDATE metering_usagerequest SET body_hash = repeat('f', 64) WHERE request_id = %s",
+            [f"ev-{usage[0][0].pk}-7"],
+        )
+    with pytest.raises(archive.ArchiveCorrupt, match="differ from the originals"):
+        archive.usage_archive_restore(month=OCTOBER, replace=True)
+    assert _rows(table=restored.table) == october  # the failed restore changed nothing
+
+
+def test_a_month_with_an_event_without_its_key_is_not_archived(store, usage):
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM metering_usagerequest WHERE request_id = %s", [f"ev-{usage[1][0].pk}-3"])
+    before = _rows()
+    with pytest.raises(archive.ArchiveRefused, match="no key"):
+        archive.usage_archive_month(month=OCTOBER, now=LATER)
+    assert _rows() == before and not UsageArchive.objects.exists()
+
+
+def test_a_truncated_parquet_file_is_caught(store, usage):
+    archive.usage_archive_month(month=OCTOBER, now=LATER)
+    stored = UsageArchive.objects.get(period=OCTOBER)
+    path = store / stored.file_name
+    path.write_bytes(path.read_bytes()[: stored.file_bytes // 2])
+    stored.manifest["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(archive.ArchiveCorrupt, match="unreadable"):
+        archive.verify_file(name=stored.file_name, manifest=stored.manifest)

@@ -13,7 +13,7 @@ from metering.services import archive
 class Command(BaseCommand):
     help = (
         "Archive one UTC month of usage events (--period YYYY-MM), or every month older than "
-        "USAGE_RETENTION_MONTHS (--due): export to a gzip JSON Lines file in the archive storage, "
+        "USAGE_RETENTION_MONTHS (--due): export to a Parquet file (zstd) in the archive storage, "
         "re-read and verify it against its manifest, then drop the month from the database. "
         "--verify PERIOD re-checks a stored archive without changing anything."
     )
