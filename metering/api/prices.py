@@ -94,6 +94,7 @@ class PricesView(TenantAPIView):
             400: schema.ErrorSerializer,
             401: schema.ErrorSerializer,
             403: OpenApiResponse(schema.ErrorSerializer, description="Scope, revoked key or suspended tenant."),
+            404: OpenApiResponse(schema.ErrorSerializer, description="Service tokens: unknown_api_key."),
         },
         summary="The prices of the caller's plan: per token kind, per 1M and 1K tokens, by service and context tier.",
     )

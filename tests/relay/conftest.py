@@ -23,6 +23,27 @@ from tests import factories
 from tests.relay.fake_upstream import FakeUpstream
 
 
+def run_async(main):
+    """asyncio.run(main()) on a thread of its own, returning its result or raising its error.
+
+    The browser tests' Playwright (sync API) keeps an event loop running on the main thread for
+    the rest of the session, where asyncio.run refuses to start another."""
+    outcome = {}
+
+    def target() -> None:
+        try:
+            outcome["result"] = asyncio.run(main())
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -14,7 +14,7 @@ from relay.services import calls, routing
 from relay.services.calls import CHAT, Finished, Usage
 from relay.services.upstreams import upstream_save
 from tests import factories
-from tests.relay.conftest import wallet_balance
+from tests.relay.conftest import run_async, wallet_balance
 
 MESSAGES = [{"role": "user", "content": "Say hello to the relay."}]
 
@@ -78,7 +78,7 @@ def test_a_failing_batch_is_written_call_by_call(admit):
             recorder.add(call)
         await recorder.close()
 
-    asyncio.run(run())
+    run_async(run)
     assert writes == [4, 1, 1, 1, 1]
     assert UsageEvent.objects.filter(request_id__in=[c.admitted.request_id for c in batch]).count() == 4
 

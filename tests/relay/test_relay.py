@@ -1,7 +1,6 @@
 """The relay through the official openai SDK, against the live ASGI server, PostgreSQL, Redis and a
 fake upstream: what the client sees, and that the ledger holds exactly one correct charge (or none)."""
 
-import asyncio
 import time
 from decimal import Decimal
 
@@ -18,7 +17,7 @@ from relay.recorder import recorders_flush
 from relay.services.calls import _store_content
 from relay.services.upstreams import upstream_save
 from tests import factories
-from tests.relay.conftest import wallet_balance
+from tests.relay.conftest import run_async, wallet_balance
 from tests.relay.fake_upstream import FakeUpstream, reply_text
 
 MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hello to the relay."}]
@@ -270,7 +269,7 @@ def test_embeddings_and_responses(relay_stack, relay_key, fake):
     response = raw.parse()
     assert response.output_text == "".join(reply_text(0))
     event = settled(raw.headers["x-request-id"])
-    assert (event.input_tokens, event.cached_input_tokens, event.metadata["reasoning_tokens"]) == (17, 4, 2)
+    assert (event.input_tokens, event.cached_input_tokens, event.reasoning_tokens) == (17, 4, 2)
 
     raw = client.responses.with_raw_response.create(model="gpt-4o", input="Hello", stream=True)
     kinds = [event.type for event in raw.parse()]
@@ -287,7 +286,7 @@ def test_async_client_and_models(relay_stack, relay_key, fake):
         await client.close()
         return text, [m.id for m in models.data]
 
-    text, models = asyncio.run(go())
+    text, models = run_async(go)
     assert text == "".join(reply_text(0))
     assert models == []  # the upstream serves a glob only: nothing exact to list
     upstream_save(name="primary", model_map={"gpt-4o*": "", "gpt-4o": "", "gpt-4o-mini": "", "secret-model": ""})

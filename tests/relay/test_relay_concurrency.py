@@ -14,7 +14,7 @@ from metering.models import UsageEvent
 from relay.recorder import recorders_flush
 from relay.services.counting import chat_input_tokens
 from tests import factories
-from tests.relay.conftest import wallet_balance
+from tests.relay.conftest import run_async, wallet_balance
 
 MESSAGES = [{"role": "user", "content": "Count to ten."}]
 MAX_TOKENS = 100
@@ -47,7 +47,7 @@ def test_two_hundred_streams_against_a_balance_for_fifty(relay_stack, relay_tena
         finally:
             await client.close()
 
-    statuses = asyncio.run(run())
+    statuses = run_async(run)
     admitted = statuses.count(200)
     assert set(statuses) <= {200, 402}
     # Settled calls give back the rest of their hold, so a few more than 50 may fit; the money may not.
