@@ -111,7 +111,9 @@ def margins(request: HttpRequest, portal: PortalContext) -> HttpResponse:
     for _month in range(months - 1):
         start = (start - dt.timedelta(days=1)).replace(day=1)
     names = {t.pk: f"{t.name} ({t.slug})" for t in account_selectors.all_tenants()}
-    report = usage_selectors.gross_margins(start_day=start, end_day=today, tenant_names=names)
+    # Rollup days are tenant-local: east of UTC a tenant's today is already tomorrow's UTC date.
+    latest_local_day = today + dt.timedelta(days=1)
+    report = usage_selectors.gross_margins(start_day=start, end_day=latest_local_day, tenant_names=names)
     return page(
         request,
         "portal/ops/margins.html",
