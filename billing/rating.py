@@ -276,9 +276,10 @@ def rate_with_basis(
     Each side picks its own context tier (a derived price copies its cost price's threshold, so
     they agree) and both are exact, so margin = cost - cost basis exactly.
     """
-    uncached = uncached_input(
-        input_tokens=input_tokens, cached_input_tokens=cached_input_tokens, cache_write_tokens=cache_write_tokens
-    )
+    # uncached_input and _parts, inlined: this runs once per ingested event.
+    uncached = input_tokens - cached_input_tokens - cache_write_tokens
+    if uncached < 0:
+        raise ValueError("cached_input_tokens + cache_write_tokens exceed input_tokens")
     if cache_write_1h_tokens or reasoning_tokens:
         _parts(
             cache_write_tokens=cache_write_tokens,
@@ -286,10 +287,17 @@ def rate_with_basis(
             output_tokens=output_tokens,
             reasoning_tokens=reasoning_tokens,
         )
-    counts = (uncached, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens, output_tokens, reasoning_tokens)
-    cost = _cost(terms, input_tokens, *counts)
+    cost = _cost(
+        terms, input_tokens, uncached, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens, output_tokens,
+        reasoning_tokens,
+    )  # fmt: skip
     basis = terms.cost
-    return cost, (_cost(basis, input_tokens, *counts) if basis is not None else None)
+    if basis is None:
+        return cost, None
+    return cost, _cost(
+        basis, input_tokens, uncached, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens, output_tokens,
+        reasoning_tokens,
+    )  # fmt: skip
 
 
 def _cost(  # noqa: PLR0917
