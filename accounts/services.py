@@ -23,12 +23,16 @@ LAST_USED_RESOLUTION = dt.timedelta(minutes=1)
 # Staff users who are not superusers get their admin rights from this group: read everything,
 # plus the few changes operators make in the admin (docs/deploy.md, "Operators").
 OPERATORS_GROUP = "operators"
-OPERATORS_VIEW_APPS = ("accounts", "billing", "metering", "alerts", "invoicing", "axes", "django_celery_beat")
+OPERATORS_VIEW_APPS = (
+    "accounts", "billing", "metering", "alerts", "invoicing", "relay", "axes", "django_celery_beat",
+)  # fmt: skip
 OPERATORS_EXTRA_PERMISSIONS = (
     "auth.view_user",
     "billing.add_ledgerentry",  # the wallets' top-up action (the ops page's top-up, in the admin)
     "django_celery_beat.change_periodictask",  # pause or retime a beat job
     "axes.delete_accessattempt",  # unlock an account or address locked out by login throttling
+    "relay.add_upstream",  # the relay's upstreams (docs/relay.md): operators route the traffic
+    "relay.change_upstream",
 )
 
 

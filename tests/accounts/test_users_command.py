@@ -86,7 +86,15 @@ def test_the_operators_group_exists_after_migrate_with_its_permissions():
         "billing.add_ledgerentry",
         "django_celery_beat.change_periodictask",
         "auth.view_user",
+        "relay.view_upstream",
+        "relay.change_upstream",
     ):
         assert wanted in perms, wanted
     changes = {p for p in perms if p.split(".")[1].startswith(("add_", "change_", "delete_"))}
-    assert changes == {"axes.delete_accessattempt", "billing.add_ledgerentry", "django_celery_beat.change_periodictask"}
+    assert changes == {
+        "axes.delete_accessattempt",
+        "billing.add_ledgerentry",
+        "django_celery_beat.change_periodictask",
+        "relay.add_upstream",
+        "relay.change_upstream",
+    }
