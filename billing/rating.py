@@ -234,6 +234,19 @@ def terms_from_price(price: "Price", *, cost: PriceTerms | None = None) -> Price
     )
 
 
+def _checked_uncached(  # noqa: PLR0917
+    input_tokens: int, cached: int, cache_write: int, cache_write_1h: int, output: int, reasoning: int
+) -> int:
+    """uncached_input and _parts for rate and rate_with_basis, positional: once per ingested event."""
+    uncached = input_tokens - cached - cache_write
+    if uncached < 0:
+        raise ValueError("cached_input_tokens + cache_write_tokens exceed input_tokens")
+    if cache_write_1h or reasoning:
+        _parts(cache_write_tokens=cache_write, cache_write_1h_tokens=cache_write_1h, output_tokens=output,
+               reasoning_tokens=reasoning)  # fmt: skip
+    return uncached
+
+
 def rate(
     terms: PriceTerms,
     *,
@@ -245,16 +258,9 @@ def rate(
     reasoning_tokens: int = 0,
 ) -> Decimal:
     """The unrounded cost in currency units (18 decimal places, exact)."""
-    uncached = uncached_input(
-        input_tokens=input_tokens, cached_input_tokens=cached_input_tokens, cache_write_tokens=cache_write_tokens
+    uncached = _checked_uncached(
+        input_tokens, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens, output_tokens, reasoning_tokens
     )
-    if cache_write_1h_tokens or reasoning_tokens:
-        _parts(
-            cache_write_tokens=cache_write_tokens,
-            cache_write_1h_tokens=cache_write_1h_tokens,
-            output_tokens=output_tokens,
-            reasoning_tokens=reasoning_tokens,
-        )
     return _cost(
         terms, input_tokens, uncached, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens, output_tokens,
         reasoning_tokens,
@@ -276,17 +282,9 @@ def rate_with_basis(
     Each side picks its own context tier (a derived price copies its cost price's threshold, so
     they agree) and both are exact, so margin = cost - cost basis exactly.
     """
-    # uncached_input and _parts, inlined: this runs once per ingested event.
-    uncached = input_tokens - cached_input_tokens - cache_write_tokens
-    if uncached < 0:
-        raise ValueError("cached_input_tokens + cache_write_tokens exceed input_tokens")
-    if cache_write_1h_tokens or reasoning_tokens:
-        _parts(
-            cache_write_tokens=cache_write_tokens,
-            cache_write_1h_tokens=cache_write_1h_tokens,
-            output_tokens=output_tokens,
-            reasoning_tokens=reasoning_tokens,
-        )
+    uncached = _checked_uncached(
+        input_tokens, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens, output_tokens, reasoning_tokens
+    )
     cost = _cost(
         terms, input_tokens, uncached, cached_input_tokens, cache_write_tokens, cache_write_1h_tokens, output_tokens,
         reasoning_tokens,
