@@ -373,10 +373,11 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 sampler.cancel()
 
-        _, totals, failed = asyncio.run(slow())
+        firsts, totals, failed = asyncio.run(slow())
         rows.append(
             f"{args.slow_streams} concurrent slow streams (ideal 1.9 s): p50 {pct(totals, 0.5) / 1000:.2f} s "
-            f"p99 {pct(totals, 0.99) / 1000:.2f} s | failures {failed} | relay RSS idle {idle_rss / 2**20:.0f} MiB, "
+            f"p99 {pct(totals, 0.99) / 1000:.2f} s (first byte p50 {pct(firsts, 0.5) / 1000:.2f} s "
+            f"p99 {pct(firsts, 0.99) / 1000:.2f} s) | failures {failed} | relay RSS idle {idle_rss / 2**20:.0f} MiB, "
             f"peak {peak[0] / 2**20:.0f} MiB ({args.workers} workers + master)"
         )
         print(rows[-1], flush=True)

@@ -1,10 +1,11 @@
 """The relay's ASGI application: /v1/ in front of operator-configured upstreams.
 
 It is plain ASGI on purpose (portal/asgi.py sends /v1/ here, past Django's middleware): one
-body read, one thread-pool hop to admit (key, limits, tiktoken estimate, authorize with a
-hold), one pooled aiohttp call per upstream tried, the stream passed through event by event,
-then the finished call handed to the process's recorder (relay/recorder.py), which records
-calls in batches through metering's ingest service.
+body read, one thread-pool hop to prepare (key, limits, tiktoken estimate) and one to hold,
+together with the tenant's other calls arriving meanwhile (relay/admitter.py), one pooled
+aiohttp call per upstream tried, the stream passed through event by event, then the finished
+call handed to the process's recorder (relay/recorder.py), which records calls in batches
+through metering's ingest service.
 """
 
 import asyncio
@@ -25,6 +26,7 @@ from django.conf import settings
 from django.db import close_old_connections, connections
 
 from relay import metrics
+from relay.admitter import admitter
 from relay.errors import RelayError, error_body
 from relay.recorder import recorder
 from relay.services import calls, routing
@@ -191,14 +193,15 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
             raise RelayError(400, "stream must be true or false (and is not supported for embeddings).", param="stream")
         started = time.perf_counter()
         client = (_client_host(scope), _header(scope, b"x-forwarded-for"))
-        admitted = await run_sync(
-            calls.relay_admit,
+        prepared = await run_sync(
+            calls.relay_prepare,
             authorization=_header(scope, b"authorization"),
             client=client,
             endpoint=endpoint,
             body=body,
             request_id=request_id,
         )
+        admitted = await admitter(_admit_write, _admit_release).admit(prepared)
         metrics.ADMIT_SECONDS.observe(time.perf_counter() - started)
     except RelayError as error:
         await _send_error(send, error, request_id, endpoint)
@@ -540,6 +543,14 @@ class _Call:
         )
         recorder(_record_write).add(finished)  # written within RELAY_RECORD_INTERVAL_MS, batched
         metrics.USAGE.labels(source="counted" if usage.encoding else "reported").inc()
+
+
+async def _admit_write(group: list[calls.Prepared]) -> list[Admitted | RelayError]:
+    return await run_sync(calls.relay_admit_many, prepared=group)
+
+
+async def _admit_release(admitted: Admitted) -> None:
+    await run_sync(calls.relay_release, admitted=admitted)
 
 
 async def _record_write(batch: list[Finished]) -> list[bool]:

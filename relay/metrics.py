@@ -39,3 +39,8 @@ RECORD_BATCH = Histogram(
     "Calls per recorder write (one ingest batch).",
     buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
 )
+ADMIT_GROUP = Histogram(
+    "tokenbill_relay_admit_group_size",
+    "Calls of one tenant whose holds were placed together (one commit).",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+)

@@ -20,6 +20,7 @@ from accounts.models import Tenant
 from billing.models import Hold, LedgerEntry
 from billing.money import from_micros, round_to_ledger, to_micros
 from billing.services.balances import Admission, Decision, HoldInfo, MirrorDelta, balance_backend
+from billing.services.hold_batch import holds_persist_many
 from billing.services.ledger import LedgerLine, ledger_append, ledger_apply
 from billing.services.quota_counters import Deltas, reservation_deltas
 from billing.services.tenant_jobs import HOLDS, TenantJob
@@ -41,6 +42,13 @@ def balance_authorize(*, admission: Admission, hold: bool) -> Decision:
         return backend.check(admission)
     assert admission.request_id, "a hold needs the request_id its usage event will carry"
     return backend.reserve(admission, hold_persist)
+
+
+def balance_authorize_many(*, admissions: list[Admission]) -> list[Decision]:
+    """Admit many requests of one tenant with holds, in order, as one group (billing/services/
+    hold_batch.py): the same decisions as one `balance_authorize` each, one commit for all."""
+    assert all(admission.request_id for admission in admissions), "a hold needs its request_id"
+    return balance_backend().reserve_many(admissions, hold_persist, holds_persist_many)
 
 
 def hold_persist(admission: Admission) -> HoldInfo | None:

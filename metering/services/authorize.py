@@ -30,7 +30,7 @@ from billing.rating import limits_exceeded, rate
 from billing.selectors import QuotaUsage, quota_cell_index, quota_usage_from_cell
 from billing.services.balances import INSUFFICIENT_BALANCE, RATE_LIMITED, Admission, Decision, HoldInfo, QuotaCheck
 from billing.services.balances.limits import headers_for, limits_for
-from billing.services.holds import balance_authorize
+from billing.services.holds import balance_authorize, balance_authorize_many
 from infra.cache import BoundedCache
 from metering import metrics
 
@@ -136,7 +136,19 @@ def _ceil_micros(cost: Decimal) -> int:
     return micros
 
 
-def authorize_request(
+@dataclass(frozen=True)
+class PreparedAuthorization:
+    """A request past every check that needs no balance (key, model, price, length limits):
+    what the balance backend decides on, and what the answer reports."""
+
+    admission: Admission
+    quotas: list[_QuotaDef]
+    tenant_slug: str
+    priced: bool
+    started: float  # perf_counter at the start, for the latency metric
+
+
+def authorize_prepare(
     *,
     api_key: ApiKey,
     model: str,
@@ -146,12 +158,9 @@ def authorize_request(
     hold: bool = False,
     now: dt.datetime | None = None,
     service_tier: str = ServiceTier.DEFAULT,
-) -> AuthorizeResult:
-    """Admit (200) or refuse (AuthorizeRefused: 402 no money or hard quota, 422 unpriced model,
-    400 context_length_exceeded: above the model's max_input_tokens or max_output_tokens).
-
-    The estimate is at the price of `service_tier` (the version's default-tier row when the plan
-    has none for that tier)."""
+) -> PreparedAuthorization:
+    """The checks before the balance: refuses (AuthorizeRefused) a model the key may not use
+    (403), an unpriced model (422) or a request above the model's length limits (400)."""
     started = time.perf_counter()
     now = now or timezone.now()
     tenant = api_key.tenant
@@ -223,9 +232,14 @@ def authorize_request(
             tokens=estimated_input_tokens + max_output_tokens,
         ),
     )
-    decision = balance_authorize(admission=admission, hold=hold)
-    usages = _usages(admission, quotas, decision)
-    metrics.AUTHORIZE_SECONDS.observe(time.perf_counter() - started)
+    return PreparedAuthorization(admission, quotas, tenant.slug, terms is not None, started)
+
+
+def _conclude(prepared: PreparedAuthorization, decision: Decision) -> AuthorizeResult:
+    """The answer to a decided request: its result, or AuthorizeRefused (402, 429)."""
+    admission = prepared.admission
+    usages = _usages(admission, prepared.quotas, decision)
+    metrics.AUTHORIZE_SECONDS.observe(time.perf_counter() - prepared.started)
     if not decision.allowed:
         metrics.AUTHORIZE.labels(outcome=decision.reason or "refused").inc()
         refusal = _refusal(admission, decision, usages)
@@ -233,18 +247,65 @@ def authorize_request(
         raise refusal
     metrics.AUTHORIZE.labels(outcome="allowed").inc()
     return AuthorizeResult(
-        tenant_slug=tenant.slug,
-        api_key_id=api_key.pk,
-        currency=currency,
+        tenant_slug=prepared.tenant_slug,
+        api_key_id=admission.api_key_id,
+        currency=admission.currency,
         balance=from_micros(decision.balance),
-        estimate=from_micros(estimate),
+        estimate=from_micros(admission.estimate_micros),
         estimated_tokens=admission.estimate_tokens,
-        priced=terms is not None,
+        priced=prepared.priced,
         quotas=usages,
         hold=decision.hold,
-        request_id=request_id,
+        request_id=admission.request_id,
         headers=headers_for(decision.limits),
     )
+
+
+def authorize_request(
+    *,
+    api_key: ApiKey,
+    model: str,
+    estimated_input_tokens: int,
+    max_output_tokens: int,
+    request_id: str | None = None,
+    hold: bool = False,
+    now: dt.datetime | None = None,
+    service_tier: str = ServiceTier.DEFAULT,
+) -> AuthorizeResult:
+    """Admit (200) or refuse (AuthorizeRefused: 402 no money or hard quota, 422 unpriced model,
+    400 context_length_exceeded: above the model's max_input_tokens or max_output_tokens).
+
+    The estimate is at the price of `service_tier` (the version's default-tier row when the plan
+    has none for that tier)."""
+    prepared = authorize_prepare(
+        api_key=api_key,
+        model=model,
+        estimated_input_tokens=estimated_input_tokens,
+        max_output_tokens=max_output_tokens,
+        request_id=request_id,
+        hold=hold,
+        now=now,
+        service_tier=service_tier,
+    )
+    return _conclude(prepared, balance_authorize(admission=prepared.admission, hold=hold))
+
+
+def authorize_holds(prepared: list[PreparedAuthorization]) -> list[AuthorizeResult | AuthorizeRefused]:
+    """Hold for many prepared requests at once: each tenant's in one group (one commit), in the
+    order given; per request its result or its refusal, as `authorize_request(hold=True)` would."""
+    by_tenant: dict[int, list[int]] = {}
+    for index, item in enumerate(prepared):
+        by_tenant.setdefault(item.admission.tenant_id, []).append(index)
+    answers: list[AuthorizeResult | AuthorizeRefused | None] = [None] * len(prepared)
+    for indexes in by_tenant.values():
+        decisions = balance_authorize_many(admissions=[prepared[i].admission for i in indexes])
+        for index, decision in zip(indexes, decisions, strict=True):
+            try:
+                answers[index] = _conclude(prepared[index], decision)
+            except AuthorizeRefused as refusal:
+                answers[index] = refusal
+    assert all(answer is not None for answer in answers)
+    return answers  # type: ignore[return-value]  # every index was answered above
 
 
 def _usages(admission: Admission, quotas: list[_QuotaDef], decision: Decision) -> list[QuotaUsage]:
@@ -340,4 +401,12 @@ def _refusal(admission: Admission, decision: Decision, usages: list[QuotaUsage])
     )
 
 
-__all__ = ["AuthorizeRefused", "AuthorizeResult", "authorize_caches_clear", "authorize_request"]
+__all__ = [
+    "AuthorizeRefused",
+    "AuthorizeResult",
+    "PreparedAuthorization",
+    "authorize_caches_clear",
+    "authorize_holds",
+    "authorize_prepare",
+    "authorize_request",
+]

@@ -6,6 +6,7 @@ same exactly-once key, the same settlement of the hold); `relay_release` gives t
 when the call failed before any output.
 """
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,9 +22,10 @@ from accounts.authentication import ensure_key_usable, ensure_network_allowed
 from accounts.models import ApiKey
 from billing import selectors as billing_selectors
 from billing.models import ServiceTier
+from billing.services.balances import BalanceUnavailable
 from billing.services.holds import hold_release
 from infra.cache import BoundedCache
-from metering.services.authorize import AuthorizeRefused, authorize_request
+from metering.services.authorize import AuthorizeRefused, PreparedAuthorization, authorize_holds, authorize_prepare
 from metering.services.ingest import ACCEPTED, DUPLICATE, RelayFacts, usage_record_batch
 from relay.errors import RelayError
 from relay.models import RelayTranscript, TenantRelaySettings
@@ -134,10 +136,29 @@ def _estimate(endpoint: str, model: str, body: dict[str, Any], *, output_limit: 
     return counting.embeddings_input_tokens(model, body), 0
 
 
-def relay_admit(
+@dataclass
+class Prepared:
+    """A call past the checks that need no balance: the hold is all that is left to decide."""
+
+    api_key: ApiKey
+    request_id: str
+    endpoint: str
+    model: str
+    input_tokens: int
+    max_output_tokens: int
+    candidates: list[tuple[routing.Route, str]]
+    service_tier: str
+    authorization: PreparedAuthorization
+
+    @property
+    def tenant_id(self) -> int:
+        return self.api_key.tenant_id
+
+
+def relay_prepare(
     *, authorization: str, client: tuple[str, str], endpoint: str, body: dict[str, Any], request_id: str
-) -> Admitted:
-    """Admit one call or raise RelayError (401, 403, 404, 400, 402, 429, 422)."""
+) -> Prepared:
+    """Everything before the hold, or RelayError (401, 403, 404, 400, 422)."""
     key = _authenticate(authorization, client)
     model = body.get("model")
     if not isinstance(model, str) or not model or len(model) > 200:
@@ -161,7 +182,7 @@ def relay_admit(
     except counting.BadRequest as exc:
         raise RelayError(400, exc.message, param=exc.param, code=exc.code) from None
     try:
-        result = authorize_request(
+        prepared = authorize_prepare(
             api_key=key,
             model=model,
             estimated_input_tokens=input_tokens,
@@ -172,13 +193,65 @@ def relay_admit(
         )
     except AuthorizeRefused as exc:
         raise _refusal(exc) from None
-    tenant_id = key.tenant_id
-    store = _store_content.get_or_load(
-        tenant_id, lambda: TenantRelaySettings.objects.filter(tenant_id=tenant_id, store_content=True).exists()
+    return Prepared(key, request_id, endpoint, model, input_tokens, max_output, candidates, service_tier, prepared)
+
+
+def relay_admit_many(*, prepared: list[Prepared]) -> list[Admitted | RelayError]:
+    """Hold for many prepared calls at once (one group commit per tenant, metering's
+    authorize_holds): per call its admission, or the RelayError to answer (402, 429, 503)."""
+    try:
+        answers = authorize_holds([call.authorization for call in prepared])
+    except Exception as exc:
+        # Part of the group may hold already (a later tenant's group, or a retry alone, failed):
+        # give those back now rather than at expiry, then answer every call 503.
+        if not isinstance(exc, BalanceUnavailable):
+            logger.exception("relay_admit_failed", extra={"calls": len(prepared)})
+        for call in prepared:
+            with contextlib.suppress(Exception):
+                hold_release(tenant_id=call.tenant_id, request_id=call.request_id)
+        return [
+            RelayError(
+                503, "The balance store is unavailable; try again.", type="server_error", code="balance_unavailable"
+            )
+            for _ in prepared
+        ]
+    admitted: list[Admitted | RelayError] = []
+    for call, answer in zip(prepared, answers, strict=True):
+        if isinstance(answer, AuthorizeRefused):
+            admitted.append(_refusal(answer))
+            continue
+        tenant_id = call.tenant_id
+        store = _store_content.get_or_load(
+            tenant_id, lambda t=tenant_id: TenantRelaySettings.objects.filter(tenant_id=t, store_content=True).exists()
+        )
+        admitted.append(
+            Admitted(
+                api_key=call.api_key,
+                request_id=call.request_id,
+                endpoint=call.endpoint,
+                model=call.model,
+                input_tokens=call.input_tokens,
+                max_output_tokens=call.max_output_tokens,
+                candidates=call.candidates,
+                store_content=store,
+                headers=answer.headers,
+                service_tier=call.service_tier,
+            )
+        )
+    return admitted
+
+
+def relay_admit(
+    *, authorization: str, client: tuple[str, str], endpoint: str, body: dict[str, Any], request_id: str
+) -> Admitted:
+    """Admit one call or raise RelayError (401, 403, 404, 400, 402, 429, 422, 503)."""
+    prepared = relay_prepare(
+        authorization=authorization, client=client, endpoint=endpoint, body=body, request_id=request_id
     )
-    return Admitted(
-        key, request_id, endpoint, model, input_tokens, max_output, candidates, store, result.headers, service_tier
-    )
+    answer = relay_admit_many(prepared=[prepared])[0]
+    if isinstance(answer, RelayError):
+        raise answer
+    return answer
 
 
 def _refusal(exc: AuthorizeRefused) -> RelayError:

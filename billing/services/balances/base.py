@@ -179,6 +179,8 @@ class Drift:
 
 # persist(admission) -> HoldInfo, or None when the request_id already has a hold row.
 Persist = Callable[[Admission], HoldInfo | None]
+# persist_many(admissions of one tenant) -> their HoldInfo in order, or None: record them one by one.
+PersistMany = Callable[[list[Admission]], list[HoldInfo] | None]
 
 
 class BalanceBackend(ABC):
@@ -206,6 +208,11 @@ class BalanceBackend(ABC):
     @abstractmethod
     def reserve(self, admission: Admission, persist: Persist) -> Decision:
         """Admit and hold the estimate, or refuse. Idempotent per request_id."""
+
+    def reserve_many(self, admissions: list[Admission], persist: Persist, persist_many: PersistMany) -> list[Decision]:
+        """`reserve` for each of many requests of one tenant, in order (a later one sees the
+        earlier ones' holds). A backend may admit and record them together (a group commit)."""
+        return [self.reserve(admission, persist) for admission in admissions]
 
     @abstractmethod
     def drift(self, *, tenant_id: int, tz_name: str, fix: bool) -> list[Drift]:

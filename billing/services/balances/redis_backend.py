@@ -44,6 +44,7 @@ from billing.services.balances.base import (
     Drift,
     MirrorDelta,
     Persist,
+    PersistMany,
     existing_hold,
     hold_commit_mode,
     lock_tenant,
@@ -197,16 +198,76 @@ class RedisBackend(BalanceBackend):
             return existing_hold(admission)  # "exists", or PostgreSQL already had the request_id
         raise BalanceUnavailable("The balance store keeps losing its keys; try again.")
 
-    def _record(self, admission: Admission, decision: Decision, persist: Persist) -> Decision | None:
-        """Record the reserved hold in PostgreSQL (still under the shared lock), or undo it."""
-        undo = MirrorDelta(balance=admission.estimate_micros, release=[admission.request_id or "-"])
+    def reserve_many(self, admissions: list[Admission], persist: Persist, persist_many: PersistMany) -> list[Decision]:
+        """Admit many holds of one tenant with one script call, record the admitted ones with
+        one statement (`persist_many`) and one commit (four round trips, for one hold too). What the batch cannot settle alone (cold
+        keys, a request_id already held, PostgreSQL refusing what Redis admitted) is admitted
+        again one at a time by `reserve`, after the batch's transaction has ended."""
+        tenant_id = admissions[0].tenant_id
+        assert all(admission.tenant_id == tenant_id for admission in admissions), "one tenant per batch"
+        decisions: list[Decision | None] = [None] * len(admissions)
+        sizes: list[int] = []
+        keys_: list[str] = []
+        args: list[Any] = []
+        for admission in admissions:
+            admission_keys, admission_args = self._keys(admission), self._args(admission, "hold")
+            sizes += [len(admission_keys), len(admission_args)]
+            keys_ += admission_keys
+            args += admission_args
+        with transaction.atomic():
+            lock_tenant(tenant_id)
+            replies = self._run("authorize", keys_, ["many", len(admissions), *sizes, *args])
+            admitted: list[tuple[int, Decision]] = []
+            for index, (admission, reply) in enumerate(zip(admissions, replies, strict=True)):
+                if reply[0] in ("cold", "exists"):
+                    continue  # decided alone below
+                decision = self._decision(admission, reply)
+                if decision.allowed:
+                    admitted.append((index, decision))
+                else:
+                    decisions[index] = decision
+            if admitted:
+                chosen = [admissions[index] for index, _ in admitted]
+                undo = MirrorDelta()
+                for admission in chosen:
+                    self._undo_into(undo, admission)
+                hold_commit_mode()
+                try:
+                    infos = persist_many(chosen)
+                except BaseException:
+                    with contextlib.suppress(BalanceUnavailable):
+                        self.mirror(tenant_id, undo)
+                    raise
+                if infos is None:
+                    # Redis and PostgreSQL disagree somewhere in the batch: undo it all, decide
+                    # every request alone (refusals too: they saw the undone holds).
+                    self.mirror(tenant_id, undo)
+                    transaction.set_rollback(True)
+                    decisions = [None] * len(admissions)
+                else:
+                    for (index, decision), info in zip(admitted, infos, strict=True):
+                        decisions[index] = decision.with_hold(admissions[index], info, decision.balance)
+        return [
+            decision if decision is not None else self.reserve(admission, persist)
+            for admission, decision in zip(admissions, decisions, strict=True)
+        ]
+
+    def _undo_into(self, undo: MirrorDelta, admission: Admission) -> None:
+        """Add to `undo` the counter moves that take back one admitted hold's reservation."""
+        undo.balance += admission.estimate_micros
+        undo.release.append(admission.request_id or "-")
         for cell in admission.cells:
             undo.add(cell, held_tokens=-admission.estimate_tokens, held_micros=-admission.estimate_micros)
         for limit, name in zip(admission.limits, admission.limit_names(), strict=True):
             if limit.kind == PARALLEL:
                 undo.slots.append((name, admission.request_id or "-"))
             else:
-                undo.buckets[name] = -limit.cost
+                undo.buckets[name] = undo.buckets.get(name, 0) - limit.cost
+
+    def _record(self, admission: Admission, decision: Decision, persist: Persist) -> Decision | None:
+        """Record the reserved hold in PostgreSQL (still under the shared lock), or undo it."""
+        undo = MirrorDelta()
+        self._undo_into(undo, admission)
         hold_commit_mode()
         try:
             # The hold's own rows first; the tenant's shared rows (wallet, then quota cells, the

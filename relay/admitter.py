@@ -1,0 +1,86 @@
+"""The per-process admitter: a tenant's holds are placed in groups, one commit per group.
+
+Every hold of a tenant moves its wallet row, so one at a time they queue on that row's lock
+for a commit each (a WAL flush): a burst of 1,000 calls of one tenant waited seconds. Here the
+calls of a tenant that arrive while its previous group is being held wait for it to finish and
+then go together (calls.relay_admit_many: one Redis script call, one PostgreSQL statement, one
+commit). A lone call goes at once; under load the group grows with the queue, so the commit
+rate stops bounding admissions. Different tenants' groups run side by side on the thread pool.
+
+The decisions are the ones a call alone would get, in arrival order (billing/services/
+hold_batch.py). A call that gives up while its group is being held (the client went away) has
+its hold released as soon as the group returns.
+"""
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from relay import metrics
+from relay.errors import RelayError
+from relay.services.calls import Admitted, Prepared
+
+Write = Callable[[list[Prepared]], Awaitable[list[Admitted | RelayError]]]
+Release = Callable[[Admitted], Awaitable[None]]
+GROUP_MAX = 500  # calls per statement: bounds its size and one group's wait
+
+
+class Admitter:
+    def __init__(self, loop: asyncio.AbstractEventLoop, write: Write, release: Release) -> None:
+        self.loop = loop
+        self._write = write
+        self._release = release
+        self._waiting: dict[int, list[tuple[Prepared, asyncio.Future[Admitted]]]] = {}
+        self._busy: set[int] = set()  # tenants with a group being held
+
+    async def admit(self, prepared: Prepared) -> Admitted:
+        """Hold for one call (with the others of its tenant waiting now): its admission, or RelayError."""
+        future: asyncio.Future[Admitted] = self.loop.create_future()
+        tenant_id = prepared.tenant_id
+        self._waiting.setdefault(tenant_id, []).append((prepared, future))
+        if tenant_id not in self._busy:
+            self._busy.add(tenant_id)
+            self.loop.create_task(self._drain(tenant_id))
+        return await future
+
+    async def _drain(self, tenant_id: int) -> None:
+        try:
+            while group := self._waiting.pop(tenant_id, None):
+                if len(group) > GROUP_MAX:
+                    self._waiting[tenant_id] = group[GROUP_MAX:] + self._waiting.get(tenant_id, [])
+                    group = group[:GROUP_MAX]
+                metrics.ADMIT_GROUP.observe(len(group))
+                try:
+                    answers = await self._write([prepared for prepared, _ in group])
+                except Exception as exc:  # noqa: BLE001 - the write logged it; every call of the group answers it
+                    for _, future in group:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                for (_, future), answer in zip(group, answers, strict=True):
+                    self._deliver(future, answer)
+        finally:
+            self._busy.discard(tenant_id)
+
+    def _deliver(self, future: asyncio.Future[Admitted], answer: Admitted | RelayError) -> None:
+        if future.cancelled():
+            if isinstance(answer, Admitted):  # nobody will forward it: its hold goes back now
+                self.loop.create_task(self._release(answer))
+        elif isinstance(answer, RelayError):
+            future.set_exception(answer)
+        else:
+            future.set_result(answer)
+
+
+_admitters: dict[int, Admitter] = {}
+
+
+def admitter(write: Write, release: Release) -> Admitter:
+    """The admitter of the running event loop (a worker has one)."""
+    loop = asyncio.get_running_loop()
+    found = _admitters.get(id(loop))
+    if found is None or found.loop is not loop:
+        found = _admitters[id(loop)] = Admitter(loop, write, release)
+    return found
+
+
+__all__ = ["GROUP_MAX", "Admitter", "admitter"]

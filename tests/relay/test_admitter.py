@@ -1,0 +1,130 @@
+"""The admitter's group commit: a tenant's calls arriving while its group is held go together,
+tenants do not wait for each other, and a call that gives up has its hold given back.
+
+The write here stands in for calls.relay_admit_many (tests/billing/test_hold_groups.py and the
+relay's own tests cover what it does on PostgreSQL and Redis); what is tested is the grouping.
+"""
+
+import asyncio
+from types import SimpleNamespace
+
+from relay.admitter import GROUP_MAX, Admitter
+from relay.errors import RelayError
+from relay.services.calls import Admitted
+from tests.relay.conftest import run_async
+
+
+def call(tenant_id: int, name: str) -> SimpleNamespace:
+    return SimpleNamespace(tenant_id=tenant_id, request_id=name)
+
+
+def admitted(request_id: str) -> Admitted:
+    return Admitted(None, request_id, "chat.completions", "m", 1, 1, [], False)  # type: ignore[arg-type]
+
+
+class Upstairs:
+    """The write and release the admitter calls, recording each group; `gate` holds writes."""
+
+    def __init__(self) -> None:
+        self.groups: list[list[str]] = []
+        self.released: list[str] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.refuse: set[str] = set()
+        self.fail = False
+
+    async def write(self, group):
+        self.groups.append([c.request_id for c in group])
+        await self.gate.wait()
+        if self.fail:
+            raise RuntimeError("database away")
+        return [
+            RelayError(402, "no money", code="insufficient_quota")
+            if c.request_id in self.refuse
+            else admitted(c.request_id)
+            for c in group
+        ]
+
+    async def release(self, answer: Admitted) -> None:
+        self.released.append(answer.request_id)
+
+
+def test_calls_arriving_during_a_group_go_together_in_the_next():
+    async def main():
+        up = Upstairs()
+        admitter = Admitter(asyncio.get_running_loop(), up.write, up.release)
+        up.gate.clear()
+        first = asyncio.create_task(admitter.admit(call(1, "a")))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        rest = [asyncio.create_task(admitter.admit(call(1, f"b{i}"))) for i in range(5)]
+        other = asyncio.create_task(admitter.admit(call(2, "other")))
+        await asyncio.sleep(0.01)
+        assert up.groups == [["a"], ["other"]]  # tenant 2 did not wait for tenant 1's group
+        up.gate.set()
+        answers = await asyncio.gather(first, *rest, other)
+        return up, answers
+
+    up, answers = run_async(main)
+    assert up.groups == [["a"], ["other"], [f"b{i}" for i in range(5)]]
+    assert [a.request_id for a in answers] == ["a", *[f"b{i}" for i in range(5)], "other"]
+
+
+def test_refusals_reach_their_own_call_only():
+    async def main():
+        up = Upstairs()
+        up.refuse = {"poor"}
+        admitter = Admitter(asyncio.get_running_loop(), up.write, up.release)
+        return await asyncio.gather(
+            admitter.admit(call(1, "rich")), admitter.admit(call(1, "poor")), return_exceptions=True
+        )
+
+    rich, poor = run_async(main)
+    assert isinstance(rich, Admitted) and rich.request_id == "rich"
+    assert isinstance(poor, RelayError) and poor.status == 402
+
+
+def test_a_call_that_gives_up_while_its_group_is_held_has_its_hold_released():
+    async def main():
+        up = Upstairs()
+        admitter = Admitter(asyncio.get_running_loop(), up.write, up.release)
+        up.gate.clear()
+        stays = asyncio.create_task(admitter.admit(call(1, "stays")))
+        leaves = asyncio.create_task(admitter.admit(call(1, "leaves")))
+        await asyncio.sleep(0.01)
+        leaves.cancel()
+        up.gate.set()
+        await stays
+        await asyncio.sleep(0.01)  # the release task runs
+        return up
+
+    up = run_async(main)
+    assert up.released == ["leaves"]
+
+
+def test_a_failed_write_fails_its_group_and_the_next_group_still_goes():
+    async def main():
+        up = Upstairs()
+        up.fail = True
+        admitter = Admitter(asyncio.get_running_loop(), up.write, up.release)
+        failed = await asyncio.gather(admitter.admit(call(1, "x")), return_exceptions=True)
+        up.fail = False
+        return failed, await admitter.admit(call(1, "y"))
+
+    failed, later = run_async(main)
+    assert isinstance(failed[0], RuntimeError) and later.request_id == "y"
+
+
+def test_a_group_is_at_most_group_max_calls():
+    async def main():
+        up = Upstairs()
+        admitter = Admitter(asyncio.get_running_loop(), up.write, up.release)
+        up.gate.clear()
+        tasks = [asyncio.create_task(admitter.admit(call(1, str(i)))) for i in range(GROUP_MAX + 10)]
+        await asyncio.sleep(0.01)
+        up.gate.set()
+        await asyncio.gather(*tasks)
+        return up
+
+    up = run_async(main)
+    assert [len(group) for group in up.groups] == [GROUP_MAX, 10]
