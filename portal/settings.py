@@ -440,6 +440,11 @@ RELAY_MAX_BODY_BYTES = env.int("RELAY_MAX_BODY_BYTES", default=8 * 1024 * 1024)
 RELAY_DEFAULT_MAX_OUTPUT_TOKENS = env.int("RELAY_DEFAULT_MAX_OUTPUT_TOKENS", default=4096)
 RELAY_MAX_OUTPUT_TOKENS = env.int("RELAY_MAX_OUTPUT_TOKENS", default=1_000_000)
 RELAY_ROUTES_CACHE_SECONDS = env.float("RELAY_ROUTES_CACHE_SECONDS", default=5.0)
+# A key (with its tenant, limits and plan version) found by its secret is reused this long: a
+# revoked or changed key takes up to this long to reach the relay (0: one query per call).
+RELAY_KEY_CACHE_SECONDS = env.float("RELAY_KEY_CACHE_SECONDS", default=1.0)
+if not 0 <= RELAY_KEY_CACHE_SECONDS <= 60:
+    raise ImproperlyConfigured("RELAY_KEY_CACHE_SECONDS must be 0..60")
 RELAY_BREAKER_FAILURES = env.int("RELAY_BREAKER_FAILURES", default=5)
 RELAY_BREAKER_COOLDOWN_SECONDS = env.float("RELAY_BREAKER_COOLDOWN_SECONDS", default=30.0)
 # Finished calls are recorded in batches: at most this long after the call, or at once when

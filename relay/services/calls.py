@@ -7,6 +7,7 @@ when the call failed before any output.
 """
 
 import contextlib
+import hashlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,6 +73,24 @@ _store_content: BoundedCache[bool] = BoundedCache(
 )
 
 
+# Keys found by their secret, for RELAY_KEY_CACHE_SECONDS: a burst of calls with one key makes
+# one query, not one each (they queued on the database before their holds). Keyed by the
+# secret's SHA-256, never the secret; unknown secrets are not kept (a new key works at once).
+_keys: BoundedCache[ApiKey] = BoundedCache(
+    "relay_api_keys", max_size=10_000, ttl=lambda: settings.RELAY_KEY_CACHE_SECONDS
+)
+
+
+def _key_by_secret(raw: str) -> ApiKey | None:
+    digest = hashlib.sha256(raw.encode()).digest()
+    key = _keys.get(digest)
+    if key is None:
+        key = account_selectors.api_key_by_secret(raw)
+        if key is not None and settings.RELAY_KEY_CACHE_SECONDS > 0:
+            _keys.set(digest, key)
+    return key
+
+
 def _authenticate(authorization: str, client: tuple[str, str]) -> ApiKey:
     scheme, _, raw = authorization.partition(" ")
     raw = raw.strip()
@@ -81,7 +100,7 @@ def _authenticate(authorization: str, client: tuple[str, str]) -> ApiKey:
             "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",
             code="invalid_api_key",
         )
-    key = account_selectors.api_key_by_secret(raw)
+    key = _key_by_secret(raw)
     if key is None:
         raise RelayError(401, "Incorrect API key provided.", code="invalid_api_key")
     request = HttpRequest()

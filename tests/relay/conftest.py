@@ -103,6 +103,7 @@ def fake():
 @pytest.fixture
 def relay_stack(transactional_db, redis_backend, settings, fake):
     settings.RELAY_ROUTES_CACHE_SECONDS = 0
+    settings.RELAY_KEY_CACHE_SECONDS = 0  # tests change keys and expect the next call to see it
     settings.RELAY_BREAKER_COOLDOWN_SECONDS = 30
     routing.routes_clear()
     upstream_save(name="primary", base_url=fake.base_url, api_key="sk-upstream-secret", model_map={"gpt-4o*": ""})

@@ -6,10 +6,12 @@ relay's own tests cover what it does on PostgreSQL and Redis); what is tested is
 """
 
 import asyncio
+import os
 from types import SimpleNamespace
 
 from relay.admitter import GROUP_MAX, Admitter
 from relay.errors import RelayError
+from relay.gateway import _request_ids
 from relay.services.calls import Admitted
 from tests.relay.conftest import run_async
 
@@ -128,3 +130,19 @@ def test_a_group_is_at_most_group_max_calls():
 
     up = run_async(main)
     assert [len(group) for group in up.groups] == [GROUP_MAX, 10]
+
+
+def test_request_ids_differ_across_forked_workers():
+    """Workers forked from a preloaded master must not share a request-id sequence: a repeated
+    request_id would find another call's hold."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its first id, then exit at once
+        os.write(write, _request_ids.new().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 100).decode()
+    os.waitpid(pid, 0)
+    ours = [_request_ids.new() for _ in range(3)]
+    assert child.startswith("relay-") and len(child) == len(ours[0]) == 38
+    assert child[:22] != ours[0][:22] and len(set(ours)) == 3

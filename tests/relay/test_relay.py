@@ -9,6 +9,7 @@ import openai
 import pytest
 from prometheus_client import REGISTRY
 
+from accounts.services import api_key_revoke
 from billing.models import Hold
 from metering.models import UsageEvent
 from metering.tokens import count_tokens
@@ -324,6 +325,17 @@ def test_refusals_use_openai_errors_before_any_upstream_call(relay_stack, relay_
     headers = caught.value.response.headers
     assert headers["x-ratelimit-limit-requests"] == "1" and headers["x-ratelimit-remaining-requests"] == "0"
     assert fake.calls == 1
+
+
+def test_a_revoked_key_reaches_the_relay_within_its_key_cache_time(relay_stack, relay_key, settings):
+    settings.RELAY_KEY_CACHE_SECONDS = 0.5
+    client = client_for(relay_stack, relay_key[1])
+    client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    api_key_revoke(api_key=relay_key[0])
+    time.sleep(0.6)
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert caught.value.code == "key_revoked"
 
 
 def test_content_is_kept_only_when_an_operator_turns_it_on(relay_stack, relay_key, relay_tenant, fake):
