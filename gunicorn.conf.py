@@ -35,3 +35,15 @@ def child_exit(server, worker) -> None:
         from prometheus_client import multiprocess  # noqa: PLC0415 - only in multiprocess mode
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker) -> None:
+    """Move what start-up made (Django, the apps, their modules) out of the cyclic collector's
+    sight and let it run less often. A burst of relayed calls allocates fast, and each full
+    collection walked the whole start-up heap again: a pause every call in flight waited for
+    (1,000 concurrent streams: 1.57 -> 1.26 ms of CPU per stream, docs/relay.md)."""
+    import gc  # noqa: PLC0415 - only in the worker
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)

@@ -46,12 +46,18 @@ class Upstream(models.Model):
 
     def upstream_model(self, model: str) -> str | None:
         """The upstream's name for `model`, or None when this upstream does not serve it."""
-        if model in self.model_map:
-            return self.model_map[model] or model
-        for pattern, target in self.model_map.items():
-            if fnmatch.fnmatchcase(model, pattern):
-                return target or model
-        return None
+        return mapped_model(self.model_map, model)
+
+
+def mapped_model(model_map: dict[str, str], model: str) -> str | None:
+    """The name a model map gives `model` (exact names first, then globs in order; an empty
+    target keeps the name), or None when the map does not serve it."""
+    if model in model_map:
+        return model_map[model] or model
+    for pattern, target in model_map.items():
+        if fnmatch.fnmatchcase(model, pattern):
+            return target or model
+    return None
 
 
 class TenantRelaySettings(models.Model):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from relay import crypto
-from relay.models import Upstream
+from relay.models import Upstream, mapped_model
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ class Route:
     total_timeout: float
 
     def upstream_model(self, model: str) -> str | None:
-        return Upstream(model_map=self.patterns).upstream_model(model)
+        return mapped_model(self.patterns, model)  # no model instance per call: its signals cost
 
 
 @dataclass
