@@ -158,9 +158,13 @@ def authorize_prepare(
     hold: bool = False,
     now: dt.datetime | None = None,
     service_tier: str = ServiceTier.DEFAULT,
+    output_choices: int = 1,
 ) -> PreparedAuthorization:
     """The checks before the balance: refuses (AuthorizeRefused) a model the key may not use
-    (403), an unpriced model (422) or a request above the model's length limits (400)."""
+    (403), an unpriced model (422) or a request above the model's length limits (400).
+
+    `output_choices`: a request for n completions holds `max_output_tokens` for all of them,
+    while the model's max_output_tokens limits each one."""
     started = time.perf_counter()
     now = now or timezone.now()
     tenant = api_key.tenant
@@ -189,7 +193,8 @@ def authorize_prepare(
         )
     estimate = 0
     if terms is not None:
-        over = limits_exceeded(terms, input_tokens=estimated_input_tokens, output_tokens=max_output_tokens)
+        per_choice = -(-max_output_tokens // max(output_choices, 1))
+        over = limits_exceeded(terms, input_tokens=estimated_input_tokens, output_tokens=per_choice)
         if over:
             metrics.AUTHORIZE.labels(outcome="context_length_exceeded").inc()
             limit_name, limit, requested = over[0]

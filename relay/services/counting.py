@@ -96,8 +96,8 @@ def embeddings_input_tokens(model: str, body: dict[str, Any]) -> int:
     raise BadRequest("input must be a string, an array of strings or an array of token arrays.", "input")
 
 
-def max_output(body: dict[str, Any], names: tuple[str, ...], default: int, ceiling: int) -> int:
-    """The output the request may produce (max tokens times n), validated."""
+def max_output(body: dict[str, Any], names: tuple[str, ...], default: int, ceiling: int) -> tuple[int, int]:
+    """(max tokens of one choice, n), validated: the request may produce their product."""
     for name in names:
         value = body.get(name)
         if value is None:
@@ -112,7 +112,7 @@ def max_output(body: dict[str, Any], names: tuple[str, ...], default: int, ceili
         n = 1
     if type(n) is not int or not 1 <= n <= 128:
         raise BadRequest("n must be a whole number from 1 to 128.", "n")
-    return int(value) * n
+    return int(value), n
 
 
 def encoding_for(model: str) -> str:

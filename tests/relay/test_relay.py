@@ -391,4 +391,9 @@ def test_priority_calls_pay_the_priority_row_and_over_length_is_refused_first(
     assert caught.value.code == "context_length_exceeded" and caught.value.param == "max_tokens"
     assert "max_output_tokens" in caught.value.message and "1001" in caught.value.message
     assert fake.calls == calls  # refused before any upstream call
+    # The limit is per completion: n=2 at 1,000 each holds 2,000 tokens and is not over it.
+    two = client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=MESSAGES, service_tier="priority", max_tokens=1_000, n=2
+    )
+    assert len(two.parse().choices) == 2 and fake.calls == calls + 1
     client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=1_001)  # the default row has no limit
