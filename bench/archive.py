@@ -10,7 +10,10 @@ DATABASE_URL names:
 2. paired ingest: the event store's statement (claim the key in UsageRequest, insert into the
    partitioned table) against the statement it replaced (INSERT ... ON CONFLICT (tenant_id,
    request_id) on an unpartitioned twin with the old unique index), both prefilled with
-   `--prefill` rows, 1,000-event batches, alternating which goes first each round;
+   `--prefill` rows, 1,000-event batches, alternating which goes first each round; then the
+   same pair end to end through the ingest service (usage_record_batch: parsing, rating, the
+   insert, the charge and the counters), the old statement put in the event store's place;
+   with `--events 0` only this (both tables then hold the same rows);
 3. archives the month (export, verify, drop: metering.services.archive) and reports seconds,
    bytes of the file against bytes of the partition with its indexes;
 4. restores it into the side table and reports seconds.
@@ -50,7 +53,7 @@ MONTH = dt.date(2024, 3, 1)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database", default="tokenbill_bench_archive")
-    parser.add_argument("--events", type=int, default=10_000_000, help="events in the archived month")
+    parser.add_argument("--events", type=int, default=10_000_000, help="events in the archived month (0: ingest only)")
     parser.add_argument("--long", action="store_true", help="100M events (a long run)")
     parser.add_argument("--tenants", type=int, default=200)
     parser.add_argument("--prefill", type=int, default=1_000_000, help="rows in each ingest table before timing")
@@ -86,7 +89,7 @@ def main() -> None:
 
     print(f"machine: {os.cpu_count()} cores, shared; PostgreSQL {connection.cursor().connection.info.server_version}")
     print(f"archive directory {archive_dir} (gzip level {settings.ARCHIVE_GZIP_LEVEL} if not Parquet)")
-    if not reused:
+    if not reused and events:
         generate(connection, events, args.tenants)
         if args.reuse:
             connection.close()  # a template database must have no connection
@@ -95,7 +98,8 @@ def main() -> None:
                 conn.execute(f"COMMENT ON DATABASE \"{template}\" IS '{mark}'")
     if not args.skip_ingest:
         paired_ingest(connection, args)
-    archive_and_restore(connection)
+    if events:
+        archive_and_restore(connection)
 
 
 def template_mark(maintenance: str, template: str) -> str | None:
@@ -232,9 +236,86 @@ def paired_ingest(connection, args) -> None:
             old = run_old(twin)
         ratios.append(new / old)
         print(f"  round {round_no + 1}: partitioned + key table {new:,.0f} ev/s, unpartitioned {old:,.0f} ev/s, "
-              f"ratio {new / old:.3f}", flush=True)  # fmt: skip
+              f"ratio {new / old:.3f}; load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     print(
         f"ingest (paired, {args.rounds} rounds): median ratio {statistics.median(ratios):.3f} "
+        f"(min {min(ratios):.3f}, max {max(ratios):.3f})"
+    )
+    paired_service(connection, args, f"INSERT INTO bench_flat ({cols})")
+
+
+def paired_service(connection, args, old_insert: str) -> None:
+    """The ingest service end to end (parse, keyed body hashes, rating twice, the insert, the
+    charge, the quota and balance counters), the real event store against the statement it
+    replaced, on the tables prefilled above; 1,000-event batches of one tenant, alternating."""
+    import orjson  # noqa: PLC0415 - after django.setup()
+    from ingest import create_fixture, make_events, now_iso  # noqa: PLC0415 - bench/ingest.py
+
+    from accounts.models import ApiKey  # noqa: PLC0415 - after django.setup()
+    from billing.services.holds import CLAIMED_COLUMN_TYPES, claim_settled_statement, claimed_holds  # noqa: PLC0415
+    from metering.services import event_store  # noqa: PLC0415 - after django.setup()
+    from metering.services import ingest as ingest_service  # noqa: PLC0415 - after django.setup()
+
+    record = ", ".join(f"{n} {t}" for n, t in zip(event_store.COLUMNS, event_store._PG_TYPES, strict=True))
+    insert = (
+        f"{old_insert} SELECT {', '.join(event_store.COLUMNS)} FROM json_to_recordset(%s::json) AS r({record}) "
+        "{gate}ON CONFLICT (tenant_id, request_id) DO NOTHING RETURNING id, request_id"
+    )
+    nulls = ", ".join(f"NULL::{pg_type}" for pg_type in CLAIMED_COLUMN_TYPES[2:])
+
+    def flat_insert_new(events, *, settle_holds_at=None, lock=None):
+        """event_store.insert_new as it was before partitions (one INSERT ... ON CONFLICT)."""
+        events = sorted(events, key=lambda event: event.request_id)
+        rows = orjson.dumps([event.record() for event in events]).decode()
+        ctes, params, gate = [], [], ""
+        if lock is not None:
+            ctes, params, gate = [f"lk AS ({lock[0]})"], list(lock[1]), event_store._GATE
+        costs = {event.request_id: event.cost for event in events}
+        claim, claim_params = claim_settled_statement(
+            tenant_id=events[0].tenant_id, costs=costs, now=settle_holds_at, among="ins"
+        )
+        sql = (
+            "WITH " + "".join(f"{cte}, " for cte in ctes) + f"ins AS ({insert.format(gate=gate)}), "
+            f"claimed AS ({claim}) SELECT 'e', id, request_id, {nulls} FROM ins UNION ALL SELECT 'h', * FROM claimed"
+        )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, [*params, rows, *claim_params])
+            result = cursor.fetchall()
+        inserted = {row[2]: row[1] for row in result if row[0] == "e"}
+        return event_store.Stored(inserted, claimed_holds([row[1:] for row in result if row[0] == "h"]))
+
+    fixture = create_fixture(1)
+    key = ApiKey.objects.select_related("tenant").get(pk=fixture.tenants[0][1])
+    real_insert = ingest_service.insert_new
+    counter = iter(range(1, 1 << 40))
+
+    def run(insert_new, n: int) -> float:
+        batches = [make_events(f"s{next(counter)}-", 0, 1000, now_iso()) for _ in range(n)]
+        ingest_service.insert_new = insert_new
+        try:
+            started = time.perf_counter()
+            for raw in batches:
+                result = ingest_service.usage_record_batch(raw_events=raw, api_key=key)
+                assert result.items[0].status == "accepted"
+            return n * 1000 / (time.perf_counter() - started)
+        finally:
+            ingest_service.insert_new = real_insert
+
+    run(real_insert, 3)  # warm-up: prices, plans and counters cached on both paths
+    run(flat_insert_new, 3)
+    ratios = []
+    for round_no in range(args.rounds):
+        if round_no % 2:
+            old = run(flat_insert_new, args.batches)
+            new = run(real_insert, args.batches)
+        else:
+            new = run(real_insert, args.batches)
+            old = run(flat_insert_new, args.batches)
+        ratios.append(new / old)
+        print(f"  service round {round_no + 1}: partitioned + key table {new:,.0f} ev/s, unpartitioned {old:,.0f} "
+              f"ev/s, ratio {new / old:.3f}; load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+    print(
+        f"ingest service (paired, {args.rounds} rounds): median ratio {statistics.median(ratios):.3f} "
         f"(min {min(ratios):.3f}, max {max(ratios):.3f})"
     )
 

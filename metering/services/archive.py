@@ -156,11 +156,10 @@ def _tenant_zone(name: str) -> zoneinfo.ZoneInfo:
 
 
 def _tenant_months(start: dt.datetime, end: dt.datetime, tenant_ids: list[int]) -> list[ArchivedUsageTotal]:
-    """Each tenant's usage of the month per tenant-local month, by occurrence and by reception."""
+    """Each tenant's usage of the month per tenant-local month, by occurrence and by reception
+    (SQLite; PostgreSQL: _tenant_months_pg)."""
     zones = dict(Tenant.objects.filter(pk__in=tenant_ids).values_list("pk", "timezone"))
     zone_of = {tenant_id: _tenant_zone(zones.get(tenant_id, "UTC")) for tenant_id in tenant_ids}
-    if connection.vendor == "postgresql" and tenant_ids:
-        return _tenant_months_pg(start, end, zone_of)
     totals: list[ArchivedUsageTotal] = []
     for tenant_id, zone in zone_of.items():
         events = UsageEvent.objects.filter(tenant_id=tenant_id, occurred_at__gte=start, occurred_at__lt=end)
@@ -191,21 +190,21 @@ def _total(
     )
 
 
-def _tenant_months_pg(
-    start: dt.datetime, end: dt.datetime, zone_of: dict[int, zoneinfo.ZoneInfo]
-) -> list[ArchivedUsageTotal]:
-    """The same totals in one scan of the month (both bases as grouping sets)."""
-    zones = ", ".join(["(%s::bigint, %s::text)"] * len(zone_of))
-    params: list[Any] = [value for tenant_id, zone in zone_of.items() for value in (tenant_id, zone.key)]
+def _tenant_months_pg(start: dt.datetime, end: dt.datetime) -> list[ArchivedUsageTotal]:
+    """The same totals in one scan of the month (both bases as grouping sets), for every tenant
+    with events in it: it needs no list of them from the manifest, so it runs while the
+    manifest's scan does."""
+    zones = {pk: _tenant_zone(name).key for pk, name in Tenant.objects.values_list("pk", "timezone")}
     sql = (
         "SELECT tenant_id, occurred, received, count(*), count(*) FILTER (WHERE cost IS NULL), sum(cost), "  # noqa: S608
         "GROUPING(received) FROM (SELECT e.tenant_id, e.cost, "
-        "date_trunc('month', e.occurred_at AT TIME ZONE z.tz)::date AS occurred, "
-        "date_trunc('month', e.received_at AT TIME ZONE z.tz)::date AS received "
-        f"FROM {partitions.TABLE} e JOIN (VALUES {zones}) AS z(tenant_id, tz) ON z.tenant_id = e.tenant_id "
-        "WHERE e.occurred_at >= %s AND e.occurred_at < %s) AS m "
+        "date_trunc('month', e.occurred_at AT TIME ZONE coalesce(z.tz, 'UTC'))::date AS occurred, "
+        "date_trunc('month', e.received_at AT TIME ZONE coalesce(z.tz, 'UTC'))::date AS received "
+        f"FROM {partitions.TABLE} e LEFT JOIN unnest(%s::bigint[], %s::text[]) AS z(tenant_id, tz) "
+        "ON z.tenant_id = e.tenant_id WHERE e.occurred_at >= %s AND e.occurred_at < %s) AS m "
         "GROUP BY GROUPING SETS ((tenant_id, occurred), (tenant_id, received))"
     )
+    params: list[Any] = [list(zones), list(zones.values())]
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, start, end])
         rows = cursor.fetchall()
@@ -369,12 +368,13 @@ def usage_archive_month(*, month: dt.date, now: dt.datetime, progress: Progress 
                 file_columns = [(name, pg_type) for name, pg_type in _pg_columns(cursor) if name not in _NOT_IN_FILE]
                 _lock_month(cursor, start)
             # The manifest's scan reads the same rows as the export, on a second connection at the
-            # same time; the totals follow it there (both need a core of their own to gain).
+            # same time; the tenants' totals follow the export here (the two sides about even).
             counting = _Counting(start, end, [name for name, _ in file_columns], nested=nested)
             try:
                 columns = _export_parquet(spool.name, start, end, file_columns, progress)
                 _log("archive.exported", month, seconds=round(time.monotonic() - started, 2))
-                tenants, totals = counting.result()
+                totals = _tenant_months_pg(start, end)
+                tenants = counting.result()
             finally:
                 counting.close()
             _log(
@@ -713,7 +713,7 @@ def _manifest_tenants_pg(start: dt.datetime, end: dt.datetime, columns: list[str
 
 
 class _Counting:
-    """The manifest's scan and the tenant-month totals of a month locked against writers.
+    """The manifest's scan of a month locked against writers.
 
     On a second connection, in a transaction that imports this one's snapshot (so it reads
     exactly the rows the export reads), while the export runs: the two are independent, each
@@ -734,7 +734,7 @@ class _Counting:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-manifest")
         self._future = self._pool.submit(self._in_snapshot, snapshot)
 
-    def result(self) -> tuple[dict[str, dict[str, Any]], list[ArchivedUsageTotal]]:
+    def result(self) -> dict[str, dict[str, Any]]:
         if self._pool is None:
             return self._count()
         return self._future.result()
@@ -746,7 +746,7 @@ class _Counting:
             self._raw.cancel()  # the export failed: stop the scan rather than wait for it
         self._pool.shutdown(wait=True)
 
-    def _in_snapshot(self, snapshot: str) -> tuple[dict[str, dict[str, Any]], list[ArchivedUsageTotal]]:
+    def _in_snapshot(self, snapshot: str) -> dict[str, dict[str, Any]]:
         if not re.fullmatch(r"[0-9A-F]+(-[0-9A-F]+)+", snapshot):
             raise ArchiveRefused(f"unexpected snapshot id {snapshot!r}")
         try:
@@ -758,13 +758,11 @@ class _Counting:
         finally:
             connection.close()
 
-    def _count(self) -> tuple[dict[str, dict[str, Any]], list[ArchivedUsageTotal]]:
+    def _count(self) -> dict[str, dict[str, Any]]:
         started = time.monotonic()
-        start, end, columns = self._args
-        tenants = _manifest_tenants_pg(start, end, columns)
-        totals = _tenant_months(start, end, sorted(int(tenant) for tenant in tenants))
+        tenants = _manifest_tenants_pg(*self._args)
         self.seconds = time.monotonic() - started
-        return tenants, totals
+        return tenants
 
 
 class _CopyReader(io.RawIOBase):
