@@ -202,6 +202,8 @@ def paired_ingest(connection, args) -> None:
 
     import orjson  # noqa: PLC0415 - after django.setup()
 
+    from infra.db import hot_cursor  # noqa: PLC0415 - after django.setup()
+
     def run_new(batches):
         from django.db import transaction  # noqa: PLC0415 - after django.setup()
 
@@ -217,7 +219,7 @@ def paired_ingest(connection, args) -> None:
         started = time.perf_counter()
         for events in batches:
             rows = orjson.dumps([e.record() for e in sorted(events, key=lambda e: e.request_id)]).decode()
-            with transaction.atomic(), connection.cursor() as cursor:
+            with transaction.atomic(), hot_cursor() as cursor:  # server-side binding, as the event store
                 cursor.execute(old_sql, [rows])
                 cursor.fetchall()
         return len(batches) * 1000 / (time.perf_counter() - started)
@@ -259,6 +261,7 @@ def paired_service(connection, args, old_insert: str) -> None:
 
     from accounts.models import ApiKey  # noqa: PLC0415 - after django.setup()
     from billing.services.holds import CLAIMED_COLUMN_TYPES, claim_settled_statement, claimed_holds  # noqa: PLC0415
+    from infra.db import hot_cursor  # noqa: PLC0415 - after django.setup()
     from metering.services import event_store  # noqa: PLC0415 - after django.setup()
     from metering.services import ingest as ingest_service  # noqa: PLC0415 - after django.setup()
 
@@ -284,7 +287,7 @@ def paired_service(connection, args, old_insert: str) -> None:
             "WITH " + "".join(f"{cte}, " for cte in ctes) + f"ins AS ({insert.format(gate=gate)}), "
             f"claimed AS ({claim}) SELECT 'e', id, request_id, {nulls} FROM ins UNION ALL SELECT 'h', * FROM claimed"
         )
-        with connection.cursor() as cursor:
+        with hot_cursor() as cursor:  # server-side binding and prepared statements, as it had
             cursor.execute(sql, [*params, rows, *claim_params])
             result = cursor.fetchall()
         inserted = {row[2]: row[1] for row in result if row[0] == "e"}
