@@ -15,11 +15,11 @@ SQLite (the demo) writes the older format, gzip JSON Lines (`tokenbill.usage.v1`
 `usage/2025-10.jsonl.gz`); both formats are verified and restored.
 
 Order of work, all in one transaction: lock the month's rows against writers, export while a
-second connection computes the manifest (and each tenant's totals) from the database in the
-same snapshot, store the file, re-read the stored file and compare it to the manifest (bytes
-hashed, every row read and summed), record the archive with the tenants' totals per
-tenant-local month (what reconciliation reads once the rows are gone), then detach and drop
-the month (metering.partitions.month_remove). A failure anywhere leaves the rows where they
+second connection computes the manifest from the database in the same snapshot, then each
+tenant's totals per tenant-local month (what reconciliation reads once the rows are gone),
+store the file, re-read the stored file and compare it to the manifest (bytes hashed, every
+row read and summed), record the archive with those totals, then detach and drop the month
+(metering.partitions.month_remove). A failure anywhere leaves the rows where they
 were. A month is archived only once ingest can no longer accept an event for it
 (INGEST_MAX_PAST_DAYS, plus a day for tenant time zones): a late event for it is refused.
 
@@ -751,9 +751,9 @@ class _Counting:
             raise ArchiveRefused(f"unexpected snapshot id {snapshot!r}")
         try:
             with transaction.atomic(), connection.cursor() as cursor:  # this thread's own connection
+                self._raw = connection.connection
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
-                self._raw = connection.connection
                 return self._count()
         finally:
             connection.close()

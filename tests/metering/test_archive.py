@@ -258,13 +258,17 @@ def test_restore_reattaches_each_body_hash_from_the_key_table_and_checks_the_row
     assert _rows(table=restored.table) == october  # the failed restore changed nothing
 
 
-def test_a_month_with_an_event_without_its_key_is_not_archived(store, usage):
+def _refused_for_a_missing_key(usage) -> None:
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM metering_usagerequest WHERE request_id = %s", [f"ev-{usage[1][0].pk}-3"])
     before = _rows()
     with pytest.raises(archive.ArchiveRefused, match="no key"):
         archive.usage_archive_month(month=OCTOBER, now=LATER)
     assert _rows() == before and not UsageArchive.objects.exists()
+
+
+def test_a_month_with_an_event_without_its_key_is_not_archived(store, usage):
+    _refused_for_a_missing_key(usage)
 
 
 def test_a_truncated_parquet_file_is_caught(store, usage):
@@ -364,26 +368,38 @@ def test_an_archive_whose_manifest_has_the_row_text_digest_still_restores(store,
         archive.usage_archive_restore(month=OCTOBER, replace=True)
 
 
+@pytest.fixture
+def committed():
+    """For tests whose rows are committed (the scan's second connection must see them): leave
+    the database as the other tests expect it, whatever the test did."""
+    partitions_before = partitions.partitions()
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {archive.side_table(OCTOBER)}")
+    for part in partitions_before:
+        if part.month is not None and part not in partitions.partitions():
+            partitions.partition_create(month=part.month)
+
+
 @pytest.mark.django_db(transaction=True)
-def test_the_manifest_is_scanned_on_a_second_connection_while_the_export_runs(store, usage, caplog):
+def test_the_manifest_is_scanned_on_a_second_connection_while_the_export_runs(committed, store, usage, caplog):
     """Outside a caller's transaction the manifest's scan runs beside the export, in the same
     snapshot: the manifest still matches the file and the restore is exact."""
     october = _rows(_october())
-    partitions_before = partitions.partitions()
-    try:
-        with caplog.at_level("INFO", logger="metering.archive"):
-            result = archive.usage_archive_month(month=OCTOBER, now=LATER)
-        scanned = [record for record in caplog.records if record.msg == "archive.scanned"]
-        assert [record.concurrent for record in scanned] == [True]
-        assert result.rows == len(october) and _rows(_october()) == []
-        stored = UsageArchive.objects.get(period=OCTOBER)
-        assert stored.manifest["tenants"][str(usage[0][0].pk)]["rows"] == 603
-        assert ArchivedUsageTotal.objects.filter(archive=stored).count() > 0
-        restored = archive.usage_archive_restore(month=OCTOBER)
-        assert _rows(table=restored.table) == october
-    finally:  # committed: leave the database as the other tests expect it
-        with connection.cursor() as cursor:
-            cursor.execute(f"DROP TABLE IF EXISTS {archive.side_table(OCTOBER)}")
-        for part in partitions_before:
-            if part.month is not None and part not in partitions.partitions():
-                partitions.partition_create(month=part.month)
+    with caplog.at_level("INFO", logger="metering.archive"):
+        result = archive.usage_archive_month(month=OCTOBER, now=LATER)
+    scanned = [record for record in caplog.records if record.msg == "archive.scanned"]
+    assert [record.concurrent for record in scanned] == [True]
+    assert result.rows == len(october) and _rows(_october()) == []
+    stored = UsageArchive.objects.get(period=OCTOBER)
+    assert stored.manifest["tenants"][str(usage[0][0].pk)]["rows"] == 603
+    assert ArchivedUsageTotal.objects.filter(archive=stored).count() > 0
+    restored = archive.usage_archive_restore(month=OCTOBER)
+    assert _rows(table=restored.table) == october
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refusal_from_the_second_connection_stops_the_archive(committed, store, usage):
+    """The key check runs in the scan on the second connection: its refusal reaches the job,
+    which rolls back with every row in place."""
+    _refused_for_a_missing_key(usage)
