@@ -55,7 +55,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--database", default="tokenbill_bench_archive")
     parser.add_argument("--events", type=int, default=10_000_000, help="events in the archived month (0: ingest only)")
-    parser.add_argument("--long", action="store_true", help="100M events (a long run)")
+    parser.add_argument(
+        "--long",
+        action="store_true",
+        help="100M events (a long run; with --skip-ingest unless the disk holds two copies)",
+    )
     parser.add_argument("--tenants", type=int, default=200)
     parser.add_argument("--prefill", type=int, default=1_000_000, help="rows in each ingest table before timing")
     parser.add_argument("--rounds", type=int, default=8, help="paired ingest rounds")
