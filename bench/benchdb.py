@@ -52,5 +52,7 @@ def drop_secondary_indexes(cursor) -> list[str]:
             rebuild.append(f'ALTER TABLE metering_usageevent ADD CONSTRAINT "{constraint}" {constraint_def}')
         else:
             cursor.execute(f"DROP INDEX {index_name}")
-            rebuild.append(index_def)
+            # A partitioned table's index is defined `ON ONLY` the parent: re-created so, it would
+            # stay invalid and the partitions would have none. Without ONLY it builds on each.
+            rebuild.append(index_def.replace(" ON ONLY ", " ON ", 1))
     return rebuild

@@ -1,7 +1,8 @@
 """Dashboard benchmark: render the tenant dashboard server-side with 1M usage events stored.
 
 1. drops and recreates its own database (`--database`, default tb_portal_bench) on the server
-   DATABASE_URL names, and migrates it;
+   DATABASE_URL names, migrates it and creates the monthly partitions of the usage table that
+   the events span (as beat would have; otherwise most would land in the default partition);
 2. creates the measured tenant (Asia/Shanghai, 20 API keys, 8 models, quotas, a wallet) and a
    few other tenants, and loads `--events` events for the measured tenant spread over the last
    `--days` days (plus `--other-events` for the others) with INSERT ... SELECT generate_series
@@ -95,12 +96,16 @@ def create_tenants(args: argparse.Namespace) -> None:
     from decimal import Decimal  # noqa: PLC0415
 
     from django.core.management import call_command  # noqa: PLC0415
+    from django.utils import timezone  # noqa: PLC0415
 
     from accounts import services  # noqa: PLC0415
     from billing.services.ledger import ledger_post  # noqa: PLC0415
     from billing.services.quotas import quota_create  # noqa: PLC0415
+    from metering import partitions  # noqa: PLC0415
 
     call_command("migrate", verbosity=0, skip_checks=True)
+    # The months the events span, as beat would have created them (not the default partition).
+    partitions.partitions_ensure(now=timezone.now(), max_past_days=args.days + 1, ahead=1, skip=set())
     tenant = services.tenant_create(name="Bench Inc.", slug=TENANT_SLUG, timezone_name="Asia/Shanghai")
     services.user_create(email=OWNER, password="bench-only-password", tenant=tenant, role="owner")
     keys = [services.api_key_create(tenant=tenant, name=f"service {n:02d}")[0] for n in range(args.keys)]

@@ -1,7 +1,8 @@
 """Daily rollup benchmark: rebuild DailyUsage from N synthetic events on PostgreSQL.
 
 1. drops and recreates its own database (`--database`, default tb_rollup_bench) on the server
-   DATABASE_URL names, and migrates it;
+   DATABASE_URL names, migrates it and creates the day's monthly partition of the usage table
+   (as beat would have; otherwise the events would land in the default partition);
 2. creates tenants in several time zones (UTC, Asia/Shanghai, America/New_York, Asia/Kolkata
    with its half-hour offset), API keys and models;
 3. generates N events inside one local day of each tenant, in time order, with INSERT ...
@@ -88,8 +89,10 @@ def load(args: argparse.Namespace) -> None:
 
     from accounts.models import ApiKey, Tenant  # noqa: PLC0415
     from billing.periods import day_period  # noqa: PLC0415
+    from metering import partitions  # noqa: PLC0415
 
     call_command("migrate", verbosity=0, skip_checks=True)
+    partitions.partition_create(month=DAY.replace(day=1))  # as beat would have: the day's month, not the default
     tenants = Tenant.objects.bulk_create(
         Tenant(name=f"Bench {i}", slug=f"bench-{i}", timezone=ZONES[i % len(ZONES)]) for i in range(args.tenants)
     )

@@ -8,17 +8,19 @@ columns as read from the database at export time (so columns added later come al
 writes the rows (COPY ... TO STDOUT, CSV) and Arrow parses and encodes them in batches of
 _PARQUET_BATCH rows: no per-row Python. Beside it, `usage/2025-10.manifest.json`: row count,
 per-tenant counts and sums of tokens and cost, the SHA-256 of the file, and per tenant a digest
-of the full rows (each row's SHA-256 over its canonical text, body hash included, summed): a
-restore must reproduce it exactly. A month whose events lack their key is not archived.
+of the full rows (each row's SHA-256 over its canonical binary form, body hash included, summed;
+DIGEST_FORM below): a restore must reproduce it exactly. A month whose events lack their key is
+not archived.
 SQLite (the demo) writes the older format, gzip JSON Lines (`tokenbill.usage.v1`,
 `usage/2025-10.jsonl.gz`); both formats are verified and restored.
 
-Order of work, all in one transaction: lock the month's rows against writers, export, compute
-the manifest from the database, store the file, re-read the stored file and compare it to the
-manifest (bytes hashed, every row read and summed), record the archive with each tenant's
-totals per tenant-local month (what reconciliation reads once the rows are gone), then detach
-and drop the month (metering.partitions.month_remove). A failure anywhere leaves the rows where
-they were. A month is archived only once ingest can no longer accept an event for it
+Order of work, all in one transaction: lock the month's rows against writers, export while a
+second connection computes the manifest from the database in the same snapshot, then each
+tenant's totals per tenant-local month (what reconciliation reads once the rows are gone),
+store the file, re-read the stored file and compare it to the manifest (bytes hashed, every
+row read and summed), record the archive with those totals, then detach and drop the month
+(metering.partitions.month_remove). A failure anywhere leaves the rows where they
+were. A month is archived only once ingest can no longer accept an event for it
 (INGEST_MAX_PAST_DAYS, plus a day for tenant time zones): a late event for it is refused.
 
 Restore (`usage_archive_restore`) reads a verified file back into a side table,
@@ -33,12 +35,14 @@ import gzip
 import hashlib
 import io
 import logging
+import re
 import tempfile
 import time
 import zlib
 import zoneinfo
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import IO, Any
@@ -152,11 +156,10 @@ def _tenant_zone(name: str) -> zoneinfo.ZoneInfo:
 
 
 def _tenant_months(start: dt.datetime, end: dt.datetime, tenant_ids: list[int]) -> list[ArchivedUsageTotal]:
-    """Each tenant's usage of the month per tenant-local month, by occurrence and by reception."""
+    """Each tenant's usage of the month per tenant-local month, by occurrence and by reception
+    (SQLite; PostgreSQL: _tenant_months_pg)."""
     zones = dict(Tenant.objects.filter(pk__in=tenant_ids).values_list("pk", "timezone"))
     zone_of = {tenant_id: _tenant_zone(zones.get(tenant_id, "UTC")) for tenant_id in tenant_ids}
-    if connection.vendor == "postgresql" and tenant_ids:
-        return _tenant_months_pg(start, end, zone_of)
     totals: list[ArchivedUsageTotal] = []
     for tenant_id, zone in zone_of.items():
         events = UsageEvent.objects.filter(tenant_id=tenant_id, occurred_at__gte=start, occurred_at__lt=end)
@@ -187,21 +190,21 @@ def _total(
     )
 
 
-def _tenant_months_pg(
-    start: dt.datetime, end: dt.datetime, zone_of: dict[int, zoneinfo.ZoneInfo]
-) -> list[ArchivedUsageTotal]:
-    """The same totals in one scan of the month (both bases as grouping sets)."""
-    zones = ", ".join(["(%s::bigint, %s::text)"] * len(zone_of))
-    params: list[Any] = [value for tenant_id, zone in zone_of.items() for value in (tenant_id, zone.key)]
+def _tenant_months_pg(start: dt.datetime, end: dt.datetime) -> list[ArchivedUsageTotal]:
+    """The same totals in one scan of the month (both bases as grouping sets), for every tenant
+    with events in it: it needs no list of them from the manifest, so it runs while the
+    manifest's scan does."""
+    zones = {pk: _tenant_zone(name).key for pk, name in Tenant.objects.values_list("pk", "timezone")}
     sql = (
         "SELECT tenant_id, occurred, received, count(*), count(*) FILTER (WHERE cost IS NULL), sum(cost), "  # noqa: S608
         "GROUPING(received) FROM (SELECT e.tenant_id, e.cost, "
-        "date_trunc('month', e.occurred_at AT TIME ZONE z.tz)::date AS occurred, "
-        "date_trunc('month', e.received_at AT TIME ZONE z.tz)::date AS received "
-        f"FROM {partitions.TABLE} e JOIN (VALUES {zones}) AS z(tenant_id, tz) ON z.tenant_id = e.tenant_id "
-        "WHERE e.occurred_at >= %s AND e.occurred_at < %s) AS m "
+        "date_trunc('month', e.occurred_at AT TIME ZONE coalesce(z.tz, 'UTC'))::date AS occurred, "
+        "date_trunc('month', e.received_at AT TIME ZONE coalesce(z.tz, 'UTC'))::date AS received "
+        f"FROM {partitions.TABLE} e LEFT JOIN unnest(%s::bigint[], %s::text[]) AS z(tenant_id, tz) "
+        "ON z.tenant_id = e.tenant_id WHERE e.occurred_at >= %s AND e.occurred_at < %s) AS m "
         "GROUP BY GROUPING SETS ((tenant_id, occurred), (tenant_id, received))"
     )
+    params: list[Any] = [list(zones), list(zones.values())]
     with connection.cursor() as cursor:
         cursor.execute(sql, [*params, start, end])
         rows = cursor.fetchall()
@@ -356,13 +359,31 @@ def usage_archive_month(*, month: dt.date, now: dt.datetime, progress: Progress 
         raise ArchiveRefused(f"{month:%Y-%m} was archived before but has rows again; investigate before archiving.")
     started = time.monotonic()
     parquet = connection.vendor == "postgresql"
+    nested = connection.in_atomic_block  # a caller's transaction: its rows are visible to it alone
     data_name, manifest_name = file_names(month, parquet=parquet)
     with transaction.atomic(), tempfile.NamedTemporaryFile(suffix=".archive") as spool:
         table_bytes = partitions.table_bytes(month=month)
         if parquet:
-            columns = _export_parquet(spool.name, start, end, progress)
-            _log("archive.exported", month, seconds=round(time.monotonic() - started, 2))
-            tenants = _manifest_tenants_pg(start, end, [*columns, *_NOT_IN_FILE])
+            with connection.cursor() as cursor:
+                file_columns = [(name, pg_type) for name, pg_type in _pg_columns(cursor) if name not in _NOT_IN_FILE]
+                _lock_month(cursor, start)
+            # The manifest's scan reads the same rows as the export, on a second connection at the
+            # same time; the tenants' totals follow the export here (the two sides about even).
+            counting = _Counting(start, end, [name for name, _ in file_columns], nested=nested)
+            try:
+                columns = _export_parquet(spool.name, start, end, file_columns, progress)
+                _log("archive.exported", month, seconds=round(time.monotonic() - started, 2))
+                totals = _tenant_months_pg(start, end)
+                tenants = counting.result()
+            finally:
+                counting.close()
+            _log(
+                "archive.scanned",
+                month,
+                seconds=round(time.monotonic() - started, 2),
+                scan_seconds=round(counting.seconds, 2),
+                concurrent=not nested,
+            )
             sha, raw = hashlib.sha256(), None
             spool.seek(0)
             while chunk := spool.read(_CHUNK):
@@ -375,6 +396,7 @@ def usage_archive_month(*, month: dt.date, now: dt.datetime, progress: Progress 
             _log("archive.exported", month, seconds=round(time.monotonic() - started, 2))
             sha, raw = writer.sha, writer.raw
             tenants = _manifest_tenants(start, end)
+            totals = _tenant_months(start, end, sorted(int(tenant) for tenant in tenants))
         file_bytes = spool.tell()
         manifest = {
             "format": PARQUET_FORMAT if parquet else FORMAT,
@@ -385,6 +407,7 @@ def usage_archive_month(*, month: dt.date, now: dt.datetime, progress: Progress 
             "bytes": file_bytes,
             "uncompressed_bytes": raw,
             "columns": columns,
+            **({"digest": DIGEST_FORM} if parquet else {}),
             "tenants": {
                 tenant: {k: str(v) if isinstance(v, Decimal) else v for k, v in sums.items()}
                 for tenant, sums in tenants.items()
@@ -424,7 +447,6 @@ def usage_archive_month(*, month: dt.date, now: dt.datetime, progress: Progress 
             },
         )
         archive.totals.all().delete()
-        totals = _tenant_months(start, end, sorted(int(tenant) for tenant in tenants))
         for total in totals:
             total.archive = archive
         ArchivedUsageTotal.objects.bulk_create(totals)
@@ -592,7 +614,7 @@ def _restore_portable(table: str, columns: list[str], lines: list[bytes], tenant
 
 PARQUET_FORMAT = "tokenbill.usage.v2"
 _PARQUET_BATCH = 500_000  # rows per Arrow batch (and Parquet row group): bounded memory
-_ZSTD_LEVEL = 6
+_ZSTD_LEVEL = 3  # zstd's default: on generated months as small as level 6 and 40 % faster
 _DELTA = ("id", "occurred_at", "received_at")  # ascending or near it: delta encoding, not a dictionary
 _NOT_IN_FILE = ("body_hash",)  # kept forever in UsageRequest; re-attached on restore
 
@@ -618,19 +640,39 @@ def _is_time(pg_type: str) -> bool:
     return pg_type.startswith("timestamp")
 
 
-def _row_hash_sql(columns: list[str], alias: str) -> str:
-    """Each row's SHA-256 (hex) over its canonical text: every column, body hash included."""
-    row = f"ROW({', '.join(f'{alias}.{_q(c)}' for c in columns)})::text"
-    return f"encode(sha256(convert_to({row}, 'UTF8')), 'hex') AS row_hash"
-
-
-# The rows' digest: the row hashes as two 64-bit halves, each summed per group (order-free; sum(bigint)
-# is exact, a numeric, accumulated in 128-bit integers: cheaper than casting each half to numeric).
-# The hashes come from a subquery kept apart by OFFSET 0, so each row is hashed once, not twice.
+# The rows' digest, per tenant: each row's SHA-256 over a canonical form of every column (body hash
+# included), its first 128 bits as two 64-bit halves, each summed (order-free; sum(bigint) is exact,
+# a numeric accumulated in 128-bit integers). The hashes come from a subquery kept apart by
+# OFFSET 0, so each row is hashed once, not once per half. A sum of per-row hashes, not of
+# per-column ones: two rows trading a value (a body hash joined to the wrong row, say) change it.
+#
+# The canonical form, DIGEST_FORM, is `record_send(ROW(...))`: the row in PostgreSQL's binary wire
+# format (COPY BINARY's), each column as its type, length and value in network byte order; times
+# as microseconds, numerics as digits and scale, text in the connection's encoding (UTF-8, Django
+# sets it). Nothing is formatted, so it costs about half of the row's text form, "row-text", which
+# manifests without a "digest" entry used (archives written before; restored with it).
+DIGEST_FORM = "record-send"
+_DIGEST_FORMS = {
+    DIGEST_FORM: "record_send(ROW({columns}))",
+    "row-text": "convert_to(ROW({columns})::text, 'UTF8')",
+}
 _DIGEST = (
-    "sum(('x' || substr(row_hash, 1, 16))::bit(64)::bigint)::text || ':' || "
-    "sum(('x' || substr(row_hash, 17, 16))::bit(64)::bigint)::text"
+    "sum(substring(row_hash FROM 1 FOR 64)::bigint)::text || ':' || "
+    "sum(substring(row_hash FROM 65 FOR 64)::bigint)::text"
 )
+
+
+def _row_hash_sql(columns: list[str], alias: str, form: str = DIGEST_FORM) -> str:
+    """Each row's SHA-256, its first 128 bits as bit(128) (see DIGEST_FORM)."""
+    row = _DIGEST_FORMS[form].format(columns=", ".join(f"{alias}.{_q(c)}" for c in columns))
+    return f"('x' || encode(substring(sha256({row}) FROM 1 FOR 16), 'hex'))::bit(128) AS row_hash"
+
+
+def _digest_form(manifest: dict[str, Any], name: str) -> str:
+    form = manifest.get("digest", "row-text")
+    if form not in _DIGEST_FORMS:
+        raise ArchiveCorrupt(f"{name}: the manifest's rows digest is of an unknown form {form!r}.")
+    return str(form)
 
 
 def _q(name: str) -> str:
@@ -670,6 +712,59 @@ def _manifest_tenants_pg(start: dt.datetime, end: dt.datetime, columns: list[str
     return tenants
 
 
+class _Counting:
+    """The manifest's scan of a month locked against writers.
+
+    On a second connection, in a transaction that imports this one's snapshot (so it reads
+    exactly the rows the export reads), while the export runs: the two are independent, each
+    takes about a core. When the caller's transaction is open (`nested`), its own rows are
+    invisible to any other connection: then both run here, after the export.
+    """
+
+    def __init__(self, start: dt.datetime, end: dt.datetime, file_columns: list[str], *, nested: bool) -> None:
+        self._args = (start, end, [*file_columns, *_NOT_IN_FILE])
+        self._pool: ThreadPoolExecutor | None = None
+        self._raw: Any = None  # the second connection, to cancel its query if the export fails
+        self.seconds = 0.0
+        if nested:
+            return
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_export_snapshot()")
+            snapshot = cursor.fetchone()[0]
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="archive-manifest")
+        self._future = self._pool.submit(self._in_snapshot, snapshot)
+
+    def result(self) -> dict[str, dict[str, Any]]:
+        if self._pool is None:
+            return self._count()
+        return self._future.result()
+
+    def close(self) -> None:
+        if self._pool is None:
+            return
+        if not self._future.done() and self._raw is not None:
+            self._raw.cancel()  # the export failed: stop the scan rather than wait for it
+        self._pool.shutdown(wait=True)
+
+    def _in_snapshot(self, snapshot: str) -> dict[str, dict[str, Any]]:
+        if not re.fullmatch(r"[0-9A-F]+(-[0-9A-F]+)+", snapshot):
+            raise ArchiveRefused(f"unexpected snapshot id {snapshot!r}")
+        try:
+            with transaction.atomic(), connection.cursor() as cursor:  # this thread's own connection
+                self._raw = connection.connection
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+                return self._count()
+        finally:
+            connection.close()
+
+    def _count(self) -> dict[str, dict[str, Any]]:
+        started = time.monotonic()
+        tenants = _manifest_tenants_pg(*self._args)
+        self.seconds = time.monotonic() - started
+        return tenants
+
+
 class _CopyReader(io.RawIOBase):
     """A COPY TO STDOUT as a readable stream (what pyarrow's CSV reader pulls from)."""
 
@@ -692,15 +787,15 @@ class _CopyReader(io.RawIOBase):
         return size
 
 
-def _export_parquet(path: str, start: dt.datetime, end: dt.datetime, progress: Progress | None) -> list[str]:
+def _export_parquet(
+    path: str, start: dt.datetime, end: dt.datetime, columns: list[tuple[str, str]], progress: Progress | None
+) -> list[str]:
     """COPY the month out as CSV, parsed by Arrow in batches and written as Parquet (zstd)."""
     import pyarrow as pa  # noqa: PLC0415
     import pyarrow.csv as pacsv  # noqa: PLC0415
     import pyarrow.parquet as pq  # noqa: PLC0415
 
     with connection.cursor() as cursor:
-        columns = [(name, pg_type) for name, pg_type in _pg_columns(cursor) if name not in _NOT_IN_FILE]
-        _lock_month(cursor, start)
         names = [name for name, _ in columns]
         # Times as integer microseconds since the epoch (exact, no time zone to parse).
         values = ", ".join(
@@ -811,6 +906,7 @@ def _restore_parquet(
     import pyarrow.parquet as pq  # noqa: PLC0415
 
     names: list[str] = manifest["columns"]
+    form = _digest_form(manifest, name)
     with connection.cursor() as cursor:
         types = dict(_pg_columns(cursor))
         staged = ", ".join(f"{_q(n)} {'bigint' if _is_time(types[n]) else types[n]}" for n in names)
@@ -855,7 +951,7 @@ def _restore_parquet(
         cursor.execute("DROP TABLE archive_restore_stage")
         cursor.execute(
             f"SELECT tenant_id, count(*), {_DIGEST} FROM (SELECT t.tenant_id, "  # noqa: S608
-            f"{_row_hash_sql([*names, 'body_hash'], 't')} FROM {table} t OFFSET 0) d GROUP BY tenant_id"
+            f"{_row_hash_sql([*names, 'body_hash'], 't', form)} FROM {table} t OFFSET 0) d GROUP BY tenant_id"
         )
         restored = {str(tenant): (n, digest) for tenant, n, digest in cursor.fetchall()}
     expected = {

@@ -258,13 +258,17 @@ def test_restore_reattaches_each_body_hash_from_the_key_table_and_checks_the_row
     assert _rows(table=restored.table) == october  # the failed restore changed nothing
 
 
-def test_a_month_with_an_event_without_its_key_is_not_archived(store, usage):
+def _refused_for_a_missing_key(usage) -> None:
     with connection.cursor() as cursor:
         cursor.execute("DELETE FROM metering_usagerequest WHERE request_id = %s", [f"ev-{usage[1][0].pk}-3"])
     before = _rows()
     with pytest.raises(archive.ArchiveRefused, match="no key"):
         archive.usage_archive_month(month=OCTOBER, now=LATER)
     assert _rows() == before and not UsageArchive.objects.exists()
+
+
+def test_a_month_with_an_event_without_its_key_is_not_archived(store, usage):
+    _refused_for_a_missing_key(usage)
 
 
 def test_a_truncated_parquet_file_is_caught(store, usage):
@@ -275,3 +279,127 @@ def test_a_truncated_parquet_file_is_caught(store, usage):
     stored.manifest["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
     with pytest.raises(archive.ArchiveCorrupt, match="unreadable"):
         archive.verify_file(name=stored.file_name, manifest=stored.manifest)
+
+
+def _swap(path, column: str, first: int, second: int) -> None:
+    """Trade one column's values between two rows of the file: every count and sum stays."""
+    table = pq.read_table(path)
+    values = table.column(column).to_pylist()
+    values[first], values[second] = values[second], values[first]
+    index = table.schema.get_field_index(column)
+    table = table.set_column(index, table.schema.field(index), pa.array(values, type=table.schema.field(index).type))
+    pq.write_table(table, path)
+
+
+def _trade_body_hashes(first: str, second: str) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE metering_usagerequest k SET body_hash = o.body_hash FROM metering_usagerequest o "
+            "WHERE (k.request_id, o.request_id) IN ((%s, %s), (%s, %s)) AND k.tenant_id = o.tenant_id",
+            [first, second, second, first],
+        )
+        assert cursor.rowcount == 2
+
+
+def test_the_rows_digest_catches_a_changed_row_that_every_sum_misses(store, usage):
+    """Two events of one tenant trade their token counts (or their keys trade body hashes):
+    rows, sums and the file's verification all agree; the rows' digest tells on restore."""
+    october = _rows(_october())
+    archive.usage_archive_month(month=OCTOBER, now=LATER)
+    stored = UsageArchive.objects.get(period=OCTOBER)
+    path = store / stored.file_name
+    pristine = path.read_bytes()
+    first, second = 3, 4  # two rows of the same tenant, different token counts
+    tenants = pq.read_table(path, columns=["tenant_id", "input_tokens"]).to_pylist()
+    assert tenants[first]["tenant_id"] == tenants[second]["tenant_id"]
+    assert tenants[first]["input_tokens"] != tenants[second]["input_tokens"]
+    _swap(path, "input_tokens", first, second)
+    stored.manifest["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+    stored.save(update_fields=["manifest"])
+    archive.verify_file(name=stored.file_name, manifest=stored.manifest)  # the sums cannot see it
+    with pytest.raises(archive.ArchiveCorrupt, match="differ from the originals"):
+        archive.usage_archive_restore(month=OCTOBER)
+
+    path.write_bytes(pristine)
+    stored.manifest["sha256"] = hashlib.sha256(pristine).hexdigest()
+    stored.save(update_fields=["manifest"])
+    tenant = usage[0][0]
+    _trade_body_hashes(f"ev-{tenant.pk}-1", f"ev-{tenant.pk}-2")  # as if joined to the wrong rows
+    with pytest.raises(archive.ArchiveCorrupt, match="differ from the originals"):
+        archive.usage_archive_restore(month=OCTOBER)
+    _trade_body_hashes(f"ev-{tenant.pk}-1", f"ev-{tenant.pk}-2")  # and back
+    restored = archive.usage_archive_restore(month=OCTOBER)
+    assert _rows(table=restored.table) == october
+
+
+# How manifests written before the binary canonical form computed the rows' digest.
+_ROW_TEXT_DIGEST = (
+    "SELECT tenant_id::text, sum(('x' || substr(h, 1, 16))::bit(64)::bigint)::text || ':' || "
+    "sum(('x' || substr(h, 17, 16))::bit(64)::bigint)::text FROM (SELECT t.tenant_id, "
+    "encode(sha256(convert_to(ROW({columns})::text, 'UTF8')), 'hex') AS h FROM metering_usageevent t {where} "
+    "OFFSET 0) d GROUP BY 1"
+)
+
+
+def test_an_archive_whose_manifest_has_the_row_text_digest_still_restores(store, usage):
+    october = _rows(_october())
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT attname FROM pg_attribute WHERE attrelid = 'metering_usageevent'::regclass AND attnum > 0 "
+            "AND NOT attisdropped AND attname <> 'body_hash' ORDER BY attnum"
+        )
+        columns = [name for (name,) in cursor.fetchall()] + ["body_hash"]
+        cursor.execute(_ROW_TEXT_DIGEST.format(columns=", ".join(f't."{c}"' for c in columns), where=_october()))
+        old_digests = dict(cursor.fetchall())
+    archive.usage_archive_month(month=OCTOBER, now=LATER)
+    stored = UsageArchive.objects.get(period=OCTOBER)
+    assert stored.manifest["columns"] + ["body_hash"] == columns
+    assert stored.manifest.pop("digest") == archive.DIGEST_FORM
+    for tenant, sums in stored.manifest["tenants"].items():
+        assert sums["digest"] != old_digests[tenant]  # another canonical form, another digest
+        sums["digest"] = old_digests[tenant]
+    stored.save(update_fields=["manifest"])
+    restored = archive.usage_archive_restore(month=OCTOBER)
+    assert _rows(table=restored.table) == october
+
+    stored.manifest["digest"] = "crc32"
+    stored.save(update_fields=["manifest"])
+    with pytest.raises(archive.ArchiveCorrupt, match="unknown form"):
+        archive.usage_archive_restore(month=OCTOBER, replace=True)
+
+
+@pytest.fixture
+def committed():
+    """For tests whose rows are committed (the scan's second connection must see them): leave
+    the database as the other tests expect it, whatever the test did."""
+    partitions_before = partitions.partitions()
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {archive.side_table(OCTOBER)}")
+    for part in partitions_before:
+        if part.month is not None and part not in partitions.partitions():
+            partitions.partition_create(month=part.month)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_manifest_is_scanned_on_a_second_connection_while_the_export_runs(committed, store, usage, caplog):
+    """Outside a caller's transaction the manifest's scan runs beside the export, in the same
+    snapshot: the manifest still matches the file and the restore is exact."""
+    october = _rows(_october())
+    with caplog.at_level("INFO", logger="metering.archive"):
+        result = archive.usage_archive_month(month=OCTOBER, now=LATER)
+    scanned = [record for record in caplog.records if record.msg == "archive.scanned"]
+    assert [record.concurrent for record in scanned] == [True]
+    assert result.rows == len(october) and _rows(_october()) == []
+    stored = UsageArchive.objects.get(period=OCTOBER)
+    assert stored.manifest["tenants"][str(usage[0][0].pk)]["rows"] == 603
+    assert ArchivedUsageTotal.objects.filter(archive=stored).count() > 0
+    restored = archive.usage_archive_restore(month=OCTOBER)
+    assert _rows(table=restored.table) == october
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_refusal_from_the_second_connection_stops_the_archive(committed, store, usage):
+    """The key check runs in the scan on the second connection: its refusal reaches the job,
+    which rolls back with every row in place."""
+    _refused_for_a_missing_key(usage)
