@@ -13,14 +13,15 @@ its hold released as soon as the group returns.
 """
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from relay import metrics
 from relay.errors import RelayError
 from relay.services.calls import Admitted, Prepared
 
 Write = Callable[[list[Prepared]], Awaitable[list[Admitted | RelayError]]]
-Release = Callable[[Admitted], Awaitable[None]]
+Release = Callable[[Admitted], Coroutine[Any, Any, None]]
 GROUP_MAX = 500  # calls per statement: bounds its size and one group's wait
 
 

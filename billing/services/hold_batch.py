@@ -108,7 +108,10 @@ def holds_persist_many(admissions: list[Admission]) -> list[HoldInfo] | None:
         ids = dict(cursor.fetchall())
     if len(ids) != len(admissions):
         return None
-    return [
-        HoldInfo(ids[a.request_id], a.request_id, a.estimate_micros, a.expires_at, created=True)  # type: ignore[index]
-        for a in admissions
-    ]
+    infos = []
+    for admission in admissions:
+        request_id = str(admission.request_id)
+        infos.append(
+            HoldInfo(ids[request_id], request_id, admission.estimate_micros, admission.expires_at, created=True)
+        )
+    return infos

@@ -7,6 +7,7 @@ when the call failed before any output.
 """
 
 import contextlib
+import functools
 import hashlib
 import logging
 from dataclasses import dataclass, field
@@ -218,6 +219,10 @@ def relay_prepare(
     return Prepared(key, request_id, endpoint, model, input_tokens, max_output, candidates, service_tier, prepared)
 
 
+def _stores_content(tenant_id: int) -> bool:
+    return TenantRelaySettings.objects.filter(tenant_id=tenant_id, store_content=True).exists()
+
+
 def relay_admit_many(*, prepared: list[Prepared]) -> list[Admitted | RelayError]:
     """Hold for many prepared calls at once (one group commit per tenant, metering's
     authorize_holds): per call its admission, or the RelayError to answer (402, 429, 503)."""
@@ -242,10 +247,7 @@ def relay_admit_many(*, prepared: list[Prepared]) -> list[Admitted | RelayError]
         if isinstance(answer, AuthorizeRefused):
             admitted.append(_refusal(answer))
             continue
-        tenant_id = call.tenant_id
-        store = _store_content.get_or_load(
-            tenant_id, lambda t=tenant_id: TenantRelaySettings.objects.filter(tenant_id=t, store_content=True).exists()
-        )
+        store = _store_content.get_or_load(call.tenant_id, functools.partial(_stores_content, call.tenant_id))
         admitted.append(
             Admitted(
                 api_key=call.api_key,

@@ -200,9 +200,11 @@ class RedisBackend(BalanceBackend):
 
     def reserve_many(self, admissions: list[Admission], persist: Persist, persist_many: PersistMany) -> list[Decision]:
         """Admit many holds of one tenant with one script call, record the admitted ones with
-        one statement (`persist_many`) and one commit (four round trips, for one hold too). What the batch cannot settle alone (cold
-        keys, a request_id already held, PostgreSQL refusing what Redis admitted) is admitted
-        again one at a time by `reserve`, after the batch's transaction has ended."""
+        one statement (`persist_many`) and one commit (four round trips, for one hold too).
+
+        What the batch cannot settle alone (cold keys, a request_id already held, PostgreSQL
+        refusing what Redis admitted) is admitted again one at a time by `reserve`, after the
+        batch's transaction has ended."""
         tenant_id = admissions[0].tenant_id
         assert all(admission.tenant_id == tenant_id for admission in admissions), "one tenant per batch"
         decisions: list[Decision | None] = [None] * len(admissions)
