@@ -9,6 +9,10 @@ The model's price book is cached in-process per plan version (the key lookup rea
 version, so a new price applies at once; billing.selectors.price_book_for); the tenant's quota
 list for AUTHORIZE_CACHE_SECONDS, so a new quota takes effect within that time. The money
 itself is never cached here.
+
+`authorize_request` is `authorize_prepare` (every check that needs no balance) then the
+balance backend's decision. The relay prepares its calls one by one and holds them in groups
+per tenant with `authorize_holds` (billing/services/hold_batch.py).
 """
 
 import datetime as dt
