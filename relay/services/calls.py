@@ -7,6 +7,7 @@ when the call failed before any output.
 """
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -161,19 +162,16 @@ def _estimate(endpoint: str, model: str, body: dict[str, Any], *, output_limit: 
 class Prepared:
     """A call past the checks that need no balance: the hold is all that is left to decide."""
 
-    api_key: ApiKey
-    request_id: str
-    endpoint: str
-    model: str
-    input_tokens: int
-    max_output_tokens: int
-    candidates: list[tuple[routing.Route, str]]
-    service_tier: str
+    call: Admitted  # without the hold's headers and the tenant's content switch yet
     authorization: PreparedAuthorization
 
     @property
     def tenant_id(self) -> int:
-        return self.api_key.tenant_id
+        return self.call.api_key.tenant_id
+
+    @property
+    def request_id(self) -> str:
+        return self.call.request_id
 
 
 def relay_prepare(
@@ -216,7 +214,8 @@ def relay_prepare(
         )
     except AuthorizeRefused as exc:
         raise _refusal(exc) from None
-    return Prepared(key, request_id, endpoint, model, input_tokens, max_output, candidates, service_tier, prepared)
+    call = Admitted(key, request_id, endpoint, model, input_tokens, max_output, candidates, False, {}, service_tier)
+    return Prepared(call, prepared)
 
 
 def _stores_content(tenant_id: int) -> bool:
@@ -248,20 +247,7 @@ def relay_admit_many(*, prepared: list[Prepared]) -> list[Admitted | RelayError]
             admitted.append(_refusal(answer))
             continue
         store = _store_content.get_or_load(call.tenant_id, functools.partial(_stores_content, call.tenant_id))
-        admitted.append(
-            Admitted(
-                api_key=call.api_key,
-                request_id=call.request_id,
-                endpoint=call.endpoint,
-                model=call.model,
-                input_tokens=call.input_tokens,
-                max_output_tokens=call.max_output_tokens,
-                candidates=call.candidates,
-                store_content=store,
-                headers=answer.headers,
-                service_tier=call.service_tier,
-            )
-        )
+        admitted.append(dataclasses.replace(call.call, store_content=store, headers=answer.headers))
     return admitted
 
 
