@@ -264,6 +264,16 @@ class _Retry(Exception):
         self.error = error
 
 
+def _error(route: routing.Route, status: int, what: str, code: str) -> RelayError:
+    return RelayError(status, f"Upstream {route.name} {what}", type="server_error", code=code)
+
+
+def _failed(route: routing.Route, outcome: str, status: int, what: str, code: str) -> _Retry:
+    """Count the upstream's failure by outcome and give up on it: the next one is tried."""
+    metrics.UPSTREAM_CALLS.labels(upstream=route.name, outcome=outcome).inc()
+    return _Retry(_error(route, status, what, code))
+
+
 @dataclass
 class _Call:
     admitted: Admitted
@@ -296,9 +306,7 @@ class _Call:
             breaker = routing.breakers.get(route.name)
             now = time.monotonic()
             if not breaker.allows(now) and route is not self.admitted.candidates[-1][0]:
-                last = RelayError(
-                    503, f"Upstream {route.name} is unavailable.", type="server_error", code="no_upstream"
-                )
+                last = _error(route, 503, "is unavailable.", "no_upstream")
                 continue
             breaker.begin(now)
             try:
@@ -340,16 +348,10 @@ class _Call:
         try:
             response = await _session().post(url, data=self._upstream_body(target), headers=headers, timeout=timeout)
         except TimeoutError:
-            metrics.UPSTREAM_CALLS.labels(upstream=route.name, outcome="timeout").inc()
-            raise _Retry(
-                RelayError(504, f"Upstream {route.name} timed out.", type="server_error", code="upstream_timeout")
-            ) from None
+            raise _failed(route, "timeout", 504, "timed out.", "upstream_timeout") from None
         except aiohttp.ClientError as exc:
-            metrics.UPSTREAM_CALLS.labels(upstream=route.name, outcome="connect_error").inc()
-            raise _Retry(
-                RelayError(502, f"Upstream {route.name} could not be reached ({type(exc).__name__}).",
-                           type="server_error", code="upstream_unreachable")
-            ) from None  # fmt: skip
+            reached = f"could not be reached ({type(exc).__name__})."
+            raise _failed(route, "connect_error", 502, reached, "upstream_unreachable") from None
         async with response:
             status = response.status
             if status == 429 or status >= 500 or status in (401, 403):
@@ -381,9 +383,12 @@ class _Call:
                 RelayError(429, f"Upstream {route.name} is rate limited; retry later.", type="requests",
                            code="upstream_rate_limited", headers=extra)
             )  # fmt: skip
-        raise _Retry(
-            RelayError(502, f"Upstream {route.name} answered {status}.", type="server_error", code="upstream_error")
-        )
+        raise _Retry(_error(route, 502, f"answered {status}.", "upstream_error"))
+
+    def _first_byte(self, route: routing.Route) -> None:
+        self.ttft = time.perf_counter()
+        metrics.UPSTREAM_CALLS.labels(upstream=route.name, outcome="ok").inc()
+        metrics.TTFT_SECONDS.labels(upstream=route.name).observe(self.ttft - self.started)
 
     # --- non-streaming --------------------------------------------------------------------------
 
@@ -391,26 +396,16 @@ class _Call:
         try:
             body = await response.read()
         except TimeoutError:
-            metrics.UPSTREAM_CALLS.labels(upstream=route.name, outcome="timeout").inc()
-            raise _Retry(
-                RelayError(504, f"Upstream {route.name} timed out.", type="server_error", code="upstream_timeout")
-            ) from None
+            raise _failed(route, "timeout", 504, "timed out.", "upstream_timeout") from None
         except aiohttp.ClientError:
-            metrics.UPSTREAM_CALLS.labels(upstream=route.name, outcome="connect_error").inc()
-            raise _Retry(
-                RelayError(502, f"Upstream {route.name} broke off.", type="server_error", code="upstream_error")
-            ) from None
-        self.ttft = time.perf_counter()
-        metrics.UPSTREAM_CALLS.labels(upstream=route.name, outcome="ok").inc()
-        metrics.TTFT_SECONDS.labels(upstream=route.name).observe(self.ttft - self.started)
+            raise _failed(route, "connect_error", 502, "broke off.", "upstream_error") from None
+        self._first_byte(route)
         try:
             data = orjson.loads(body)
         except orjson.JSONDecodeError:
             data = None
         if not isinstance(data, dict):
-            raise _Retry(
-                RelayError(502, f"Upstream {route.name} sent no JSON.", type="server_error", code="upstream_error")
-            )
+            raise _Retry(_error(route, 502, "sent no JSON.", "upstream_error"))
         self.usage = data.get("usage") if isinstance(data.get("usage"), dict) else None
         extra = self.admitted.headers
         self.response_started = True
@@ -434,30 +429,12 @@ class _Call:
         try:
             first = await chunks.__anext__()
         except StopAsyncIteration:
-            metrics.UPSTREAM_CALLS.labels(upstream=route.name, outcome="http_5xx").inc()
-            raise _Retry(
-                RelayError(
-                    502, f"Upstream {route.name} sent an empty stream.", type="server_error", code="upstream_error"
-                )
-            ) from None
+            raise _failed(route, "http_5xx", 502, "sent an empty stream.", "upstream_error") from None
         except TimeoutError:
-            metrics.UPSTREAM_CALLS.labels(upstream=route.name, outcome="timeout").inc()
-            raise _Retry(
-                RelayError(
-                    504,
-                    f"Upstream {route.name} sent no first byte in time.",
-                    type="server_error",
-                    code="upstream_timeout",
-                )
-            ) from None
+            raise _failed(route, "timeout", 504, "sent no first byte in time.", "upstream_timeout") from None
         except aiohttp.ClientError:
-            metrics.UPSTREAM_CALLS.labels(upstream=route.name, outcome="connect_error").inc()
-            raise _Retry(
-                RelayError(502, f"Upstream {route.name} broke off.", type="server_error", code="upstream_error")
-            ) from None
-        self.ttft = time.perf_counter()
-        metrics.UPSTREAM_CALLS.labels(upstream=route.name, outcome="ok").inc()
-        metrics.TTFT_SECONDS.labels(upstream=route.name).observe(self.ttft - self.started)
+            raise _failed(route, "connect_error", 502, "broke off.", "upstream_error") from None
+        self._first_byte(route)
         await self.send({
             "type": "http.response.start", "status": 200,
             "headers": _headers(self.request_id, _SSE, {**self.admitted.headers, "cache-control": "no-cache"}),
