@@ -18,18 +18,13 @@ from typing import Any
 import orjson
 from django.db import connection
 
-from billing.models import Hold, LedgerEntry, QuotaCounter, Wallet
+from billing.models import Hold, LedgerEntry, Wallet
 from billing.money import from_micros
 from billing.services.balances import Admission, HoldInfo
-from billing.services.quota_counters import Deltas, quota_rows, reservation_deltas
+from billing.services.quota_counters import Deltas, cells_upsert_cte, quota_cells_json, quota_rows, reservation_deltas
+from infra.db import hot_cursor
 
-_HOLD, _WALLET, _LEDGER, _CELLS = (
-    Hold._meta.db_table,
-    Wallet._meta.db_table,
-    LedgerEntry._meta.db_table,
-    QuotaCounter._meta.db_table,
-)
-_CELL_SUMS = ("tokens", "micros", "held_tokens", "held_micros")
+_HOLD, _WALLET, _LEDGER = Hold._meta.db_table, Wallet._meta.db_table, LedgerEntry._meta.db_table
 
 # h: the hold rows (a request_id with a row already is skipped: fewer ids come back);
 # w: the wallet, moved only when the balance covers the sum;
@@ -47,15 +42,9 @@ _PERSIST_MANY = (
     "created_at) SELECT %(tenant)s, %(kind)s, -h.amount, 'hold:' || h.id, h.request_id, '', "
     "jsonb_build_object('model', h.model, 'tokens', h.estimated_tokens), %(now)s "
     "FROM h WHERE h.amount <> 0 AND EXISTS (SELECT 1 FROM w)), "
-    f"q AS (INSERT INTO {_CELLS} AS q (tenant_id, api_key_ref, period, period_start, {', '.join(_CELL_SUMS)}) "
-    "SELECT %(tenant)s, r.* FROM json_to_recordset(%(cells)s::json) AS r(api_key_ref bigint, period varchar, "
-    "period_start date, tokens bigint, micros bigint, held_tokens bigint, held_micros bigint) "
-    "WHERE EXISTS (SELECT 1 FROM w) "
-    "ON CONFLICT (tenant_id, api_key_ref, period, period_start) DO UPDATE SET "
-    + ", ".join(f"{column} = q.{column} + EXCLUDED.{column}" for column in _CELL_SUMS)
-    + ") SELECT h.request_id, h.id FROM h WHERE EXISTS (SELECT 1 FROM w)"
+    + cells_upsert_cte(when="EXISTS (SELECT 1 FROM w)")
+    + " SELECT h.request_id, h.id FROM h WHERE EXISTS (SELECT 1 FROM w)"
 )
-_CELL_FIELDS = ("api_key_ref", "period", "period_start", *_CELL_SUMS)
 
 
 def holds_persist_many(admissions: list[Admission]) -> list[HoldInfo] | None:
@@ -92,14 +81,13 @@ def holds_persist_many(admissions: list[Admission]) -> list[HoldInfo] | None:
             micros=admission.estimate_micros,
             sign=+1,
         )
-    cells = [dict(zip(_CELL_FIELDS, row, strict=True)) for row in quota_rows(deltas)]
-    with connection.cursor() as cursor:
+    with hot_cursor() as cursor:
         cursor.execute(
             _PERSIST_MANY,
             {
                 "tenant": tenant_id,
                 "holds": orjson.dumps(holds).decode(),
-                "cells": orjson.dumps(cells, default=str).decode(),
+                "cells": quota_cells_json(quota_rows(deltas)),
                 "total": str(from_micros(total)),
                 "now": max(admission.now for admission in admissions),
                 "kind": LedgerEntry.Kind.HOLD.value,

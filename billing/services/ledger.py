@@ -15,10 +15,10 @@ import orjson
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 
-from billing.models import LedgerEntry, QuotaCounter, Wallet
+from billing.models import LedgerEntry, Wallet
 from billing.money import round_to_ledger, to_micros
 from billing.services.balances import MirrorDelta, balance_backend
-from billing.services.quota_counters import Deltas, quota_counters_add, quota_rows
+from billing.services.quota_counters import Deltas, cells_upsert_cte, quota_cells_json, quota_counters_add, quota_rows
 from billing.services.wallets import wallet_ensure, wallet_move
 from infra.db import hot_cursor
 
@@ -100,8 +100,7 @@ def ledger_append(*, tenant_id: int, lines: list[LedgerLine]) -> None:
 # ledger_apply on PostgreSQL: wallet upsert, entries and quota cells in one statement. The
 # wallet row is locked first (the one-time filters make the other two wait for it), then the
 # cells in quota_rows' order: the lock order of every transaction that moves money.
-_WALLET, _LEDGER, _CELLS = Wallet._meta.db_table, LedgerEntry._meta.db_table, QuotaCounter._meta.db_table
-_CELL_SUMS = ("tokens", "micros", "held_tokens", "held_micros")
+_WALLET, _LEDGER = Wallet._meta.db_table, LedgerEntry._meta.db_table
 _APPLY = (
     f"WITH w AS (INSERT INTO {_WALLET} AS w (tenant_id, currency, balance, updated_at) "  # noqa: S608
     "SELECT %(tenant)s, %(currency)s, %(delta)s::numeric, %(now)s WHERE %(delta)s::numeric <> 0 "
@@ -111,15 +110,9 @@ _APPLY = (
     "created_at) SELECT %(tenant)s, r.kind, r.amount, r.idempotency_key, r.reference, r.actor_label, r.metadata, "
     "%(now)s FROM json_to_recordset(%(lines)s::json) AS r(kind varchar, amount numeric, idempotency_key varchar, "
     "reference varchar, actor_label varchar, metadata jsonb) WHERE (SELECT count(*) FROM w) >= 0), "
-    f"q AS (INSERT INTO {_CELLS} AS q (tenant_id, api_key_ref, period, period_start, {', '.join(_CELL_SUMS)}) "
-    "SELECT %(tenant)s, r.* FROM json_to_recordset(%(cells)s::json) AS r(api_key_ref bigint, period varchar, "
-    "period_start date, tokens bigint, micros bigint, held_tokens bigint, held_micros bigint) "
-    "WHERE (SELECT count(*) FROM w) >= 0 "
-    "ON CONFLICT (tenant_id, api_key_ref, period, period_start) DO UPDATE SET "
-    + ", ".join(f"{column} = q.{column} + EXCLUDED.{column}" for column in _CELL_SUMS)
-    + ") SELECT count(*) FROM w"
+    + cells_upsert_cte(when="(SELECT count(*) FROM w) >= 0")
+    + " SELECT count(*) FROM w"
 )
-_CELL_FIELDS = ("api_key_ref", "period", "period_start", *_CELL_SUMS)
 
 
 def ledger_apply(
@@ -163,7 +156,7 @@ def ledger_apply(
         "delta": str(move),
         "now": now,
         "lines": orjson.dumps(entries).decode(),
-        "cells": orjson.dumps([dict(zip(_CELL_FIELDS, row, strict=True)) for row in rows]).decode(),
+        "cells": quota_cells_json(rows),
     }
     with hot_cursor() as cursor:
         cursor.execute(_APPLY, params)

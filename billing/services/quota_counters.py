@@ -9,6 +9,7 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from django.db import connection
 
 from billing.models import QuotaCounter
@@ -40,6 +41,29 @@ def quota_counters_add(*, tenant_id: int, deltas: Mapping[Cell, tuple[int, ...]]
     values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
     with connection.cursor() as cursor:
         cursor.execute(_UPSERT_HEAD + values + _UPSERT_TAIL, params)
+
+
+_CELL_SUMS = ("tokens", "micros", "held_tokens", "held_micros")
+_CELL_FIELDS = ("api_key_ref", "period", "period_start", *_CELL_SUMS)
+
+
+def cells_upsert_cte(*, when: str) -> str:
+    """`q AS (...)` for a one-statement money move: adds the deltas of the JSON array
+    `%(cells)s` (quota_cells_json) to the cells of tenant `%(tenant)s`, when `when` holds (a
+    condition on the statement's wallet CTE, so the wallet row is locked first)."""
+    return (
+        f"q AS (INSERT INTO {_TABLE} AS q (tenant_id, api_key_ref, period, period_start, {', '.join(_CELL_SUMS)}) "  # noqa: S608
+        "SELECT %(tenant)s, r.* FROM json_to_recordset(%(cells)s::json) AS r(api_key_ref bigint, period varchar, "
+        f"period_start date, tokens bigint, micros bigint, held_tokens bigint, held_micros bigint) WHERE {when} "
+        "ON CONFLICT (tenant_id, api_key_ref, period, period_start) DO UPDATE SET "
+        + ", ".join(f"{column} = q.{column} + EXCLUDED.{column}" for column in _CELL_SUMS)
+        + ")"
+    )
+
+
+def quota_cells_json(rows: list[tuple[Any, ...]]) -> str:
+    """quota_rows' rows as the JSON array that cells_upsert_cte reads."""
+    return orjson.dumps([dict(zip(_CELL_FIELDS, row, strict=True)) for row in rows]).decode()
 
 
 def quota_rows(deltas: Mapping[Cell, tuple[int, ...]]) -> list[tuple[Any, ...]]:
