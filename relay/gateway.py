@@ -105,9 +105,12 @@ def _session() -> aiohttp.ClientSession:
     session = _sessions.get(id(loop))
     if session is None or session.closed:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30, ttl_dns_cache=300)
+        # No cookie jar: a cookie one upstream answer sets must never ride along on another
+        # tenant's call (and the jar's bookkeeping cost CPU on every request and response).
         session = aiohttp.ClientSession(
-            connector=connector, json_serialize=lambda v: orjson.dumps(v).decode(), auto_decompress=True
-        )
+            connector=connector, json_serialize=lambda v: orjson.dumps(v).decode(), auto_decompress=True,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )  # fmt: skip
         _sessions[id(loop)] = session
     return session
 

@@ -28,6 +28,8 @@ class FakeUpstream:
         self.behavior = "ok"
         self.calls = 0
         self.bodies: list[dict] = []
+        self.request_headers: list[dict[str, str]] = []
+        self.response_headers: dict[str, str] = {}  # added to non-streaming chat answers
         self.chunks = 8
         self.interval = 0.0
         self.first_byte_delay = 0.0
@@ -93,6 +95,7 @@ class FakeUpstream:
         body = await request.json()
         self.calls += 1
         self.bodies.append(body)
+        self.request_headers.append(dict(request.headers))
         refused = await self._refusal()
         if refused is not None:
             return refused
@@ -122,7 +125,7 @@ class FakeUpstream:
                     "prompt_tokens_details": {"cached_tokens": 5},
                     "completion_tokens_details": {"reasoning_tokens": 3},
                 }  # fmt: skip
-            return web.json_response(data)
+            return web.json_response(data, headers=self.response_headers)
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         if self.first_byte_delay:
             await asyncio.sleep(self.first_byte_delay)

@@ -88,6 +88,21 @@ def test_chat_with_usage_is_charged_once_from_the_upstream_usage(relay_stack, re
     assert fake.bodies[-1]["model"] == "gpt-4o"
 
 
+def test_an_upstream_cookie_never_rides_along_on_another_call(relay_stack, relay_key, relay_tenant, fake):
+    other = factories.TenantFactory(slug="relay-other-tenant", price_plan=relay_tenant.price_plan)
+    factories.topup(other, "10.00")
+    _, other_secret = factories.issue_api_key(other)
+    # By name: aiohttp's default jar ignores cookies of bare IP addresses, so this one would keep it.
+    upstream_save(name="primary", base_url=fake.base_url.replace("127.0.0.1", "localhost"))
+    fake.response_headers = {"Set-Cookie": "session=tenant-a-affinity; Path=/"}
+    first = client_for(relay_stack, relay_key[1]).chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=MESSAGES
+    )
+    assert "set-cookie" not in first.headers  # the relay answers with its own headers only
+    client_for(relay_stack, other_secret).chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert [h.get("Cookie") for h in fake.request_headers] == [None, None]
+
+
 def test_chat_without_usage_is_counted_from_the_delivered_text(relay_stack, relay_key, fake):
     fake.behavior = "no_usage"
     raw = client_for(relay_stack, relay_key[1]).chat.completions.with_raw_response.create(
