@@ -17,7 +17,7 @@ import pytest
 import uvicorn
 
 from relay.gateway import executor_shutdown
-from relay.services import routing
+from relay.services import calls, routing
 from relay.services.upstreams import upstream_save
 from tests import factories
 from tests.relay.fake_upstream import FakeUpstream
@@ -101,9 +101,17 @@ def fake():
 
 
 @pytest.fixture
-def relay_stack(transactional_db, redis_backend, settings, fake):
+def key_cache_seconds() -> float:
+    """RELAY_KEY_CACHE_SECONDS for the stack: 0 here, since most tests change a key and expect the
+    next call to see it; a test parametrized with a positive value runs as production does."""
+    return 0
+
+
+@pytest.fixture
+def relay_stack(transactional_db, redis_backend, settings, fake, key_cache_seconds):
     settings.RELAY_ROUTES_CACHE_SECONDS = 0
-    settings.RELAY_KEY_CACHE_SECONDS = 0  # tests change keys and expect the next call to see it
+    settings.RELAY_KEY_CACHE_SECONDS = key_cache_seconds
+    calls._keys.clear()
     settings.RELAY_BREAKER_COOLDOWN_SECONDS = 30
     routing.routes_clear()
     upstream_save(name="primary", base_url=fake.base_url, api_key="sk-upstream-secret", model_map={"gpt-4o*": ""})

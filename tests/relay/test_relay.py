@@ -1,6 +1,7 @@
 """The relay through the official openai SDK, against the live ASGI server, PostgreSQL, Redis and a
 fake upstream: what the client sees, and that the ledger holds exactly one correct charge (or none)."""
 
+import asyncio
 import time
 from decimal import Decimal
 
@@ -66,7 +67,10 @@ def expected_cost(event: UsageEvent) -> Decimal:
     ) / Decimal(1_000_000)  # fmt: skip
 
 
-def test_chat_with_usage_is_charged_once_from_the_upstream_usage(relay_stack, relay_key, relay_tenant, fake):
+@pytest.mark.parametrize("key_cache_seconds", [0, 60])
+def test_chat_with_usage_is_charged_once_from_the_upstream_usage(
+    relay_stack, relay_key, relay_tenant, fake, key_cache_seconds
+):
     before = wallet_balance(relay_tenant)
     raw = client_for(relay_stack, relay_key[1]).chat.completions.with_raw_response.create(
         model="gpt-4o", messages=MESSAGES, service_tier="default"
@@ -86,6 +90,12 @@ def test_chat_with_usage_is_charged_once_from_the_upstream_usage(relay_stack, re
     assert event.cost == expected_cost(event)
     assert wallet_balance(relay_tenant) == before - event.cost.quantize(Decimal("0.000001"), rounding="ROUND_HALF_EVEN")
     assert fake.bodies[-1]["model"] == "gpt-4o"
+    if key_cache_seconds:  # the second call found its key in the process's cache: charged the same way
+        again = client_for(relay_stack, relay_key[1]).chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=MESSAGES
+        )
+        second = settled(again.headers["x-request-id"])
+        assert second.cost == event.cost and UsageEvent.objects.count() == 2
 
 
 def test_an_upstream_cookie_never_rides_along_on_another_call(relay_stack, relay_key, relay_tenant, fake):
@@ -309,6 +319,39 @@ def test_async_client_and_models(relay_stack, relay_key, fake):
     relay_key[0].allowed_models = ["gpt-4o*"]
     relay_key[0].save()
     assert [m.id for m in client_for(relay_stack, relay_key[1]).models.list().data] == ["gpt-4o", "gpt-4o-mini"]
+
+
+@pytest.mark.parametrize("key_cache_seconds", [60])
+def test_refusals_in_one_hold_group_reach_their_own_call_only(relay_stack, relay_key, relay_tenant, fake):
+    """Concurrent calls of one key, held in groups: each bad one is answered alone, before any
+    upstream call, and the good ones go through and are charged once."""
+    client = openai.AsyncOpenAI(base_url=relay_stack.base_url, api_key=relay_key[1], max_retries=0, timeout=20)
+    asks = [{"model": "gpt-4o"}, {"model": "claude-x"}, {"model": "gpt-4o", "max_tokens": -5},
+            {"model": "gpt-4o", "max_tokens": 1_000_000, "n": 100}] * 5  # fmt: skip
+
+    async def one(ask: dict) -> int:
+        try:
+            await client.chat.completions.create(messages=MESSAGES, **ask)
+        except openai.APIStatusError as exc:
+            return exc.status_code
+        return 200
+
+    async def run() -> list[int]:
+        try:
+            warm = await client.chat.completions.create(model="gpt-4o", messages=MESSAGES)  # caches the key
+            assert warm.choices
+            return await asyncio.gather(*(one(ask) for ask in asks))
+        finally:
+            await client.close()
+
+    assert run_async(run) == [200, 404, 400, 402] * 5
+    assert fake.calls == 1 + 5
+    recorders_flush()
+    deadline = time.monotonic() + 10
+    while Hold.objects.filter(status=Hold.Status.OPEN).exists():
+        assert time.monotonic() < deadline, "holds still open"
+        time.sleep(0.05)
+    assert UsageEvent.objects.count() == 6
 
 
 def test_refusals_use_openai_errors_before_any_upstream_call(relay_stack, relay_key, relay_tenant, fake):
