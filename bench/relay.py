@@ -6,7 +6,8 @@ Loopback only, PostgreSQL and Redis as in production (holds and settlement on):
    it, creates a tenant (price plan, a large top-up), an API key and an Upstream row pointing at
    a fake upstream that this script starts in its own process (aiohttp + uvloop; the load
    generator runs on uvloop too, as light as it can be on the cores it shares);
-2. starts the relay as deployed: gunicorn portal.asgi with uvicorn workers (`--workers`);
+2. starts the relay as deployed: gunicorn portal.asgi with uvicorn workers (`--workers`), and
+   times 40 calls sent together the moment it answers (what traffic meets after a restart);
 3. non-streaming at `--rate` req/s offered (open loop: latency counts from the scheduled send
    time), alternating direct and relayed rounds (`--rounds`), and reports the added p50/p99 and
    the relay processes' CPU per relayed request (from /proc);
@@ -320,6 +321,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         relay_headers = {"Authorization": f"Bearer {secret}", "Content-Type": "application/json"}
         plain_headers = {"Content-Type": "application/json"}
+        # The first calls after a start (40 at once, as traffic arriving at a restarted relay).
+        first, failed = asyncio.run(
+            open_loop(relay_url + "/chat/completions", relay_headers, body.encode(), 40_000, 0.001)
+        )
+        rows.append(
+            f"first 40 calls after start, together: p50 {pct(first, 0.5):.0f} ms max {pct(first, 1.0):.0f} ms | "
+            f"failures {failed}"
+        )
+        print(rows[-1], flush=True)
         asyncio.run(open_loop(relay_url + "/chat/completions", relay_headers, body.encode(), 50, 2))  # warm-up
         direct: list[float] = []
         relayed: list[float] = []

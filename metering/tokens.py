@@ -63,6 +63,14 @@ def _encoding(name: str) -> tiktoken.Encoding:
     return tiktoken.get_encoding(name)
 
 
+def encodings_load() -> None:
+    """Load the encodings of today's models (o200k_base, and cl100k_base, also the fallback) now,
+    at a process start, not in its first calls: loading one takes a tenth of a second or more,
+    and calls arriving together would each load it. p50k_base (older models) loads on first use."""
+    for name in ("o200k_base", FALLBACK_ENCODING):
+        _encoding(name)
+
+
 def count_tokens(*, model: str, text: str) -> TokenCount:
     """Count like tiktoken's encode_ordinary: special-token text counts as ordinary text."""
     name = encoding_name_for(model)

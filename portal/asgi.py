@@ -12,7 +12,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 django_application = get_asgi_application()
 
 from relay.gateway import application as relay_application  # noqa: E402 - needs the apps loaded
-from relay.gateway import sessions_close  # noqa: E402
+from relay.gateway import process_warm, sessions_close  # noqa: E402
 from relay.recorder import recorder_close  # noqa: E402
 
 
@@ -24,6 +24,7 @@ async def application(scope, receive, send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                await process_warm()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await recorder_close()  # the calls still in memory are written before exit
