@@ -1,9 +1,10 @@
 """The relay's business steps, synchronous (the gateway runs them on its thread pool).
 
-`relay_admit` authenticates the key, checks its controls, finds the upstreams and authorizes
-the call with a hold; `relay_record` records the usage through metering's ingest service (the
-same exactly-once key, the same settlement of the hold); `relay_release` gives the hold back
-when the call failed before any output.
+`relay_prepare` authenticates the key, checks its controls, finds the upstreams and estimates
+the call; `relay_admit_many` places the holds of a group of prepared calls (relay/admitter.py
+groups them; `relay_admit` does both for one call alone); `relay_record_batch` records usage
+through metering's ingest service (the same exactly-once key, the same settlement of the hold);
+`relay_release` gives the hold back when the call failed before any output.
 """
 
 import contextlib
@@ -350,22 +351,6 @@ def relay_record_batch(*, finished: list[Finished]) -> list[bool]:
                 },
             )
     return outcomes
-
-
-def relay_record(
-    *,
-    admitted: Admitted,
-    usage: Usage,
-    upstream: str,
-    latency_ms: int,
-    ttft_ms: int | None,
-    metadata: dict[str, Any],
-    request_body: dict[str, Any] | None = None,
-    response_text: str = "",
-) -> bool:
-    """Record one call's usage once (and settle its hold). True when stored now or before."""
-    call = Finished(admitted, usage, upstream, latency_ms, ttft_ms, metadata, request_body, response_text)
-    return relay_record_batch(finished=[call])[0]
 
 
 def relay_release(*, admitted: Admitted) -> None:
