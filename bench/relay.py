@@ -4,8 +4,9 @@ Loopback only, PostgreSQL and Redis as in production (holds and settlement on):
 
 1. drops and recreates its own database (`--database`, default tokenbill_bench_relay), migrates
    it, creates a tenant (price plan, a large top-up), an API key and an Upstream row pointing at
-   a fake upstream that this script starts in its own process (aiohttp + uvloop; the load
-   generator runs on uvloop too, as light as it can be on the cores it shares);
+   a fake upstream that this script starts in its own process (a bare protocol on httptools
+   and uvloop); the load generator runs on uvloop too, and reads streams over bare connections:
+   both take as little as they can of the two cores the relay is measured on;
 2. starts the relay as deployed: gunicorn portal.asgi with uvicorn workers (`--workers`), and
    times 40 calls sent together the moment it answers (what traffic meets after a restart);
 3. non-streaming at `--rate` req/s offered (open loop: latency counts from the scheduled send
@@ -66,8 +67,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def fake_upstream(port: int) -> None:
+    """An OpenAI-shaped chat endpoint on a bare protocol (httptools parses, uvloop runs it): a
+    real upstream runs on other machines, so the one here should take as little as it can of
+    the two cores the relay is measured on (aiohttp's server took 0.3 s of a core per 1,000
+    streams). Keep-alive, Content-Length bodies, chunked streams; nothing else."""
+    import httptools  # noqa: PLC0415
     import uvloop  # noqa: PLC0415
-    from aiohttp import web  # noqa: PLC0415
 
     reply = {
         "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "bench",
@@ -75,29 +80,74 @@ def fake_upstream(port: int) -> None:
         "usage": {"prompt_tokens": 20, "completion_tokens": 20, "total_tokens": 40},
     }  # fmt: skip
     body = json.dumps(reply).encode()
-    chunk = b'data: {"id":"c","object":"chat.completion.chunk","created":0,"model":"bench","choices":[{"index":0,"delta":{"content":"tok "},"finish_reason":null}]}\n\n'  # noqa: E501
-    usage = b'data: {"id":"c","object":"chat.completion.chunk","created":0,"model":"bench","choices":[],"usage":{"prompt_tokens":20,"completion_tokens":20,"total_tokens":40}}\n\n'  # noqa: E501
+    whole = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    not_found = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
 
-    async def chat(request: web.Request) -> web.StreamResponse:
-        data = await request.json()
-        if not data.get("stream"):
-            return web.Response(body=body, content_type="application/json")
-        interval = 0.1 if data.get("model") == "bench-slow" else 0.0
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await response.prepare(request)
-        for index in range(20):
-            await response.write(chunk)
-            if interval and index < 19:
-                await asyncio.sleep(interval)
-        if (data.get("stream_options") or {}).get("include_usage"):
-            await response.write(usage)
-        await response.write(b"data: [DONE]\n\n")
-        return response
+    def chunked(data: bytes) -> bytes:
+        return b"%x\r\n%s\r\n" % (len(data), data)
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    uvloop.install()
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, backlog=4096)
+    chunk_event = b'data: {"id":"c","object":"chat.completion.chunk","created":0,"model":"bench","choices":[{"index":0,"delta":{"content":"tok "},"finish_reason":null}]}\n\n'  # noqa: E501
+    usage_event = b'data: {"id":"c","object":"chat.completion.chunk","created":0,"model":"bench","choices":[],"usage":{"prompt_tokens":20,"completion_tokens":20,"total_tokens":40}}\n\n'  # noqa: E501
+    chunk, usage = chunked(chunk_event), chunked(usage_event)
+    done = chunked(b"data: [DONE]\n\n") + b"0\r\n\r\n"
+
+    class Upstream(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+            self.parser = httptools.HttpRequestParser(self)
+            self.url = b""
+            self.body: list[bytes] = []
+
+        def data_received(self, data: bytes) -> None:
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserError:
+                self.transport.close()
+
+        def on_url(self, url: bytes) -> None:
+            self.url += url
+
+        def on_body(self, data: bytes) -> None:
+            self.body.append(data)
+
+        def on_message_complete(self) -> None:
+            url, raw, keep = self.url, b"".join(self.body), self.parser.should_keep_alive()
+            self.url, self.body = b"", []
+            if url != b"/v1/chat/completions":
+                self.transport.write(not_found)
+                return
+            data = json.loads(raw)
+            if not data.get("stream"):
+                self.transport.write(whole)
+            elif data.get("model") != "bench-slow":
+                self.transport.write(head + chunk * 20 + self.tail(data))
+            else:  # 20 chunks 100 ms apart, the usage and [DONE] with the last
+                self.transport.write(head + chunk)
+                asyncio.get_running_loop().call_later(0.1, self.send_next, 19, self.tail(data), keep)
+                return
+            if not keep:
+                self.transport.close()
+
+        @staticmethod
+        def tail(data: dict) -> bytes:
+            return (usage if (data.get("stream_options") or {}).get("include_usage") else b"") + done
+
+        def send_next(self, left: int, tail: bytes, keep: bool) -> None:
+            if self.transport.is_closing():
+                return
+            left -= 1
+            self.transport.write(chunk + (b"" if left else tail))
+            if left:
+                asyncio.get_running_loop().call_later(0.1, self.send_next, left, tail, keep)
+            elif not keep:
+                self.transport.close()
+
+    async def serve() -> None:
+        server = await asyncio.get_running_loop().create_server(Upstream, "127.0.0.1", port, backlog=4096)
+        await server.serve_forever()
+
+    uvloop.run(serve())
 
 
 # --- Load ---------------------------------------------------------------------------------------
@@ -140,47 +190,87 @@ async def open_loop(
     return latencies, failures
 
 
+class _StreamClient(asyncio.Protocol):
+    """One stream over a raw connection: the request written at once, the answer only scanned.
+
+    A client library's request machinery cost this process a core for a third of a second per
+    1,000 streams, on the cores the relay and the upstream need (docs/relay.md)."""
+
+    def __init__(self, request: bytes, began: float, done: asyncio.Future[None]) -> None:
+        self.request, self.began, self.done = request, began, done
+        self.first: float | None = None
+        self.head = b""
+        self.tail = b""
+        self.seen_done = False
+        self.finished = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        if self.first is None:
+            self.first = time.perf_counter() - self.began
+        if len(self.head) < 12:
+            self.head += data[:12]
+        self.seen_done = self.seen_done or b"[DONE]" in self.tail[-8:] + data
+        self.tail = (self.tail + data[-16:])[-16:]
+        if self.tail.endswith(b"\r\n0\r\n\r\n") and not self.done.done():
+            self.finished = time.perf_counter()  # the last chunk of a chunked body: complete
+            self.done.set_result(None)
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.finished = time.perf_counter()
+            self.done.set_result(None)
+
+    @property
+    def ok(self) -> bool:
+        return self.head.startswith(b"HTTP/1.1 200") and self.seen_done
+
+
 async def streams(
     url: str, headers: dict[str, str], payload: bytes, count: int, rate: float | None
 ) -> tuple[list[float], list[float], int]:
     """(times to first byte, total stream times, failures)."""
-    import aiohttp  # noqa: PLC0415
+    from urllib.parse import urlsplit  # noqa: PLC0415
 
+    parts = urlsplit(url)
+    lines = [f"POST {parts.path} HTTP/1.1", f"Host: {parts.netloc}", f"Content-Length: {len(payload)}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+    loop = asyncio.get_running_loop()
     first: list[float] = []
     total: list[float] = []
     failures = 0
-    connector = aiohttp.TCPConnector(limit=0)
-    timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
-        async def one(scheduled: float) -> None:
-            nonlocal failures
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            began = time.perf_counter()
-            try:
-                async with session.post(url, data=payload, headers=headers) as response:
-                    if response.status != 200:
-                        failures += 1
-                        return
-                    got_first = False
-                    data = b""
-                    async for part in response.content.iter_any():
-                        if not got_first:
-                            first.append(time.perf_counter() - began)
-                            got_first = True
-                        data += part
-                    if b"[DONE]" not in data:
-                        failures += 1
-                        return
-            except (aiohttp.ClientError, TimeoutError):
-                failures += 1
-                return
-            total.append(time.perf_counter() - began)
+    async def one(scheduled: float) -> None:
+        nonlocal failures
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        began = time.perf_counter()
+        done: asyncio.Future[None] = loop.create_future()
+        try:
+            transport, client = await loop.create_connection(
+                lambda: _StreamClient(request, began, done), parts.hostname, parts.port
+            )
+            await asyncio.wait_for(done, 60)
+        except (OSError, TimeoutError):
+            failures += 1
+            return
+        finally:
+            if "transport" in locals():
+                transport.close()
+        if not client.ok or client.first is None:
+            failures += 1
+            return
+        first.append(client.first)
+        total.append(client.finished - began)
 
-        start = time.perf_counter() + 0.2
-        await asyncio.gather(*(one(start + (i / rate if rate else 0)) for i in range(count)))
+    start = time.perf_counter() + 0.2
+    await asyncio.gather(*(one(start + (i / rate if rate else 0)) for i in range(count)))
     return first, total, failures
 
 
