@@ -145,18 +145,20 @@ def _output_limit(key: ApiKey, model: str, service_tier: str) -> int | None:
     return terms.max_output_tokens if terms is not None else None
 
 
-def _estimate(endpoint: str, model: str, body: dict[str, Any], *, output_limit: int | None) -> tuple[int, int, int]:
+def _estimate(
+    endpoint: str, model: str, body: dict[str, Any], *, tenant_id: int, output_limit: int | None
+) -> tuple[int, int, int]:
     """(input tokens, output tokens of one choice, choices): the call may produce their product."""
     ceiling = settings.RELAY_MAX_OUTPUT_TOKENS
     # A call that names no maximum may produce up to the model's own limit, never more.
     default = min(settings.RELAY_DEFAULT_MAX_OUTPUT_TOKENS, output_limit or ceiling)
     if endpoint == CHAT:
-        inputs = counting.chat_input_tokens(model, body)
+        inputs = counting.chat_input_tokens(model, body, tenant_id=tenant_id)
         return inputs, *counting.max_output(body, ("max_completion_tokens", "max_tokens"), default, ceiling)
     if endpoint == RESPONSES:
-        inputs = counting.responses_input_tokens(model, body)
+        inputs = counting.responses_input_tokens(model, body, tenant_id=tenant_id)
         return inputs, *counting.max_output({**body, "n": 1}, ("max_output_tokens",), default, ceiling)
-    return counting.embeddings_input_tokens(model, body), 0, 1
+    return counting.embeddings_input_tokens(model, body, tenant_id=tenant_id), 0, 1
 
 
 @dataclass
@@ -197,7 +199,7 @@ def relay_prepare(
     service_tier = service_tier_of(body)
     try:
         input_tokens, per_choice, choices = _estimate(
-            endpoint, model, body, output_limit=_output_limit(key, model, service_tier)
+            endpoint, model, body, tenant_id=key.tenant_id, output_limit=_output_limit(key, model, service_tier)
         )
     except counting.BadRequest as exc:
         raise RelayError(400, exc.message, param=exc.param, code=exc.code) from None

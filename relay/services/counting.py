@@ -1,10 +1,17 @@
 """Token estimates before a call and counts of what was delivered, with tiktoken.
 
 Chat input follows OpenAI's message accounting (the cookbook's num_tokens_from_messages):
-3 tokens per message, 1 more for a name, 3 to prime the reply, plus the text of every field.
-Tool definitions count as their JSON. Images and audio parts are not counted (no text).
+3 tokens per message, 1 more for a name, 3 to prime the reply, plus the tokens of every
+field's text, each counted on its own. Tool definitions count as their JSON. Images and audio
+parts are not counted (no text).
+
+The texts of an estimate are counted through a small per-process cache, per tenant: a system
+prompt or a set of tool definitions comes again with every call of an application, and
+counting a 3,000-token prompt took half a millisecond each time. Per tenant, so that whether a
+text was seen lately (a faster answer) says nothing about another tenant's prompts.
 """
 
+import functools
 from typing import Any
 
 import orjson
@@ -37,7 +44,26 @@ def tokens(model: str, text: str) -> int:
     return count_tokens(model=model, text=text).tokens if text else 0
 
 
-def chat_input_tokens(model: str, body: dict[str, Any]) -> int:
+# Bounds the cache's memory: at most CACHE_ENTRIES texts of at most CACHE_MAX_CHARS characters
+# each (16 MiB of ASCII text); a longer text is counted every time.
+CACHE_ENTRIES = 1024
+CACHE_MAX_CHARS = 16_384
+
+
+@functools.lru_cache(maxsize=CACHE_ENTRIES)
+def _tokens_cached(tenant_id: int, model: str, text: str) -> int:
+    return tokens(model, text)
+
+
+def _input_tokens(tenant_id: int, model: str, texts: list[str]) -> int:
+    return sum(
+        _tokens_cached(tenant_id, model, text) if len(text) <= CACHE_MAX_CHARS else tokens(model, text)
+        for text in texts
+        if text
+    )
+
+
+def chat_input_tokens(model: str, body: dict[str, Any], *, tenant_id: int) -> int:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("messages must be a non-empty array of message objects.", "messages")
@@ -59,10 +85,10 @@ def chat_input_tokens(model: str, body: dict[str, Any]) -> int:
     for extra in ("tools", "functions", "response_format"):
         if body.get(extra):
             texts.append(orjson.dumps(body[extra]).decode())
-    return total + tokens(model, "\n".join(texts))
+    return total + _input_tokens(tenant_id, model, texts)
 
 
-def responses_input_tokens(model: str, body: dict[str, Any]) -> int:
+def responses_input_tokens(model: str, body: dict[str, Any], *, tenant_id: int) -> int:
     value = body.get("input")
     texts: list[str] = []
     if isinstance(body.get("instructions"), str):
@@ -79,16 +105,16 @@ def responses_input_tokens(model: str, body: dict[str, Any]) -> int:
         raise BadRequest("input must be a string or an array of input items.", "input")
     if body.get("tools"):
         texts.append(orjson.dumps(body["tools"]).decode())
-    return total + tokens(model, "\n".join(texts))
+    return total + _input_tokens(tenant_id, model, texts)
 
 
-def embeddings_input_tokens(model: str, body: dict[str, Any]) -> int:
+def embeddings_input_tokens(model: str, body: dict[str, Any], *, tenant_id: int) -> int:
     value = body.get("input")
     if isinstance(value, str):
-        return tokens(model, value)
+        return _input_tokens(tenant_id, model, [value])
     if isinstance(value, list) and value:
         if all(isinstance(item, str) for item in value):
-            return sum(tokens(model, item) for item in value)
+            return _input_tokens(tenant_id, model, value)
         if all(isinstance(item, int) for item in value):
             return len(value)
         if all(isinstance(item, list) for item in value):

@@ -122,8 +122,9 @@ def test_chat_without_usage_is_counted_from_the_delivered_text(relay_stack, rela
     event = settled(raw.headers["x-request-id"])
     assert event.token_source == "counted" and event.encoding == "o200k_base"
     assert event.output_tokens == tokens(content)
-    # Input: OpenAI's message accounting (3 per message, 3 to prime the reply).
-    assert event.input_tokens == 3 + 2 * 3 + tokens("system\nBe brief.\nuser\nSay hello to the relay.")
+    # Input: OpenAI's message accounting (3 per message, 3 to prime the reply, each field's text).
+    fields = ("system", "Be brief.", "user", "Say hello to the relay.")
+    assert event.input_tokens == 3 + 2 * 3 + sum(tokens(text) for text in fields)
     assert event.cost == expected_cost(event)
 
 

@@ -26,7 +26,7 @@ MAX_TOKENS = 100
 def test_two_hundred_streams_against_a_balance_for_fifty(relay_stack, relay_tenant, fake):
     tenant = factories.TenantFactory(slug="relay-small", price_plan=relay_tenant.price_plan)
     _, secret = factories.issue_api_key(tenant)
-    input_tokens = chat_input_tokens("gpt-4o", {"messages": MESSAGES})
+    input_tokens = chat_input_tokens("gpt-4o", {"messages": MESSAGES}, tenant_id=tenant.pk)
     estimate = Decimal(math.ceil(input_tokens * 2.5 + MAX_TOKENS * 10)) / Decimal(1_000_000)
     factories.topup(tenant, str(estimate * 50))
     fake.interval = 0.1
