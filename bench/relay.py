@@ -252,17 +252,19 @@ async def streams(
             await asyncio.sleep(delay)
         began = time.perf_counter()
         done: asyncio.Future[None] = loop.create_future()
+        client = _StreamClient(request, began, done)
         try:
-            transport, client = await loop.create_connection(
-                lambda: _StreamClient(request, began, done), parts.hostname, parts.port
-            )
+            transport, _ = await loop.create_connection(lambda: client, parts.hostname, parts.port)
+        except OSError:
+            failures += 1
+            return
+        try:
             await asyncio.wait_for(done, 60)
-        except (OSError, TimeoutError):
+        except TimeoutError:
             failures += 1
             return
         finally:
-            if "transport" in locals():
-                transport.close()
+            transport.close()
         if not client.ok or client.first is None:
             failures += 1
             return

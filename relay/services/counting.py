@@ -44,8 +44,9 @@ def tokens(model: str, text: str) -> int:
     return count_tokens(model=model, text=text).tokens if text else 0
 
 
-# Bounds the cache's memory: at most CACHE_ENTRIES texts of at most CACHE_MAX_CHARS characters
-# each (16 MiB of ASCII text); a longer text is counted every time.
+# Bounds the cache's memory per process: at most CACHE_ENTRIES texts of at most CACHE_MAX_CHARS
+# characters each (16 MiB of ASCII text, 64 MiB if every character took four bytes); a longer
+# text is counted every time.
 CACHE_ENTRIES = 1024
 CACHE_MAX_CHARS = 16_384
 
