@@ -120,7 +120,7 @@ lint: $(VENV)/.dev-installed
 # connects to a database.
 # About 15 s cold on 2 cores, 2 s with .mypy_cache.
 typecheck: $(VENV)/.dev-installed
-	$(TEST_ENV) $(BIN)/mypy infra accounts api billing metering invoicing alerts portal
+	$(TEST_ENV) $(BIN)/mypy infra accounts api billing metering invoicing alerts relay portal
 
 format: $(VENV)/.dev-installed
 	$(BIN)/ruff format .
