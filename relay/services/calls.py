@@ -158,7 +158,7 @@ def _estimate(
     if endpoint == RESPONSES:
         inputs = counting.responses_input_tokens(model, body, tenant_id=tenant_id)
         return inputs, *counting.max_output({**body, "n": 1}, ("max_output_tokens",), default, ceiling)
-    return counting.embeddings_input_tokens(model, body, tenant_id=tenant_id), 0, 1
+    return counting.embeddings_input_tokens(model, body), 0, 1
 
 
 @dataclass

@@ -5,10 +5,11 @@ Chat input follows OpenAI's message accounting (the cookbook's num_tokens_from_m
 field's text, each counted on its own. Tool definitions count as their JSON. Images and audio
 parts are not counted (no text).
 
-The texts of an estimate are counted through a small per-process cache, per tenant: a system
-prompt or a set of tool definitions comes again with every call of an application, and
-counting a 3,000-token prompt took half a millisecond each time. Per tenant, so that whether a
-text was seen lately (a faster answer) says nothing about another tenant's prompts.
+The texts of a chat or Responses estimate are counted through a small per-process cache, per
+tenant: a system prompt or a set of tool definitions comes again with every call of an
+application, and counting a 3,000-token prompt took half a millisecond each time. Per tenant,
+so that whether a text was seen lately (a faster answer) says nothing about another tenant's
+prompts.
 """
 
 import functools
@@ -109,13 +110,15 @@ def responses_input_tokens(model: str, body: dict[str, Any], *, tenant_id: int) 
     return total + _input_tokens(tenant_id, model, texts)
 
 
-def embeddings_input_tokens(model: str, body: dict[str, Any], *, tenant_id: int) -> int:
+def embeddings_input_tokens(model: str, body: dict[str, Any]) -> int:
+    """Not through the cache: documents to embed rarely come twice, and a batch of them would
+    push every tenant's prompts out of it."""
     value = body.get("input")
     if isinstance(value, str):
-        return _input_tokens(tenant_id, model, [value])
+        return tokens(model, value)
     if isinstance(value, list) and value:
         if all(isinstance(item, str) for item in value):
-            return _input_tokens(tenant_id, model, value)
+            return sum(tokens(model, item) for item in value)
         if all(isinstance(item, int) for item in value):
             return len(value)
         if all(isinstance(item, list) for item in value):

@@ -65,7 +65,7 @@ def test_a_text_too_long_to_keep_is_counted_every_time(counted):
     long_text = f"{uuid.uuid4()} " + "word " * (counting.CACHE_MAX_CHARS // 5)
     assert len(long_text) > counting.CACHE_MAX_CHARS
     for _ in range(2):
-        tokens = counting.embeddings_input_tokens("gpt-4o", {"input": long_text}, tenant_id=103)
+        tokens = counting.responses_input_tokens("gpt-4o", {"input": long_text}, tenant_id=103)
         assert tokens == tiktoken_count(long_text)
     assert counted.count(long_text) == 2
 
