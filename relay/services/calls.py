@@ -94,6 +94,17 @@ def _key_by_secret(raw: str) -> ApiKey | None:
     return key
 
 
+def cached_tenant_id(authorization: str) -> int | None:
+    """The tenant of the bearer key when this process has it cached, else None: no I/O, so the
+    gateway may ask on its event loop (to prepare and hold a lone call in one hop)."""
+    scheme, _, raw = authorization.partition(" ")
+    raw = raw.strip()
+    if scheme.lower() != "bearer" or not raw:
+        return None
+    key = _keys.get(hashlib.sha256(raw.encode()).digest())
+    return key.tenant_id if key is not None else None
+
+
 def _authenticate(authorization: str, client: tuple[str, str]) -> ApiKey:
     scheme, _, raw = authorization.partition(" ")
     raw = raw.strip()

@@ -132,6 +132,70 @@ def test_a_group_is_at_most_group_max_calls():
     assert [len(group) for group in up.groups] == [GROUP_MAX, 10]
 
 
+def test_a_lone_call_goes_in_one_step_and_its_tenant_queues_behind_it():
+    async def main():
+        up = Upstairs()
+        admitter = Admitter(asyncio.get_running_loop(), up.write, up.release)
+        gate = asyncio.Event()
+
+        async def prepare_and_hold():
+            await gate.wait()
+            return admitted("alone")
+
+        alone = asyncio.create_task(admitter.admit_alone(1, prepare_and_hold))
+        await asyncio.sleep(0)
+        busy = not admitter.idle(1)
+        later = asyncio.create_task(admitter.admit(call(1, "later")))
+        other = asyncio.create_task(admitter.admit(call(2, "other")))
+        await asyncio.sleep(0.01)
+        groups_meanwhile = [list(group) for group in up.groups]
+        gate.set()
+        answers = await asyncio.gather(alone, later, other)
+        await asyncio.sleep(0)
+        return up, busy, groups_meanwhile, answers, admitter.idle(1)
+
+    up, busy, groups_meanwhile, answers, idle_after = run_async(main)
+    assert busy and groups_meanwhile == [["other"]]  # tenant 1's next call waited, tenant 2 did not
+    assert up.groups == [["other"], ["later"]]
+    assert [a.request_id for a in answers] == ["alone", "later", "other"]
+    assert idle_after
+
+
+def test_a_lone_call_that_gives_up_while_held_has_its_hold_released():
+    async def main():
+        up = Upstairs()
+        admitter = Admitter(asyncio.get_running_loop(), up.write, up.release)
+        gate = asyncio.Event()
+
+        async def prepare_and_hold():
+            await gate.wait()
+            return admitted("leaves")
+
+        leaves = asyncio.create_task(admitter.admit_alone(1, prepare_and_hold))
+        await asyncio.sleep(0.01)
+        leaves.cancel()
+        gate.set()
+        await asyncio.sleep(0.01)  # the hold finishes, then its release runs
+        return up, admitter.idle(1)
+
+    up, idle = run_async(main)
+    assert up.released == ["leaves"] and idle
+
+
+def test_a_lone_call_refused_gets_its_error_and_frees_its_tenant():
+    async def main():
+        admitter = Admitter(asyncio.get_running_loop(), Upstairs().write, Upstairs().release)
+
+        async def prepare_and_hold():
+            raise RelayError(402, "no money", code="insufficient_quota")
+
+        answer = await asyncio.gather(admitter.admit_alone(1, prepare_and_hold), return_exceptions=True)
+        return answer[0], admitter.idle(1)
+
+    refused, idle = run_async(main)
+    assert isinstance(refused, RelayError) and refused.status == 402 and idle
+
+
 def test_request_ids_differ_across_forked_workers():
     """Workers forked from a preloaded master must not share a request-id sequence: a repeated
     request_id would find another call's hold."""
