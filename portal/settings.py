@@ -435,7 +435,9 @@ if not DEBUG and not RELAY_ENCRYPTION_KEYS and env.bool("RELAY_REQUIRE_ENCRYPTIO
     raise ImproperlyConfigured("RELAY_ENCRYPTION_KEYS is required (RELAY_REQUIRE_ENCRYPTION_KEYS=1)")
 # The relay's base URL as tenants see it (the portal's Quick start page).
 RELAY_BASE_URL = env.str("RELAY_BASE_URL", default="") or f"{PORTAL_BASE_URL.rstrip('/')}/v1"
-RELAY_DB_THREADS = env.int("RELAY_DB_THREADS", default=8)  # per process: admission and recording
+# Per process: threads (each with its database connection) that prepare calls and hold lone ones;
+# held groups have two more threads and the recorder one (relay/gateway.py).
+RELAY_DB_THREADS = env.int("RELAY_DB_THREADS", default=8)
 RELAY_MAX_BODY_BYTES = env.int("RELAY_MAX_BODY_BYTES", default=8 * 1024 * 1024)
 RELAY_DEFAULT_MAX_OUTPUT_TOKENS = env.int("RELAY_DEFAULT_MAX_OUTPUT_TOKENS", default=4096)
 RELAY_MAX_OUTPUT_TOKENS = env.int("RELAY_MAX_OUTPUT_TOKENS", default=1_000_000)

@@ -56,12 +56,14 @@ _pool: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
 
 
 def _executor_get(name: str = "db") -> concurrent.futures.ThreadPoolExecutor:
-    """ "db": RELAY_DB_THREADS threads for admissions and releases; "record": the recorder's own
-    thread, so its writes (which settle holds and free balance) never queue behind a burst of
-    admissions waiting for the same tenant's wallet row."""
+    """ "db": RELAY_DB_THREADS threads to prepare calls (a lone call's hold too) and release holds;
+    "admit": two threads for held groups, which must not queue behind a burst's prepares (the
+    first group of a 1,000-call burst waited for every prepare submitted before it: 5-7 % more
+    CPU per stream, alternated in one process); "record": the recorder's own thread, so its
+    writes (which settle holds and free balance) never queue behind either."""
     executor = _pool.get(name)
     if executor is None:
-        size = settings.RELAY_DB_THREADS if name == "db" else 1
+        size = {"db": settings.RELAY_DB_THREADS, "admit": 2}.get(name, 1)
         executor = _pool[name] = concurrent.futures.ThreadPoolExecutor(size, thread_name_prefix=f"relay-{name}")
     return executor
 
@@ -572,7 +574,7 @@ class _Call:
 
 
 async def _admit_write(group: list[calls.Prepared]) -> list[Admitted | RelayError]:
-    return await run_sync(calls.relay_admit_many, prepared=group)
+    return await run_sync(calls.relay_admit_many, pool="admit", prepared=group)
 
 
 async def _admit_release(admitted: Admitted) -> None:
