@@ -24,6 +24,7 @@ from typing import Any
 
 from relay import metrics
 from relay.errors import RelayError
+from relay.loop_local import loop_local
 from relay.services.calls import Admitted, Prepared
 
 Write = Callable[[list[Prepared]], Awaitable[list[Admitted | RelayError]]]
@@ -159,20 +160,12 @@ _preparers: dict[int, Preparer] = {}
 
 def preparer(prepare_many: PrepareMany) -> Preparer:
     """The preparer of the running event loop (a worker has one)."""
-    loop = asyncio.get_running_loop()
-    found = _preparers.get(id(loop))
-    if found is None or found.loop is not loop:
-        found = _preparers[id(loop)] = Preparer(loop, prepare_many)
-    return found
+    return loop_local(_preparers, lambda loop: Preparer(loop, prepare_many))
 
 
 def admitter(write: Write, release: Release) -> Admitter:
     """The admitter of the running event loop (a worker has one)."""
-    loop = asyncio.get_running_loop()
-    found = _admitters.get(id(loop))
-    if found is None or found.loop is not loop:
-        found = _admitters[id(loop)] = Admitter(loop, write, release)
-    return found
+    return loop_local(_admitters, lambda loop: Admitter(loop, write, release))
 
 
 __all__ = ["BATCHES_IN_FLIGHT", "GROUP_MAX", "Admitter", "Preparer", "admitter", "preparer"]

@@ -21,6 +21,7 @@ from typing import Any
 from django.conf import settings
 
 from relay import metrics
+from relay.loop_local import loop_local
 from relay.services.calls import Finished
 
 logger = logging.getLogger("relay")
@@ -113,11 +114,7 @@ _recorders: dict[int, Recorder] = {}
 
 def recorder(write: Writer) -> Recorder:
     """The recorder of the running event loop (a worker has one)."""
-    loop = asyncio.get_running_loop()
-    found = _recorders.get(id(loop))
-    if found is None or found.loop is not loop:
-        found = _recorders[id(loop)] = Recorder(loop, write)
-    return found
+    return loop_local(_recorders, lambda loop: Recorder(loop, write))
 
 
 async def recorder_close() -> None:

@@ -214,15 +214,21 @@ class Preparing:
         ]
 
 
+async def fill_batches(preparer: Preparer, prefix: str) -> list[asyncio.Task]:
+    """Every batch place taken, one call each (the gate must be closed)."""
+    tasks = []
+    for i in range(BATCHES_IN_FLIGHT):
+        tasks.append(asyncio.create_task(preparer.prepare({"request_id": f"{prefix}{i}"})))
+        await asyncio.sleep(0.01)
+    return tasks
+
+
 def test_calls_waiting_to_be_prepared_go_together_with_a_bounded_number_of_batches_in_flight():
     async def main():
         preparing = Preparing()
         preparer = Preparer(asyncio.get_running_loop(), preparing.prepare_many)
         preparing.gate.clear()
-        early = []
-        for i in range(BATCHES_IN_FLIGHT):  # one batch each: each found a free place
-            early.append(asyncio.create_task(preparer.prepare({"request_id": f"e{i}"})))
-            await asyncio.sleep(0.01)
+        early = await fill_batches(preparer, "e")
         late = [asyncio.create_task(preparer.prepare({"request_id": f"l{i}"})) for i in range(5)]
         await asyncio.sleep(0.01)
         in_flight = [list(batch) for batch in preparing.batches]
@@ -241,10 +247,7 @@ def test_a_call_whose_preparation_fails_gets_its_own_error_only():
         preparing = Preparing()
         preparer = Preparer(asyncio.get_running_loop(), preparing.prepare_many)
         preparing.gate.clear()
-        blockers = []
-        for i in range(BATCHES_IN_FLIGHT):
-            blockers.append(asyncio.create_task(preparer.prepare({"request_id": f"x{i}"})))
-            await asyncio.sleep(0.01)
+        blockers = await fill_batches(preparer, "x")
         good = asyncio.create_task(preparer.prepare({"request_id": "good"}))
         bad = asyncio.create_task(preparer.prepare({"request_id": "bad", "bad": True}))
         leaves = asyncio.create_task(preparer.prepare({"request_id": "leaves"}))

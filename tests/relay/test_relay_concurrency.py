@@ -21,6 +21,17 @@ MESSAGES = [{"role": "user", "content": "Count to ten."}]
 MAX_TOKENS = 100
 
 
+async def _together(base_url: str, secrets: list[str], one) -> list[int]:
+    """`one(client)` for each secret, all at once over one connection pool: the statuses."""
+    http = openai.DefaultAsyncHttpxClient(limits=httpx.Limits(max_connections=300), timeout=60)
+    clients = {secret: openai.AsyncOpenAI(base_url=base_url, api_key=secret, max_retries=0, http_client=http)
+               for secret in set(secrets)}  # fmt: skip
+    try:
+        return await asyncio.gather(*(one(clients[secret]) for secret in secrets))
+    finally:
+        await http.aclose()
+
+
 # 60: as in production, the key found once and reused by the burst's calls.
 @pytest.mark.parametrize("key_cache_seconds", [0, 60])
 def test_two_hundred_streams_against_a_balance_for_fifty(relay_stack, relay_tenant, fake):
@@ -42,15 +53,7 @@ def test_two_hundred_streams_against_a_balance_for_fifty(relay_stack, relay_tena
             return exc.status_code
         return 200
 
-    async def run() -> list[int]:
-        http = openai.DefaultAsyncHttpxClient(limits=httpx.Limits(max_connections=300), timeout=60)
-        client = openai.AsyncOpenAI(base_url=relay_stack.base_url, api_key=secret, max_retries=0, http_client=http)
-        try:
-            return await asyncio.gather(*(one(client) for _ in range(200)))
-        finally:
-            await client.close()
-
-    statuses = run_async(run)
+    statuses = run_async(lambda: _together(relay_stack.base_url, [secret] * 200, one))
     admitted = statuses.count(200)
     assert set(statuses) <= {200, 402}
     # Settled calls give back the rest of their hold, so a few more than 50 may fit; the money may not.
@@ -80,15 +83,8 @@ def test_calls_prepared_together_answer_each_for_itself(relay_stack, relay_key, 
             return exc.status_code
         return 200
 
-    async def run() -> list[int]:
-        http = openai.DefaultAsyncHttpxClient(limits=httpx.Limits(max_connections=100), timeout=60)
-        good = openai.AsyncOpenAI(base_url=relay_stack.base_url, api_key=secret, max_retries=0, http_client=http)
-        bad = openai.AsyncOpenAI(base_url=relay_stack.base_url, api_key="tb_wrong", max_retries=0, http_client=http)
-        try:
-            return await asyncio.gather(*(one(good if i % 2 else bad) for i in range(60)))
-        finally:
-            await good.close()
-
-    statuses = run_async(run)
+    statuses = run_async(
+        lambda: _together(relay_stack.base_url, [secret if i % 2 else "tb_wrong" for i in range(60)], one)
+    )
     assert statuses == [200 if i % 2 else 401 for i in range(60)]
     assert fake.calls == 30
