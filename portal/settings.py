@@ -452,7 +452,9 @@ RELAY_BREAKER_COOLDOWN_SECONDS = env.float("RELAY_BREAKER_COOLDOWN_SECONDS", def
 # Finished calls are recorded in batches: at most this long after the call, or at once when
 # RELAY_RECORD_BATCH are waiting. In memory: a killed process loses up to one interval's calls
 # (their holds are released at expiry, uncharged); a graceful stop writes them (docs/relay.md).
-RELAY_RECORD_INTERVAL_MS = env.int("RELAY_RECORD_INTERVAL_MS", default=25)
+# 50 ms rather than 25: batches twice as large cost 8-12 % less relay CPU per call at 200
+# calls/s (alternated in one process), for up to twice as many calls lost to a SIGKILL.
+RELAY_RECORD_INTERVAL_MS = env.int("RELAY_RECORD_INTERVAL_MS", default=50)
 RELAY_RECORD_BATCH = env.int("RELAY_RECORD_BATCH", default=200)
 if not 0 <= RELAY_RECORD_INTERVAL_MS <= 5000:
     raise ImproperlyConfigured("RELAY_RECORD_INTERVAL_MS must be 0..5000")
