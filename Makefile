@@ -107,7 +107,7 @@ run: $(VENV)/.runtime-installed system-deps messages pdf-deps
 	$(RUN_ENV) $(BIN)/celery -A portal worker --beat --pool=solo --loglevel=WARNING & worker=$$!; \
 		$(RUN_ENV) $(PY) manage.py relay_mock_upstream --port 8089 & mock=$$!; \
 		trap 'kill $$worker $$mock 2>/dev/null' EXIT INT TERM; \
-		$(RUN_ENV) $(BIN)/uvicorn portal.asgi:application --host 127.0.0.1 --port 8000 --log-level warning
+		$(RUN_ENV) $(BIN)/uvicorn portal.asgi:application --host 127.0.0.1 --port 8000 --log-level warning --no-proxy-headers
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

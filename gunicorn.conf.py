@@ -15,7 +15,7 @@ elif hasattr(select, "EPOLLEXCLUSIVE"):
     worker_class = "portal.gunicorn_worker.ExclusiveSyncWorker"
 else:
     worker_class = "sync"
-# The relay (docker-compose `relay`): portal.asgi under uvicorn's worker, uvicorn_worker.UvicornWorker.
+# The relay (docker-compose `relay`): portal.asgi under uvicorn's worker, portal.asgi_worker.AsgiWorker.
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or worker_class
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 accesslog = None  # the app logs structured JSON itself; no second, unstructured access log

@@ -285,7 +285,7 @@ def start_relay(args: argparse.Namespace, database_url: str) -> tuple[subprocess
     env = dict(os.environ)
     env.update(
         DATABASE_URL=database_url, DEBUG="0", LOG_LEVEL="WARNING", ALLOWED_HOSTS="127.0.0.1,localhost",
-        GUNICORN_WORKER_CLASS="uvicorn_worker.UvicornWorker", BALANCE_BACKEND="redis", LOG_REQUESTS="0",
+        GUNICORN_WORKER_CLASS="portal.asgi_worker.AsgiWorker", BALANCE_BACKEND="redis", LOG_REQUESTS="0",
     )  # fmt: skip
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env.setdefault("SECRET_KEY", "bench-only-secret")

@@ -16,6 +16,7 @@ import openai
 import pytest
 import uvicorn
 
+from portal.asgi_worker import UVICORN_OPTIONS
 from relay.gateway import executor_shutdown
 from relay.services import calls, routing
 from relay.services.upstreams import upstream_save
@@ -62,7 +63,7 @@ class LiveRelay:
         self.port = _free_port()
         config = uvicorn.Config(
             application, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", loop="asyncio",
-            http="httptools",
+            http="httptools", **UVICORN_OPTIONS,
         )  # fmt: skip
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=lambda: asyncio.run(self.server.serve()), daemon=True)

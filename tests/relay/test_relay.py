@@ -386,6 +386,25 @@ def test_refusals_use_openai_errors_before_any_upstream_call(relay_stack, relay_
     assert fake.calls == 1
 
 
+def test_a_key_limited_to_networks_is_judged_by_the_one_client_address_rule(relay_stack, relay_key, fake, settings):
+    """accounts/client_ip.py's rule, as on the portal: X-Forwarded-For counts only through the
+    TRUSTED_PROXY_COUNT proxies declared, never because the peer is loopback."""
+    relay_key[0].allowed_networks = ["10.0.0.0/8"]
+    relay_key[0].save()
+    spoofed = openai.OpenAI(
+        base_url=relay_stack.base_url,
+        api_key=relay_key[1],
+        max_retries=0,
+        default_headers={"X-Forwarded-For": "10.1.2.3"},
+    )
+    with pytest.raises(openai.PermissionDeniedError) as caught:
+        spoofed.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    assert caught.value.code == "network_not_allowed" and fake.calls == 0
+    settings.TRUSTED_PROXY_COUNT = 1  # now a proxy in front appended the client's address
+    assert spoofed.chat.completions.create(model="gpt-4o", messages=MESSAGES).choices
+    spoofed.close()
+
+
 def test_a_revoked_key_reaches_the_relay_within_its_key_cache_time(relay_stack, relay_key, settings):
     settings.RELAY_KEY_CACHE_SECONDS = 0.5
     client = client_for(relay_stack, relay_key[1])
