@@ -91,6 +91,13 @@ class BoundedCache(Generic[V]):
         self._misses.inc()
         return default
 
+    def peek(self, key: Hashable, default: Any = None) -> V | Any:
+        """The live value without counting a lookup or refreshing its place: for a caller that
+        only decides which path to take, the lookup that follows counts."""
+        with self._lock:
+            entry = self._entries.get(key, _ABSENT)
+        return entry[1] if entry is not _ABSENT and entry[0] > time.monotonic() else default
+
     def set(self, key: Hashable, value: V) -> None:
         limit = self.max_size
         if limit == 0:

@@ -101,7 +101,7 @@ def cached_tenant_id(authorization: str) -> int | None:
     raw = raw.strip()
     if scheme.lower() != "bearer" or not raw:
         return None
-    key = _keys.get(hashlib.sha256(raw.encode()).digest())
+    key = _keys.peek(hashlib.sha256(raw.encode()).digest())
     return key.tenant_id if key is not None else None
 
 

@@ -41,6 +41,19 @@ def test_entries_expire_after_their_ttl():
     assert len(cache) == 0
 
 
+def test_a_peek_counts_no_lookup_and_moves_nothing():
+    cache: BoundedCache[int] = BoundedCache("test_peek", max_size=2, ttl=0.05)
+    cache.set("a", 1)
+    cache.set("b", 2)
+    assert cache.peek("a") == 1 and cache.peek("z") is None
+    cache.set("c", 3)  # "a" is still the least recently used: the peek did not refresh it
+    assert cache.peek("a") is None and cache.peek("b") == 2
+    assert metric_value("tokenbill_cache_hits_total", cache="test_peek") == 0
+    assert metric_value("tokenbill_cache_misses_total", cache="test_peek") == 0
+    time.sleep(0.06)
+    assert cache.peek("c") is None  # expired entries are not answered
+
+
 def test_a_zero_size_caches_nothing():
     cache: BoundedCache[str] = BoundedCache("test_zero", max_size=lambda: 0)
     cache.set("k", "v")

@@ -19,6 +19,7 @@ from relay.recorder import recorders_flush
 from relay.services.calls import _store_content
 from relay.services.upstreams import upstream_save
 from tests import factories
+from tests.assertions import metric_value
 from tests.relay.conftest import run_async, wallet_balance
 from tests.relay.fake_upstream import FakeUpstream, reply_text
 
@@ -403,6 +404,23 @@ def test_a_key_limited_to_networks_is_judged_by_the_one_client_address_rule(rela
     settings.TRUSTED_PROXY_COUNT = 1  # now a proxy in front appended the client's address
     assert spoofed.chat.completions.create(model="gpt-4o", messages=MESSAGES).choices
     spoofed.close()
+
+
+@pytest.mark.parametrize("key_cache_seconds", [60])
+def test_each_call_counts_one_key_lookup(relay_stack, relay_key, fake):
+    """The gateway peeks at the key cache to choose a call's path; only the lookup that follows
+    counts, so the cache's hit rate means what it says."""
+
+    def lookups() -> tuple[float, float]:
+        hits = metric_value("tokenbill_cache_hits_total", cache="relay_api_keys")
+        return hits, metric_value("tokenbill_cache_misses_total", cache="relay_api_keys")
+
+    hits, misses = lookups()
+    client = client_for(relay_stack, relay_key[1])
+    for _ in range(3):
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES)
+    after_hits, after_misses = lookups()
+    assert (after_hits - hits, after_misses - misses) == (2, 1)
 
 
 def test_a_revoked_key_reaches_the_relay_within_its_key_cache_time(relay_stack, relay_key, settings):
