@@ -5,8 +5,9 @@ Every hold of a tenant moves its wallet row, so one at a time they queue on that
 for a commit each (a WAL flush): a burst of 1,000 calls of one tenant waited seconds. Here the
 calls of a tenant that arrive while its previous group is being held wait for it to finish and
 then go together (calls.relay_admit_many: one Redis script call, one PostgreSQL statement, one
-commit). A lone call goes at once; under load the group grows with the queue, so the commit
-rate stops bounding admissions. Different tenants' groups run side by side on the thread pool.
+commit). A lone call goes at once (prepared and held in one hop when its key is known here:
+`admit_alone`); under load the group grows with the queue, so the commit rate stops bounding
+admissions. Different tenants' groups run side by side on the thread pool.
 
 The decisions are the ones a call alone would get, in arrival order (billing/services/
 hold_batch.py). A call that gives up while its group is being held (the client went away) has
@@ -117,6 +118,9 @@ class Admitter:
                 self._busy.discard(tenant_id)
 
     def _alone_done(self, future: asyncio.Future[Admitted], task: asyncio.Task[Admitted]) -> None:
+        if task.cancelled():  # the loop is closing: so is its caller
+            future.cancel()
+            return
         exc = task.exception()
         if exc is None:
             self._deliver(future, task.result())

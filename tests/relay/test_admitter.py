@@ -197,6 +197,22 @@ def test_a_lone_call_refused_gets_its_error_and_frees_its_tenant():
     assert isinstance(refused, RelayError) and refused.status == 402 and idle
 
 
+def test_a_lone_hold_cancelled_underneath_cancels_its_caller_rather_than_leaving_it_waiting():
+    async def main():
+        admitter = Admitter(asyncio.get_running_loop(), Upstairs().write, Upstairs().release)
+
+        async def prepare_and_hold():
+            raise asyncio.CancelledError  # as when the loop closes under the hop
+
+        answer = await asyncio.wait_for(
+            asyncio.gather(admitter.admit_alone(1, prepare_and_hold), return_exceptions=True), 1
+        )
+        return answer[0], admitter.idle(1)
+
+    cancelled, idle = run_async(main)
+    assert isinstance(cancelled, asyncio.CancelledError) and idle
+
+
 class Preparing:
     """The batch preparation the preparer calls, recording each batch; `gate` holds batches."""
 
