@@ -84,8 +84,18 @@ _keys: BoundedCache[ApiKey] = BoundedCache(
 )
 
 
+def _bearer_secret(authorization: str) -> str:
+    """The secret of an `Authorization: Bearer <secret>` header; "" for any other header."""
+    scheme, _, raw = authorization.partition(" ")
+    return raw.strip() if scheme.lower() == "bearer" else ""
+
+
+def _cache_key(raw: str) -> bytes:
+    return hashlib.sha256(raw.encode()).digest()
+
+
 def _key_by_secret(raw: str) -> ApiKey | None:
-    digest = hashlib.sha256(raw.encode()).digest()
+    digest = _cache_key(raw)
     key = _keys.get(digest)
     if key is None:
         key = account_selectors.api_key_by_secret(raw)
@@ -97,18 +107,14 @@ def _key_by_secret(raw: str) -> ApiKey | None:
 def cached_tenant_id(authorization: str) -> int | None:
     """The tenant of the bearer key when this process has it cached, else None: no I/O, so the
     gateway may ask on its event loop (to prepare and hold a lone call in one hop)."""
-    scheme, _, raw = authorization.partition(" ")
-    raw = raw.strip()
-    if scheme.lower() != "bearer" or not raw:
-        return None
-    key = _keys.peek(hashlib.sha256(raw.encode()).digest())
+    raw = _bearer_secret(authorization)
+    key = _keys.peek(_cache_key(raw)) if raw else None
     return key.tenant_id if key is not None else None
 
 
 def _authenticate(authorization: str, client: tuple[str, str]) -> ApiKey:
-    scheme, _, raw = authorization.partition(" ")
-    raw = raw.strip()
-    if scheme.lower() != "bearer" or not raw:
+    raw = _bearer_secret(authorization)
+    if not raw:
         raise RelayError(
             401,
             "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'.",

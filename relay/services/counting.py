@@ -5,11 +5,11 @@ Chat input follows OpenAI's message accounting (the cookbook's num_tokens_from_m
 field's text, each counted on its own. Tool definitions count as their JSON. Images and audio
 parts are not counted (no text).
 
-The texts of a chat or Responses estimate are counted through a small per-process cache, per
-tenant: a system prompt or a set of tool definitions comes again with every call of an
-application, and counting a 3,000-token prompt took half a millisecond each time. Per tenant,
-so that whether a text was seen lately (a faster answer) says nothing about another tenant's
-prompts.
+The texts of a chat or Responses estimate are counted through a small per-process cache
+(infra/cache.py's BoundedCache "relay_token_counts"), per tenant: a system prompt or a set of
+tool definitions comes again with every call of an application, and counting a 3,000-token
+prompt took half a millisecond each time. Per tenant, so that whether a text was seen lately
+(a faster answer) says nothing about another tenant's prompts.
 """
 
 import functools
@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from infra.cache import BoundedCache
 from metering.tokens import count_tokens, encoding_name_for
 
 TOKENS_PER_MESSAGE = 3
@@ -52,17 +53,17 @@ CACHE_ENTRIES = 1024
 CACHE_MAX_CHARS = 16_384
 
 
-@functools.lru_cache(maxsize=CACHE_ENTRIES)
-def _tokens_cached(tenant_id: int, model: str, text: str) -> int:
-    return tokens(model, text)
+_counts: BoundedCache[int] = BoundedCache("relay_token_counts", max_size=CACHE_ENTRIES)
 
 
 def _input_tokens(tenant_id: int, model: str, texts: list[str]) -> int:
-    return sum(
-        _tokens_cached(tenant_id, model, text) if len(text) <= CACHE_MAX_CHARS else tokens(model, text)
-        for text in texts
-        if text
-    )
+    total = 0
+    for text in texts:
+        if len(text) > CACHE_MAX_CHARS:
+            total += tokens(model, text)
+        elif text:
+            total += _counts.get_or_load((tenant_id, model, text), functools.partial(tokens, model, text))
+    return total
 
 
 def chat_input_tokens(model: str, body: dict[str, Any], *, tenant_id: int) -> int:

@@ -133,16 +133,22 @@ def test_a_group_is_at_most_group_max_calls():
     assert [len(group) for group in up.groups] == [GROUP_MAX, 10]
 
 
+def gated_hold(gate: asyncio.Event, request_id: str):
+    """A lone call's prepare-and-hold that answers once `gate` opens."""
+
+    async def prepare_and_hold():
+        await gate.wait()
+        return admitted(request_id)
+
+    return prepare_and_hold
+
+
 def test_a_lone_call_goes_in_one_step_and_its_tenant_queues_behind_it():
     async def main():
         up = Upstairs()
         admitter = Admitter(asyncio.get_running_loop(), up.write, up.release)
         gate = asyncio.Event()
-
-        async def prepare_and_hold():
-            await gate.wait()
-            return admitted("alone")
-
+        prepare_and_hold = gated_hold(gate, "alone")
         alone = asyncio.create_task(admitter.admit_alone(1, prepare_and_hold))
         await asyncio.sleep(0)
         busy = not admitter.idle(1)
@@ -167,11 +173,7 @@ def test_a_lone_call_that_gives_up_while_held_has_its_hold_released():
         up = Upstairs()
         admitter = Admitter(asyncio.get_running_loop(), up.write, up.release)
         gate = asyncio.Event()
-
-        async def prepare_and_hold():
-            await gate.wait()
-            return admitted("leaves")
-
+        prepare_and_hold = gated_hold(gate, "leaves")
         leaves = asyncio.create_task(admitter.admit_alone(1, prepare_and_hold))
         await asyncio.sleep(0.01)
         leaves.cancel()
